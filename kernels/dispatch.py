@@ -4,8 +4,8 @@ import os
 
 import torch
 
-from .sparse_decode import sparse_decode_ref
-from .topk_encode import TopK, topk_encode_ref
+from .sparse_decode import sparse_decode_ref, sparse_decode_triton
+from .topk_encode import INTERPRETED, TopK, topk_encode_ref, topk_encode_triton
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -21,7 +21,7 @@ def backend(device: torch.device | str) -> str:
     if forced == "torch":
         return "torch"
     if forced == "triton":
-        if device.type != "cuda" and not _interpreted():
+        if device.type != "cuda" and not INTERPRETED:
             raise RuntimeError(
                 f"CODECUT_KERNELS=triton with {device.type} tensors needs Triton's interpreter: "
                 "set TRITON_INTERPRET=1 before triton and codecut.kernels are first imported, "
@@ -31,11 +31,6 @@ def backend(device: torch.device | str) -> str:
     if forced:
         raise ValueError(f"CODECUT_KERNELS must be 'triton' or 'torch', got {forced!r}")
     return "triton" if device.type == "cuda" and torch.cuda.is_available() else "torch"
-
-
-def _interpreted() -> bool:
-    """Whether our Triton kernels were built for the interpreter (decided when triton loads)."""
-    return False
 
 
 def _check_dtype(name: str, t: torch.Tensor) -> None:
@@ -66,7 +61,7 @@ def topk_encode(
     if x.device != W_enc.device:
         raise ValueError(f"x is on {x.device} but W_enc on {W_enc.device}")
     if backend(x.device) == "triton":
-        raise NotImplementedError("the Triton topk_encode kernel lands in the next commit")
+        return topk_encode_triton(x, W_enc, b_enc, k, cosine)
     return topk_encode_ref(x, W_enc, b_enc, k, cosine)
 
 
@@ -94,5 +89,5 @@ def sparse_decode(
     if not indices.device == values.device == W_dec.device:
         raise ValueError("indices, values and W_dec must be on one device")
     if backend(W_dec.device) == "triton":
-        raise NotImplementedError("the Triton sparse_decode kernel lands in the next commit")
+        return sparse_decode_triton(indices, values, W_dec, b_dec)
     return sparse_decode_ref(indices, values, W_dec, b_dec)
