@@ -1,0 +1,34 @@
+"""codecut.codebook: sparse bottlenecks in the residual stream.
+
+Bottleneck kinds (bottleneck.py), putting one into a model (attach.py), cutting codes inside it
+(ablation.py), training (train.py, corpus.py) and the sae-lens file format (saefile.py).
+
+sae-lens is imported only when needed (it takes seconds); call `register_with_sae_lens()` before
+`sae_lens.SAE.load_from_disk` on a codebook-kind directory in a process that has not saved or
+loaded one through codecut yet.
+"""
+
+from codecut.codebook.ablation import Ablation
+from codecut.codebook.attach import Attachment, attach
+from codecut.codebook.bottleneck import Bottleneck, BottleneckConfig, Codes
+from codecut.codebook.saefile import (
+    BottleneckFileError,
+    load_bottleneck,
+    register_with_sae_lens,
+    save_bottleneck,
+)
+from codecut.codebook.train import train_bottleneck
+
+__all__ = [
+    "Ablation",
+    "Attachment",
+    "Bottleneck",
+    "BottleneckConfig",
+    "BottleneckFileError",
+    "Codes",
+    "attach",
+    "load_bottleneck",
+    "register_with_sae_lens",
+    "save_bottleneck",
+    "train_bottleneck",
+]

@@ -1,0 +1,191 @@
+"""The sparse bottleneck: every activation is rewritten as k active codes out of n.
+
+One class serves every kind, because they differ only in how codes are chosen:
+
+    topk      linear encoder on (x - b_dec), top-k, ReLU; decoder rows unit-norm.
+    codebook  codebook-features style: x scored against each code by cosine, top-k codes;
+              the output is the codes' decoder rows weighted by their (ReLU'd) cosine scores.
+    relu      a sae-lens "standard" SAE (every positive pre-activation is active).
+    jumprelu  a sae-lens JumpReLU SAE (active where the pre-activation exceeds its threshold).
+
+The last two have no fixed k; `encode` returns as many slots as the busiest position needs,
+zero-valued where a position has fewer. All encoding and decoding goes through
+`codecut.kernels` (Triton on GPU, the torch reference elsewhere).
+
+    bn = Bottleneck(BottleneckConfig(kind="topk", d_in=576, n_codes=8192, k=32))
+    codes = bn.encode(x)          # Codes(indices [..., k], values [..., k])
+    x_hat = bn.decode(codes)      # [..., d_in]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from codecut.kernels import sparse_decode, topk_encode
+from torch import nn
+
+KINDS = ("topk", "codebook", "relu", "jumprelu")
+
+
+class Codes(NamedTuple):
+    """The active codes at each position.
+
+    Attributes:
+        indices: int64 [..., k], which codes are active, sorted by pre-activation (highest first).
+        values: [..., k], how strongly each is active (>= 0; 0 marks an unused slot). The decoder
+            multiplies code `indices[..., j]`'s decoder row by `values[..., j]`; values keep their
+            autograd graph, so gradients with respect to them give attributions.
+    """
+
+    indices: torch.Tensor
+    values: torch.Tensor
+
+
+@dataclass
+class BottleneckConfig:
+    """What defines a bottleneck, apart from its weights.
+
+    Attributes:
+        kind: one of KINDS.
+        d_in: width of the activation it reads (the model's d_model at `hook`).
+        n_codes: number of codes n.
+        k: active codes per position (topk and codebook); None for relu/jumprelu.
+        hook: the model hook it was trained at ("blocks.12.hook_out").
+        model: the model it was trained on (registry name, path or class name).
+        apply_b_dec_to_input: subtract b_dec before encoding (sae-lens convention; topk uses it).
+        norm_limit: positions whose activation norm exceeds this are passed through unchanged
+            (they were left out of training: 5x the median norm); None disables the check.
+        extra: training command, metrics and anything else recorded with the weights.
+    """
+
+    kind: str
+    d_in: int
+    n_codes: int
+    k: int | None = None
+    hook: str = ""
+    model: str = ""
+    apply_b_dec_to_input: bool = True
+    norm_limit: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"unknown bottleneck kind {self.kind!r}; use one of {', '.join(KINDS)}"
+            )
+        if self.kind in ("topk", "codebook") and not (self.k and 0 < self.k <= self.n_codes):
+            raise ValueError(f"{self.kind} needs 0 < k <= n_codes, got k={self.k}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Bottleneck(nn.Module):
+    """A sparse bottleneck for one hook. See the module docstring for the kinds.
+
+    Parameters: W_enc [d_in, n], b_enc [n], W_dec [n, d_in], b_dec [d_in] (+ threshold [n] for
+    jumprelu). Buffers (from training, used by clamp ablations): fire_rate [n], the fraction of
+    positions where each code is active; act_mean [n], its mean value where active.
+    """
+
+    def __init__(self, cfg: BottleneckConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, n = cfg.d_in, cfg.n_codes
+        self.W_enc = nn.Parameter(torch.zeros(d, n))
+        self.b_enc = nn.Parameter(torch.zeros(n))
+        self.W_dec = nn.Parameter(torch.zeros(n, d))
+        self.b_dec = nn.Parameter(torch.zeros(d))
+        if cfg.kind == "jumprelu":
+            self.threshold = nn.Parameter(torch.zeros(n))
+        self.register_buffer("fire_rate", torch.zeros(n))
+        self.register_buffer("act_mean", torch.zeros(n))
+        self.source = ""  # the directory it was loaded from, for error messages
+
+    # --- facts -------------------------------------------------------------------------------
+    @property
+    def hook(self) -> str:
+        return self.cfg.hook
+
+    @property
+    def kind(self) -> str:
+        return self.cfg.kind
+
+    @property
+    def n_codes(self) -> int:
+        return self.cfg.n_codes
+
+    @property
+    def has_stats(self) -> bool:
+        """Whether typical activations are known (training computes them; clamp needs them)."""
+        return bool(self.fire_rate.any())
+
+    @property
+    def content_hash(self) -> str:
+        """16 hex digits over the kind, k and every tensor (as float32), so a plan made for one
+        bottleneck can refuse another; saving in bf16 and loading back gives the same hash."""
+        h = hashlib.sha256(
+            f"{self.cfg.kind}:{self.cfg.k}:{self.cfg.d_in}:{self.cfg.n_codes}".encode()
+        )
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return (
+            f"Bottleneck({self.cfg.kind}, d_in={self.cfg.d_in}, n_codes={self.cfg.n_codes}, "
+            f"k={self.cfg.k}, hook={self.cfg.hook!r})"
+        )
+
+    # --- the computation -----------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, k: int | None = None) -> Codes:
+        """Codes for activations x [..., d_in].
+
+        `k` asks topk/codebook kinds for more candidates than cfg.k (ranked), which the `next`
+        ablation uses to replace a cut code with the next-best one.
+        """
+        x = x.to(self.W_enc.dtype)
+        kind = self.cfg.kind
+        if kind == "codebook":
+            out = topk_encode(x, self.W_enc, None, k or self.cfg.k, cosine=True)
+            return Codes(out.indices, out.values.relu())
+        if self.cfg.apply_b_dec_to_input:
+            x = x - self.b_dec
+        if kind == "topk":
+            out = topk_encode(x, self.W_enc, self.b_enc, k or self.cfg.k)
+            return Codes(out.indices, out.values.relu())
+        # relu/jumprelu: rank all codes, then keep as many slots as the busiest position needs.
+        out = topk_encode(x, self.W_enc, self.b_enc, self.cfg.n_codes)
+        floor = self.threshold[out.indices] if kind == "jumprelu" else 0.0
+        active = out.values > floor
+        slots = int((active.flip(-1).cumsum(-1) > 0).sum(-1).max()) if active.numel() else 0
+        slots = max(slots, 1)
+        values = torch.where(active, out.values.relu(), torch.zeros_like(out.values))
+        return Codes(out.indices[..., :slots], values[..., :slots])
+
+    def decode(self, codes: Codes) -> torch.Tensor:
+        """The reconstruction [..., d_in] from codes."""
+        return sparse_decode(
+            codes.indices, codes.values.to(self.W_dec.dtype), self.W_dec, self.b_dec
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """decode(encode(x)): x as the bottleneck lets it through."""
+        return self.decode(self.encode(x))
+
+    # --- training helpers ----------------------------------------------------------------------
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Rescale decoder rows to unit norm (topk/codebook keep them so, so that a code's value
+        is its contribution's size)."""
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+
+    def save(self, path, **cfg_extra) -> None:
+        """Write the sae-lens directory layout (cfg.json + sae_weights.safetensors) atomically."""
+        from codecut.codebook.saefile import save_bottleneck
+
+        save_bottleneck(self, path, **cfg_extra)

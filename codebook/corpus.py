@@ -1,0 +1,136 @@
+"""Text to train bottlenecks on, from what is on this machine (codecut never downloads).
+
+Three sources, mixed by `default_corpus`:
+  - text the model itself writes from diverse seed prompts (its own distribution);
+  - prose shipped with installed packages: the long descriptions (READMEs) in their metadata,
+    and the docstrings of the Python standard library (read with `ast`, nothing imported);
+  - whatever `extra` texts the caller adds (fact templates, domain text).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import logging
+import random
+import sysconfig
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+SEED_PROMPTS = [
+    "Once upon a time",
+    "The history of",
+    "In today's news,",
+    "Here is a recipe for",
+    "The best way to learn",
+    "Scientists have discovered that",
+    "My favourite city is",
+    "The capital of",
+    "Dear diary, today",
+    "How to fix a",
+    "The president said",
+    "In the year 1850,",
+    "The most famous painting",
+    "A good friend is someone who",
+    "The river flows through",
+    "Photosynthesis is",
+    "The football match",
+    "When I was a child,",
+    "The recipe calls for",
+    "The population of",
+    "She opened the door and",
+    "The company announced",
+    "Mathematics is",
+    "The official language of",
+    "The currency used in",
+    "The largest animal",
+    "He was born in",
+    "The museum is located in",
+    "Climate change",
+    "The novel tells the story of",
+    "To install the software,",
+    "The mountain is",
+    "The war ended in",
+    "Music has always",
+    "The doctor explained that",
+    "Our planet",
+    "The famous writer",
+    "The old castle",
+    "Learning a language",
+    "The train to",
+]
+
+
+def package_texts(max_chars: int = 2_000_000, min_chars: int = 200) -> list[str]:
+    """Prose from installed packages: metadata long descriptions, then stdlib docstrings."""
+    out, total = [], 0
+    for dist in importlib.metadata.distributions():
+        text = dist.metadata.get_payload() or dist.metadata.get("Description") or ""
+        if len(text) >= min_chars:
+            out.append(text)
+            total += len(text)
+        if total >= max_chars:
+            return out
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="ignore"))
+        except (SyntaxError, ValueError):
+            continue
+        nodes = [
+            tree,
+            *(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef | ast.FunctionDef)),
+        ]
+        for node in nodes:
+            doc = ast.get_docstring(node)
+            if doc and len(doc) >= min_chars:
+                out.append(doc)
+                total += len(doc)
+        if total >= max_chars:
+            break
+    return out
+
+
+@torch.no_grad()
+def generated_texts(
+    model, n_texts: int, max_new_tokens: int = 96, batch_size: int = 16, seed: int = 0
+) -> list[str]:
+    """Samples the model writes (temperature 1, top-p 0.95) from the seed prompts."""
+    torch.manual_seed(seed)
+    tok = model.tokenizer
+    prompts = [SEED_PROMPTS[i % len(SEED_PROMPTS)] for i in range(n_texts)]
+    out = []
+    old_side, tok.padding_side = tok.padding_side, "left"  # generation continues at the end
+    try:
+        for i in tqdm(range(0, n_texts, batch_size), desc="sampling corpus", leave=False):
+            enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True)
+            gen = model.hf.generate(
+                **{k: v.to(model.device) for k, v in enc.items()},
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                top_p=0.95,
+                pad_token_id=tok.pad_token_id,
+            )
+            out += tok.batch_decode(gen, skip_special_tokens=True)
+    finally:
+        tok.padding_side = old_side
+    return out
+
+
+def default_corpus(
+    model,
+    n_generated: int = 256,
+    package_chars: int = 2_000_000,
+    extra: list[str] | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Model samples + package prose + `extra`, shuffled (deterministic by seed)."""
+    texts = generated_texts(model, n_generated, seed=seed) + package_texts(package_chars)
+    texts += list(extra or [])
+    random.Random(seed).shuffle(texts)
+    log.info("corpus: %d texts, %d chars", len(texts), sum(map(len, texts)))
+    return texts

@@ -1,0 +1,365 @@
+"""Training a bottleneck on a model's activations at one hook.
+
+    bn = train_bottleneck(model, hook="blocks.12.hook_out", kind="topk", n_codes=8192, k=32,
+                          tokens=2_000_000, out="my_bottleneck/")
+
+Steps: collect activations through the hook (the forward stops right after it), leaving out
+special tokens and outlier norms (> 5x the median); hold out 5% of the texts for evaluation;
+train with Adam on shuffled activations (the whole set is the shuffle buffer: it fits in memory
+at these sizes), unit-norm decoder rows, AuxK (dead codes learn to explain the residual error,
+as in sparsify); checkpoint and resume; then record per-code statistics and metrics (FVU, L0,
+dead fraction, next-token CE clean / strict / mean-ablated -> CE recovered).
+
+sae-lens' trainer is not used: it drives its own encoder, while codecut's encode/decode must go
+through `codecut.kernels` so training and inference compute the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from codecut.codebook.ablation import Ablation
+from codecut.codebook.attach import attach
+from codecut.codebook.bottleneck import Bottleneck, BottleneckConfig
+from codecut.kernels import sparse_decode, topk_encode
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+NORM_OUTLIER = 5.0  # positions with norm > this x median are left out (and passed through)
+
+
+class _Stop(Exception):
+    """Raised by the collection hook to skip the layers after it."""
+
+
+@dataclass
+class Activations:
+    """Collected activations: `x` [N, d] (bf16 to halve memory) and the norm limit used."""
+
+    x: torch.Tensor
+    norm_limit: float
+
+
+def _batches(model, texts: list[str], ctx: int, batch_size: int):
+    """Tokenized batches of texts, long texts cut into `ctx`-token chunks."""
+    tok = model.tokenizer
+    chunks = []
+    for text in texts:
+        ids = tok(text, truncation=False)["input_ids"]
+        chunks += [ids[i : i + ctx] for i in range(0, len(ids), ctx) if len(ids[i : i + ctx]) > 1]
+    for i in range(0, len(chunks), batch_size):
+        part = chunks[i : i + batch_size]
+        width = max(map(len, part))
+        ids = torch.full((len(part), width), tok.pad_token_id)
+        mask = torch.zeros(len(part), width, dtype=torch.long)
+        for j, c in enumerate(part):
+            ids[j, : len(c)] = torch.tensor(c)
+            mask[j, : len(c)] = 1
+        yield ids.to(model.device), mask.to(model.device)
+
+
+def _ordinary(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """bool: real, non-special tokens."""
+    special = torch.tensor(model.tokenizer.all_special_ids, device=ids.device)
+    return mask.bool() & ~torch.isin(ids, special)
+
+
+@torch.no_grad()
+def collect_activations(
+    model, hook: str, texts: list[str], max_tokens: int, ctx: int = 128, batch_size: int = 16
+) -> Activations:
+    """Activations at `hook` for ordinary tokens of `texts`, up to `max_tokens` of them."""
+    got: list[torch.Tensor] = []
+
+    def grab(module, args, out):
+        got.append(out.detach())
+        raise _Stop
+
+    handle = model.hook_dict[hook].register_forward_hook(grab)
+    rows, n = [], 0
+    bar = tqdm(total=max_tokens, desc=f"activations at {hook}", leave=False)
+    try:
+        for ids, mask in _batches(model, texts, ctx, batch_size):
+            try:
+                model(ids, mask)
+            except _Stop:
+                pass
+            x = got.pop()[_ordinary(model, ids, mask)].to(torch.bfloat16).cpu()
+            rows.append(x)
+            n += len(x)
+            bar.update(len(x))
+            if n >= max_tokens:
+                break
+    finally:
+        handle.remove()
+        bar.close()
+    if not rows:
+        raise ValueError("no text to collect activations from")
+    x = torch.cat(rows)[:max_tokens]
+    norms = x.float().norm(dim=-1)
+    limit = NORM_OUTLIER * norms.median().item()
+    outliers = norms > limit
+    log.info(
+        "collected %d activations; %d outliers (> %.1f) left out", len(x), outliers.sum(), limit
+    )
+    return Activations(x[~outliers], limit)
+
+
+@torch.no_grad()
+def next_token_ce(model, texts: list[str], ctx: int = 128, batch_size: int = 16) -> float:
+    """Mean next-token cross-entropy over ordinary target tokens of `texts`."""
+    total, count = 0.0, 0
+    for ids, mask in _batches(model, texts, ctx, batch_size):
+        logits = model(ids, mask)[:, :-1].float()
+        target = ids[:, 1:]
+        ok = _ordinary(model, ids, mask)[:, 1:]
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        total += ce[ok].sum().item()
+        count += ok.sum().item()
+    return total / max(count, 1)
+
+
+def _init(cfg: BottleneckConfig, x: torch.Tensor, gen: torch.Generator) -> Bottleneck:
+    """Random unit-norm decoder rows, encoder = decoder transpose, b_dec = data mean."""
+    bn = Bottleneck(cfg)
+    with torch.no_grad():
+        bn.W_dec.copy_(torch.randn(cfg.n_codes, cfg.d_in, generator=gen))
+        bn.normalize_decoder()
+        bn.W_enc.copy_(bn.W_dec.T)
+        bn.b_dec.copy_(x.mean(0))
+    return bn
+
+
+def _aux_loss(bn: Bottleneck, x: torch.Tensor, err: torch.Tensor, dead: torch.Tensor, k_aux: int):
+    """AuxK: the top dead codes reconstruct the residual error (normalized by its variance)."""
+    mask = torch.zeros_like(bn.b_enc).masked_fill(~dead, float("-inf"))
+    if bn.kind == "codebook":
+        aux = topk_encode(x, bn.W_enc, mask, k_aux, cosine=True)
+    else:
+        aux = topk_encode(x - bn.b_dec, bn.W_enc, bn.b_enc + mask, k_aux)
+    rec = sparse_decode(aux.indices, aux.values.relu(), bn.W_dec, None)
+    return (rec - err).pow(2).sum(-1).mean() / (err - err.mean(0)).pow(2).sum(-1).mean()
+
+
+def train_bottleneck(
+    model,
+    hook: str = "blocks.12.hook_out",
+    kind: str = "topk",
+    n_codes: int = 8192,
+    k: int = 32,
+    tokens: int = 2_000_000,
+    *,
+    texts: list[str] | None = None,
+    unique_tokens: int | None = None,
+    batch_size: int = 1024,
+    lr: float | None = None,
+    aux_coef: float = 1 / 32,
+    out: str | Path | None = None,
+    checkpoint_every: int = 200,
+    seed: int = 0,
+    command: str | None = None,
+) -> Bottleneck:
+    """Train a `kind` bottleneck ("topk" or "codebook") at `hook` of `model`.
+
+    Args:
+        model: anything `codecut.load_model` accepts.
+        hook, kind, n_codes, k: what to train.
+        tokens: training steps x batch size (activations seen, with repeats).
+        texts: the corpus; default `corpus.default_corpus(model)` (model samples + package prose).
+        unique_tokens: distinct activations to collect (default: `tokens`); fewer means epochs.
+        batch_size: activations per Adam step.
+        lr: Adam learning rate (default 1e-3 / sqrt(n_codes / 16384)).
+        aux_coef: weight of the AuxK loss for dead codes.
+        out: directory to save the result to; checkpoints go to `out/checkpoint/` meanwhile and
+            training resumes from there when restarted with the same arguments.
+        checkpoint_every: steps between checkpoints.
+        seed: for initialization, shuffling and held-out split.
+        command: the command line to record (default: this process's argv).
+
+    Returns the trained Bottleneck, with `cfg.extra["metrics"]` filled in.
+    """
+    from codecut.codebook.corpus import default_corpus
+
+    from codecut.models import load_model
+
+    if kind not in ("topk", "codebook"):
+        raise ValueError(f"can train kind 'topk' or 'codebook', not {kind!r}")
+    model = load_model(model)
+    model.check_hook(hook)
+    t0 = time.time()
+    gen = torch.Generator().manual_seed(seed)
+    texts = list(texts) if texts is not None else default_corpus(model, seed=seed)
+    perm = torch.randperm(len(texts), generator=gen).tolist()
+    n_eval = max(1, len(texts) // 20) if len(texts) > 1 else 0
+    eval_texts = [texts[i] for i in perm[:n_eval]]
+    train_texts = [texts[i] for i in perm[n_eval:]] or eval_texts
+    ckpt_dir = Path(out) / "checkpoint" if out else None
+
+    cached = ckpt_dir / "activations.pt" if ckpt_dir else None
+    if cached and cached.exists():
+        acts = Activations(**torch.load(cached))
+        log.info("resuming: %d cached activations from %s", len(acts.x), cached)
+    else:
+        acts = collect_activations(model, hook, train_texts, unique_tokens or tokens)
+        if cached:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"x": acts.x, "norm_limit": acts.norm_limit}, cached)
+    eval_acts = (
+        collect_activations(model, hook, eval_texts, 50_000).x if eval_texts else acts.x[:4096]
+    )
+
+    # Train on x / scale (unit mean squared norm per dimension) so one learning rate fits every
+    # model; the scale is folded back into the biases at the end (values scale with it).
+    x_all = acts.x
+    scale = x_all[:65536].float().pow(2).sum(-1).mean().div(model.d_model).sqrt().item()
+    cfg = BottleneckConfig(
+        kind=kind, d_in=model.d_model, n_codes=n_codes, k=k, hook=hook, model=model.name,
+        apply_b_dec_to_input=kind == "topk", norm_limit=acts.norm_limit,
+    )  # fmt: skip
+    bn = _init(cfg, x_all[:65536].float() / scale, gen)
+    lr = lr or 1e-3 / math.sqrt(n_codes / 16384)
+    opt = torch.optim.Adam(bn.parameters(), lr=lr, betas=(0.9, 0.999))
+    steps = max(1, tokens // batch_size)
+    # A code is dead when it has not fired for this many activations (sparsify uses 10M).
+    dead_after = max(20 * batch_size, min(1_000_000, tokens // 10))
+    last_fired = torch.zeros(n_codes, dtype=torch.long)
+    start = 0
+    state_file = ckpt_dir / "state.pt" if ckpt_dir else None
+    if state_file and state_file.exists():
+        state = torch.load(state_file)
+        bn.load_state_dict(state["bottleneck"])
+        opt.load_state_dict(state["optimizer"])
+        last_fired, start = state["last_fired"], state["step"]
+        gen.set_state(state["gen"])
+        log.info("resuming at step %d of %d", start, steps)
+
+    order = torch.randperm(len(x_all), generator=gen)
+    bar = tqdm(
+        range(start, steps), desc=f"training {kind} n={n_codes} k={k}", initial=start, total=steps
+    )
+    for step in bar:
+        pos = (step * batch_size) % len(x_all)
+        if step > start and pos < batch_size:  # a new epoch: reshuffle
+            order = torch.randperm(len(x_all), generator=gen)
+        x = x_all[order[pos : pos + batch_size]].float() / scale
+        codes = bn.encode(x)
+        x_hat = bn.decode(codes)
+        err = x - x_hat
+        fvu = err.pow(2).sum(-1).mean() / (x - x.mean(0)).pow(2).sum(-1).mean()
+        seen = (step + 1) * batch_size
+        last_fired[codes.indices[codes.values > 0].unique()] = seen
+        dead = (
+            (seen - last_fired) > dead_after
+            if seen > dead_after
+            else torch.zeros(n_codes, dtype=torch.bool)
+        )
+        loss = fvu
+        if dead.any():
+            k_aux = min(int(dead.sum()), x.shape[-1] // 2)
+            aux = _aux_loss(bn, x, err.detach(), dead, k_aux)
+            loss = loss + aux_coef * aux.nan_to_num(0.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():  # keep decoder rows unit-norm: drop the gradient along each row
+            W = bn.W_dec
+            W.grad -= (W.grad * W).sum(-1, keepdim=True) * W
+        opt.step()
+        bn.normalize_decoder()
+        if step % 20 == 0:
+            bar.set_postfix(fvu=f"{fvu.item():.3f}", dead=f"{dead.float().mean().item():.3f}")
+        if state_file and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            tmp = state_file.with_suffix(".tmp")
+            torch.save(
+                {"bottleneck": bn.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
+                 "last_fired": last_fired, "gen": gen.get_state()},
+                tmp,
+            )  # fmt: skip
+            tmp.replace(state_file)
+    bar.close()
+
+    with torch.no_grad():  # fold the scale back: same codes, values in the model's units
+        bn.b_dec.mul_(scale)
+        if kind == "topk":
+            bn.b_enc.mul_(scale)
+    train_seconds = time.time() - t0
+    bn.cfg.extra = {
+        "train": {
+            "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "tokens": steps * batch_size,
+            "unique_tokens": len(x_all),
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "texts": len(texts),
+            "seconds": round(train_seconds, 1),
+        },
+        "metrics": evaluate_bottleneck(model, bn, acts.x, eval_acts, eval_texts),
+    }
+    log.info("trained %r in %.0f s: %s", bn, train_seconds, bn.cfg.extra["metrics"])
+    if out:
+        bn.save(out)
+        if ckpt_dir and ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+    return bn
+
+
+@torch.no_grad()
+def code_stats(
+    bn: Bottleneck, x: torch.Tensor, batch_size: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per code: fraction of positions where it is active, and its mean value there."""
+    n = bn.n_codes
+    count, total = torch.zeros(n), torch.zeros(n)
+    for i in range(0, len(x), batch_size):
+        codes = bn.encode(x[i : i + batch_size].float())
+        on = codes.values > 0
+        count.index_add_(0, codes.indices[on], torch.ones(int(on.sum())))
+        total.index_add_(0, codes.indices[on], codes.values[on].float())
+    return count / max(len(x), 1), total / count.clamp_min(1)
+
+
+@torch.no_grad()
+def evaluate_bottleneck(
+    model, bn: Bottleneck, train_x: torch.Tensor, eval_x: torch.Tensor, eval_texts: list[str]
+) -> dict[str, float]:
+    """Fill in the code statistics (on up to 200k training activations) and measure: FVU and
+    L0 on held-out activations, dead fraction, next-token CE clean / strict / mean-ablated."""
+    sample = train_x[torch.randperm(len(train_x))[:200_000]]
+    fire_rate, act_mean = code_stats(bn, sample)
+    bn.fire_rate.copy_(fire_rate)
+    bn.act_mean.copy_(act_mean)
+    x = eval_x.float()
+    codes = bn.encode(x)
+    fvu = (bn.decode(codes) - x).pow(2).sum(-1).sum() / (x - x.mean(0)).pow(2).sum(-1).sum()
+    metrics = {
+        "fvu": round(fvu.item(), 4),
+        "l0": round((codes.values > 0).sum(-1).float().mean().item(), 2),
+        "dead_fraction": round((fire_rate == 0).float().mean().item(), 4),
+        "eval_activations": len(x),
+    }
+    if eval_texts:
+        ce_clean = next_token_ce(model, eval_texts)
+        with attach(model, bn, error_term=False):
+            ce_strict = next_token_ce(model, eval_texts)
+        # Baseline: every code cut, so ordinary positions get b_dec (about the mean activation)
+        # while special and outlier positions pass through, as in strict mode.
+        everything = Ablation(list(range(bn.n_codes)))
+        with attach(model, bn, error_term=False, ablations=[everything]):
+            ce_mean = next_token_ce(model, eval_texts)
+        metrics.update(
+            ce_clean=round(ce_clean, 4),
+            ce_strict=round(ce_strict, 4),
+            ce_mean_ablated=round(ce_mean, 4),
+            ce_recovered=round((ce_mean - ce_strict) / max(ce_mean - ce_clean, 1e-9), 4),
+        )
+    return metrics
