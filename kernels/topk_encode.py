@@ -91,6 +91,8 @@ def _topk_encode_kernel(
             best = tl.topk(both, K_PAD, dim=1)
     mono = (best >> 32).to(tl.int32)
     values = tl.where(mono < 0, mono ^ _LOW_MAX, mono).to(tl.float32, bitcast=True)
+    # A split narrower than k leaves sentinels (they decode as NaN): make them lose the merge.
+    values = tl.where(best == _SENTINEL, float("-inf"), values)
     indices = (best & _LOW_MAX) ^ _LOW_MAX
     out = (rows[:, None] * tl.num_programs(1) + split) * K + kcol[None, :]
     omask = rmask[:, None] & (kcol < K)[None, :]
