@@ -200,8 +200,11 @@ def decoder_layers(hf: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def load_model(spec, device: str | torch.device | None = None) -> Model:
-    """Load a model offline. See the module docstring for what `spec` may be."""
+def load_model(spec, tokenizer=None, device: str | torch.device | None = None) -> Model:
+    """Load a model offline. See the module docstring for what `spec` may be.
+
+    `tokenizer` is needed only for a model object whose directory does not hold one.
+    """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedModel
 
@@ -210,10 +213,13 @@ def load_model(spec, device: str | torch.device | None = None) -> Model:
     if isinstance(spec, TransformerBridge):
         return Model(spec.original_model, spec.tokenizer, bridge=spec, name=spec.cfg.model_name)
     if isinstance(spec, PreTrainedModel):
-        from transformers import AutoTokenizer
+        if tokenizer is None:
+            if not Path(spec.name_or_path or "/nonexistent").is_dir():
+                raise ValueError("pass tokenizer=... with a model object not loaded from a directory")
+            from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(spec.name_or_path)
-        return Model(spec.to(device) if device else spec, tok)
+            tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path)
+        return Model(spec.to(device) if device else spec, tokenizer)
     if not isinstance(spec, str | os.PathLike):
         raise TypeError(f"cannot load a model from {type(spec).__name__}; pass a name or a path")
     spec = str(spec)

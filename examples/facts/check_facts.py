@@ -4,7 +4,8 @@
 
 A fact is kept when its main prompt is answered (the answer's first token is the greedy next
 token) and at least two of its paraphrases are too; only the answered paraphrases are written.
-Writes capitals.jsonl, languages.jsonl and currencies.jsonl beside this script.
+Writes capitals.jsonl, languages.jsonl and currencies.jsonl into codecut/data/facts/ (shipped
+with the package; the files beside this script link there).
 """
 
 import argparse
@@ -132,7 +133,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     args = parser.parse_args()
     model = codecut.load_model(args.model)
-    here = Path(__file__).parent
+    here = Path(codecut.__file__).parent / "data" / "facts"
     for relation, name in FILES.items():
         facts = candidates(relation)
         kept = known(model, facts)

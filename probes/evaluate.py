@@ -1,0 +1,74 @@
+"""Evaluation probes: does the model still answer each fact, on its prompt and its paraphrases?"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pandas as pd
+
+from codecut.facts import Fact
+from codecut.models import load_model
+
+
+def evaluate(model, facts: list[Fact], bottleneck=None, strict: bool = False) -> pd.DataFrame:
+    """A row per fact: `correct` / `p_answer` on its prompt, and per paraphrase.
+
+    Args:
+        model: anything `codecut.load_model` accepts.
+        facts: the facts to probe.
+        bottleneck: if given, it is attached (error term kept unless `strict`) while measuring.
+        strict: attach without the error term: only what the codes carry passes the layer.
+
+    Columns: subject, relation, prompt, answer, correct (answer's first token is the greedy next
+    token), p_answer (its probability), paraphrases (list of {"prompt", "correct", "p_answer"}),
+    paraphrase_accuracy (fraction of paraphrases answered; NaN when there are none).
+    """
+    from codecut.codebook import attach
+
+    model = load_model(model)
+    if not facts:
+        raise ValueError("no facts to evaluate")
+    prompts = [p for f in facts for p in f.prompts]
+    answers = [f.answer for f in facts for _ in f.prompts]
+    ctx = attach(model, bottleneck, error_term=not strict) if bottleneck is not None else nullcontext()
+    with ctx:
+        p, correct = model.answer_scores(prompts, answers)
+    rows, i = [], 0
+    for f in facts:
+        n = len(f.prompts)
+        para = [
+            {"prompt": q, "correct": bool(c), "p_answer": float(pa)}
+            for q, c, pa in zip(f.paraphrases, correct[i + 1 : i + n], p[i + 1 : i + n])
+        ]
+        rows.append(
+            {
+                "subject": f.subject,
+                "relation": f.relation,
+                "prompt": f.prompt,
+                "answer": f.answer,
+                "correct": bool(correct[i]),
+                "p_answer": float(p[i]),
+                "paraphrases": para,
+                "paraphrase_accuracy": sum(q["correct"] for q in para) / len(para) if para else float("nan"),
+            }
+        )
+        i += n
+    return pd.DataFrame(rows)
+
+
+def summary(table: pd.DataFrame) -> dict:
+    """Accuracy and mean probability over an `evaluate` table."""
+    para = [q for ps in table["paraphrases"] for q in ps]
+    return {
+        "n_facts": len(table),
+        "accuracy": float(table["correct"].mean()),
+        "mean_p_answer": float(table["p_answer"].mean()),
+        "n_paraphrases": len(para),
+        "paraphrase_accuracy": sum(q["correct"] for q in para) / len(para) if para else None,
+    }
+
+
+def to_json(table: pd.DataFrame) -> dict:
+    """The `codecut eval --json` object: {"facts": [...], "summary": {...}}."""
+    keys = ["subject", "relation", "prompt", "answer", "correct", "p_answer", "paraphrases"]
+    return {"facts": table[keys].to_dict("records"), "summary": summary(table)}

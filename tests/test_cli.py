@@ -1,0 +1,63 @@
+"""The command line: help, eval output and one-line errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+from codecut import save_facts
+from codecut.cli import main, parser
+
+
+def test_help_lists_working_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "eval"):
+        assert command in out
+
+
+def test_every_command_has_help(capsys):
+    commands = parser()._subparsers._group_actions[0].choices
+    for name in commands:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+
+
+def test_eval_json_shape(world, tmp_path, capsys):
+    model, w = world
+    facts = w.facts("all")[:3]
+    save_facts(facts, tmp_path / "f.jsonl")
+    assert main(["eval", "--model", model.name, "--facts", str(tmp_path / "f.jsonl"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"facts", "summary"}
+    assert len(out["facts"]) == 3
+    first = out["facts"][0]
+    assert set(first) == {"subject", "relation", "prompt", "answer", "correct", "p_answer", "paraphrases"}
+    assert first["correct"] is True and 0 < first["p_answer"] <= 1
+    assert len(first["paraphrases"]) == len(facts[0].paraphrases)
+    assert set(first["paraphrases"][0]) == {"prompt", "correct", "p_answer"}
+    assert out["summary"]["n_facts"] == 3
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "--model", "nope", "--facts", "{facts}"], "unknown model 'nope'"),
+        (["eval", "--model", "{model}", "--facts", "/no/such.jsonl"], "does not exist"),
+        (["eval", "--model", "{model}", "--facts", "{facts}", "--strict"], "--strict needs --bottleneck"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(world, tmp_path, capsys, argv, message):
+    model, w = world
+    save_facts(w.facts()[:1], tmp_path / "f.jsonl")
+    argv = [a.format(facts=tmp_path / "f.jsonl", model=model.name) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("codecut: error:") and message in err and "\n" not in err
+
+
+def test_no_partial_files_on_error(tmp_path):
+    assert main(["eval", "--model", "nope", "--facts", str(Path(tmp_path) / "x.jsonl")]) == 2
+    assert list(tmp_path.iterdir()) == []

