@@ -4,7 +4,8 @@ One class serves every kind, because they differ only in how codes are chosen:
 
     topk      linear encoder on (x - b_dec), top-k, ReLU; decoder rows unit-norm.
     codebook  codebook-features style: x scored against each code by cosine, top-k codes;
-              the output is the codes' decoder rows weighted by their (ReLU'd) cosine scores.
+              the output is the codes' decoder rows (free norms) weighted by their (ReLU'd)
+              cosine scores.
     relu      a sae-lens "standard" SAE (every positive pre-activation is active).
     jumprelu  a sae-lens JumpReLU SAE (active where the pre-activation exceeds its threshold).
 
@@ -180,12 +181,13 @@ class Bottleneck(nn.Module):
     # --- training helpers ----------------------------------------------------------------------
     @torch.no_grad()
     def normalize_decoder(self) -> None:
-        """Rescale decoder rows to unit norm (topk/codebook keep them so, so that a code's value
-        is its contribution's size)."""
+        """Rescale decoder rows to unit norm (topk keeps them so: a code's value is then the size
+        of its contribution; codebook rows keep their norms, since cosine values are <= 1)."""
         self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
 
-    def save(self, path, **cfg_extra) -> None:
-        """Write the sae-lens directory layout (cfg.json + sae_weights.safetensors) atomically."""
+    def save(self, path, dtype: torch.dtype | None = None) -> None:
+        """Write the sae-lens directory layout (cfg.json + sae_weights.safetensors) atomically;
+        `dtype` (e.g. torch.bfloat16) stores the weights in another precision."""
         from codecut.codebook.saefile import save_bottleneck
 
-        save_bottleneck(self, path, **cfg_extra)
+        save_bottleneck(self, path, dtype=dtype)

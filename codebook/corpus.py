@@ -97,7 +97,7 @@ def package_texts(max_chars: int = 2_000_000, min_chars: int = 200) -> list[str]
 
 @torch.no_grad()
 def generated_texts(
-    model, n_texts: int, max_new_tokens: int = 96, batch_size: int = 16, seed: int = 0
+    model, n_texts: int, max_new_tokens: int = 96, batch_size: int = 32, seed: int = 0
 ) -> list[str]:
     """Samples the model writes (temperature 1, top-p 0.95) from the seed prompts."""
     torch.manual_seed(seed)

@@ -167,6 +167,7 @@ def train_bottleneck(
     checkpoint_every: int = 200,
     seed: int = 0,
     command: str | None = None,
+    time_limit: float | None = None,
 ) -> Bottleneck:
     """Train a `kind` bottleneck ("topk" or "codebook") at `hook` of `model`.
 
@@ -184,6 +185,8 @@ def train_bottleneck(
         checkpoint_every: steps between checkpoints.
         seed: for initialization, shuffling and held-out split.
         command: the command line to record (default: this process's argv).
+        time_limit: stop the optimization after this many seconds of wall time (counted from
+            the call), with fewer than `tokens` seen; the recorded numbers say how many.
 
     Returns the trained Bottleneck, with `cfg.extra["metrics"]` filled in.
     """
@@ -246,7 +249,12 @@ def train_bottleneck(
     bar = tqdm(
         range(start, steps), desc=f"training {kind} n={n_codes} k={k}", initial=start, total=steps
     )
+    done = start
     for step in bar:
+        if time_limit and time.time() - t0 > time_limit:
+            log.warning("time limit reached after %d of %d steps", step, steps)
+            break
+        done = step + 1
         pos = (step * batch_size) % len(x_all)
         if step > start and pos < batch_size:  # a new epoch: reshuffle
             order = torch.randperm(len(x_all), generator=gen)
@@ -269,11 +277,13 @@ def train_bottleneck(
             loss = loss + aux_coef * aux.nan_to_num(0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        with torch.no_grad():  # keep decoder rows unit-norm: drop the gradient along each row
-            W = bn.W_dec
-            W.grad -= (W.grad * W).sum(-1, keepdim=True) * W
+        if kind == "topk":  # keep decoder rows unit-norm: drop the gradient along each row
+            with torch.no_grad():
+                W = bn.W_dec
+                W.grad -= (W.grad * W).sum(-1, keepdim=True) * W
         opt.step()
-        bn.normalize_decoder()
+        if kind == "topk":
+            bn.normalize_decoder()
         if step % 20 == 0:
             bar.set_postfix(fvu=f"{fvu.item():.3f}", dead=f"{dead.float().mean().item():.3f}")
         if state_file and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
@@ -286,17 +296,19 @@ def train_bottleneck(
             tmp.replace(state_file)
     bar.close()
 
-    with torch.no_grad():  # fold the scale back: same codes, values in the model's units
+    with torch.no_grad():  # fold the scale back: the same codes, outputs in the model's units
         bn.b_dec.mul_(scale)
-        if kind == "topk":
+        if kind == "topk":  # values scale with the input
             bn.b_enc.mul_(scale)
+        else:  # cosine values do not: the code vectors carry the scale
+            bn.W_dec.mul_(scale)
     train_seconds = time.time() - t0
     bn.cfg.extra = {
         "train": {
             "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "tokens": steps * batch_size,
+            "tokens": done * batch_size,
             "unique_tokens": len(x_all),
-            "steps": steps,
+            "steps": done,
             "batch_size": batch_size,
             "lr": lr,
             "seed": seed,
