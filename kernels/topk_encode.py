@@ -111,7 +111,10 @@ def _topk_encode_fwd(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k
     """Triton forward on 2-D ``x``: partial top-k per (row block, code split), then a small merge."""
     (B, D), N = x.shape, W.shape[1]
     k_pad = triton.next_power_of_2(k)
-    block_b = 32 if B >= 32 and k_pad <= 64 else 16
+    # Bigger row blocks reuse each W tile more; the running top-k's registers cap them. These
+    # compile for sm_90 without spills (ptxas -v) but are untuned on real hardware.
+    block_b = min(64 if k_pad <= 32 else 32 if k_pad <= 64 else 16,
+                  max(16, triton.next_power_of_2(B)))
     block_n = max(128 if x.is_cuda else 32, k_pad)
     block_d = min(64, max(16, triton.next_power_of_2(D)))
     row_blocks, n_tiles = triton.cdiv(B, block_b), triton.cdiv(N, block_n)
