@@ -172,6 +172,12 @@ def _step(loss: Callable[[], torch.Tensor], params: list[torch.Tensor]):
     return fn
 
 
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
@@ -206,18 +212,23 @@ def run(quick: bool = False, out_dir: Path | None = None) -> pd.DataFrame:
     peak = machine_peak(device, dtype)
     rows = []
     for d, n, k, B in tqdm(grid, desc="kernel bench", unit="shape"):
-        for op, impl, fn, flops, nbytes in _cases(d, n, k, B, device, dtype):
-            row = dict(op=op, impl=impl, d=d, n=n, k=k, B=B)
-            try:
-                ms = _median_ms(fn, device, reps)
-                row.update(ms=ms, peak_mem_mb=_peak_mb(fn, device), status="ok")
-            except torch.OutOfMemoryError:
-                row.update(ms=math.nan, peak_mem_mb=math.nan, status="out of memory")
-            rows.append(row | dict(tflops=flops / row["ms"] / 1e9, gbps=nbytes / row["ms"] / 1e6))
-            del fn
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+        shape = dict(d=d, n=n, k=k, B=B)
+        try:
+            for op, impl, fn, flops, nbytes in _cases(d, n, k, B, device, dtype):
+                row = dict(op=op, impl=impl, **shape)
+                try:
+                    ms = _median_ms(fn, device, reps)
+                    row.update(ms=ms, peak_mem_mb=_peak_mb(fn, device), status="ok")
+                except torch.OutOfMemoryError:
+                    row.update(ms=math.nan, peak_mem_mb=math.nan, status="out of memory")
+                rows.append(row | dict(tflops=flops / row["ms"] / 1e9,
+                                       gbps=nbytes / row["ms"] / 1e6))
+                del fn
+                _free(device)
+        except torch.OutOfMemoryError:  # building the inputs (e.g. dense activations) failed
+            rows.append(dict(op="inputs", impl="", **shape, ms=math.nan, peak_mem_mb=math.nan,
+                             status="out of memory", tflops=math.nan, gbps=math.nan))
+            _free(device)
     df = pd.DataFrame(rows)
     df["frac_peak_flops"] = df.tflops / peak["matmul_tflops"]
     df["frac_peak_bw"] = df.gbps / peak["copy_gbps"]
