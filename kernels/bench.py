@@ -78,7 +78,10 @@ def _peak_mb(fn: Callable[[], object], device: torch.device) -> float:
 def machine_peak(device: torch.device, dtype: torch.dtype) -> dict[str, float]:
     """Measured ceilings to compare against: a large matmul (TFLOP/s) and a device copy (GB/s)."""
     m = 8192 if device.type == "cuda" else 1024
-    a, b = torch.randn(m, m, device=device, dtype=dtype), torch.randn(m, m, device=device, dtype=dtype)
+    a, b = (
+        torch.randn(m, m, device=device, dtype=dtype),
+        torch.randn(m, m, device=device, dtype=dtype),
+    )
     mm_ms = _median_ms(lambda: a @ b, device, reps=10 if device.type == "cuda" else 3)
     src = torch.empty(2**28 if device.type == "cuda" else 2**25, device=device, dtype=torch.uint8)
     dst = torch.empty_like(src)
@@ -90,8 +93,14 @@ def _sae_lens_topk(d: int, n: int, k: int, device: torch.device, dtype: torch.dt
     """sae-lens' own TopK SAE (inference class), configured to compute exactly our encode."""
     from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
 
-    cfg = TopKSAEConfig(d_in=d, d_sae=n, k=k, dtype=str(dtype).removeprefix("torch."),
-                        device=str(device), apply_b_dec_to_input=False)
+    cfg = TopKSAEConfig(
+        d_in=d,
+        d_sae=n,
+        k=k,
+        dtype=str(dtype).removeprefix("torch."),
+        device=str(device),
+        apply_b_dec_to_input=False,
+    )
     return TopKSAE(cfg)
 
 
@@ -120,8 +129,14 @@ def _cases(d: int, n: int, k: int, B: int, device: torch.device, dtype: torch.dt
     yield "decode", ours, _infer(lambda: sparse_decode(indices, acts, W_dec, b_dec)), *dec
     dense_acts = torch.zeros(B, n, device=device, dtype=dtype).scatter_(1, indices, acts)
     yield "decode", "torch dense", _infer(lambda: torch.addmm(b_dec, dense_acts, W_dec)), *dec
-    yield "decode", "F.embedding_bag", _infer(lambda: F.embedding_bag(
-        indices, W_dec, per_sample_weights=acts, mode="sum") + b_dec), *dec
+    yield (
+        "decode",
+        "F.embedding_bag",
+        _infer(
+            lambda: F.embedding_bag(indices, W_dec, per_sample_weights=acts, mode="sum") + b_dec
+        ),
+        *dec,
+    )
     yield "decode", "sae-lens TopKSAE", _infer(lambda: sae.decode(dense_acts)), *dec
     if B == 1:
         return  # a training step on one token says nothing
@@ -142,8 +157,11 @@ def _cases(d: int, n: int, k: int, B: int, device: torch.device, dtype: torch.dt
 
     fwd = 2 * B * d * n + 2 * B * k * d
     # useful backward: d_x, d_W_enc, d_values, d_W_dec each cost 2*B*k*d
-    for impl, loss, ps in [(ours, ours_loss, params), ("torch dense", dense_loss, params),
-                           ("sae-lens TopKSAE", sae_loss, list(sae.parameters()))]:
+    for impl, loss, ps in [
+        (ours, ours_loss, params),
+        ("torch dense", dense_loss, params),
+        ("sae-lens TopKSAE", sae_loss, list(sae.parameters())),
+    ]:
         yield "train fwd", impl, _forward(loss, ps), fwd, enc[1] + dec[1]
         yield "train fwd+bwd", impl, _step(loss, ps), fwd + 8 * B * k * d, 2 * (enc[1] + dec[1])
 
@@ -152,6 +170,7 @@ def _infer(fn: Callable[[], object]) -> Callable[[], object]:
     def run_no_grad():
         with torch.no_grad():  # inference: no implementation pays for autograd bookkeeping
             return fn()
+
     return run_no_grad
 
 
@@ -160,6 +179,7 @@ def _forward(loss: Callable[[], torch.Tensor], params: list[torch.Tensor]):
         for p in params:
             p.requires_grad_(True)
         return loss()  # forward with the graph recorded, as in training
+
     return fn
 
 
@@ -169,6 +189,7 @@ def _step(loss: Callable[[], torch.Tensor], params: list[torch.Tensor]):
             p.requires_grad_(True)
             p.grad = None
         loss().backward()
+
     return fn
 
 
@@ -184,9 +205,14 @@ def _slug(name: str) -> str:
 
 def _markdown(df: pd.DataFrame) -> str:
     """A GitHub markdown table (pandas' to_markdown needs tabulate, which we do not depend on)."""
+
     def cell(v):
-        return "" if isinstance(v, float) and math.isnan(v) else (f"{v:.4g}" if isinstance(v, float)
-                                                                  else str(v))
+        return (
+            ""
+            if isinstance(v, float) and math.isnan(v)
+            else (f"{v:.4g}" if isinstance(v, float) else str(v))
+        )
+
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
@@ -201,11 +227,19 @@ def run(quick: bool = False, out_dir: Path | None = None) -> pd.DataFrame:
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
-        device_name, dtype, grid, reps = torch.cuda.get_device_name(device), torch.bfloat16, \
-            GPU_GRID, 20
+        device_name, dtype, grid, reps = (
+            torch.cuda.get_device_name(device),
+            torch.bfloat16,
+            GPU_GRID,
+            20,
+        )
     else:
-        device_name, dtype, grid, reps = f"CPU {platform.processor() or platform.machine()}", \
-            torch.float32, CPU_GRID, 3
+        device_name, dtype, grid, reps = (
+            f"CPU {platform.processor() or platform.machine()}",
+            torch.float32,
+            CPU_GRID,
+            3,
+        )
         log.warning("no CUDA device: timing the torch reference on CPU, not the Triton kernels")
     if quick:
         grid = grid[:1]
@@ -221,24 +255,40 @@ def run(quick: bool = False, out_dir: Path | None = None) -> pd.DataFrame:
                     row.update(ms=ms, peak_mem_mb=_peak_mb(fn, device), status="ok")
                 except torch.OutOfMemoryError:
                     row.update(ms=math.nan, peak_mem_mb=math.nan, status="out of memory")
-                rows.append(row | dict(tflops=flops / row["ms"] / 1e9,
-                                       gbps=nbytes / row["ms"] / 1e6))
+                rows.append(
+                    row | dict(tflops=flops / row["ms"] / 1e9, gbps=nbytes / row["ms"] / 1e6)
+                )
                 del fn
                 _free(device)
         except torch.OutOfMemoryError:  # building the inputs (e.g. dense activations) failed
-            rows.append(dict(op="inputs", impl="", **shape, ms=math.nan, peak_mem_mb=math.nan,
-                             status="out of memory", tflops=math.nan, gbps=math.nan))
+            rows.append(
+                dict(
+                    op="inputs",
+                    impl="",
+                    **shape,
+                    ms=math.nan,
+                    peak_mem_mb=math.nan,
+                    status="out of memory",
+                    tflops=math.nan,
+                    gbps=math.nan,
+                )
+            )
             _free(device)
     df = pd.DataFrame(rows)
     df["frac_peak_flops"] = df.tflops / peak["matmul_tflops"]
     df["frac_peak_bw"] = df.gbps / peak["copy_gbps"]
     dense = df[df.impl == "torch dense"].set_index(["op", "d", "n", "k", "B"]).ms
-    df["speedup_vs_dense"] = [dense.get(key, math.nan) / ms for key, ms in
-                              zip(df.set_index(["op", "d", "n", "k", "B"]).index, df.ms, strict=True)]
+    df["speedup_vs_dense"] = [
+        dense.get(key, math.nan) / ms
+        for key, ms in zip(df.set_index(["op", "d", "n", "k", "B"]).index, df.ms, strict=True)
+    ]
     df.insert(0, "device", device_name)
     df.insert(1, "dtype", str(dtype).removeprefix("torch."))
-    note = ("CPU reference numbers: the torch reference path, not the Triton kernels"
-            if device.type == "cpu" else "Triton kernels on GPU")
+    note = (
+        "CPU reference numbers: the torch reference path, not the Triton kernels"
+        if device.type == "cpu"
+        else "Triton kernels on GPU"
+    )
     df.attrs.update(device=device_name, note=note, peak=peak)
     if out_dir is not None:
         _write(df, Path(out_dir), device_name, note, peak)
@@ -252,9 +302,12 @@ def _write(df: pd.DataFrame, out_dir: Path, device_name: str, note: str, peak: d
     records = df.astype(object).where(df.notna(), None).to_dict("records")  # NaN is not JSON
     for path, text in [
         (stem.with_suffix(".json"), json.dumps(meta | {"rows": records}, indent=1)),
-        (stem.with_suffix(".md"), f"# Kernel benchmark: {device_name}\n\n{note}. Machine peak: "
-         f"{peak['matmul_tflops']:.3g} TFLOP/s matmul, {peak['copy_gbps']:.3g} GB/s copy.\n\n"
-         f"{_markdown(df.drop(columns=['device']))}\n"),
+        (
+            stem.with_suffix(".md"),
+            f"# Kernel benchmark: {device_name}\n\n{note}. Machine peak: "
+            f"{peak['matmul_tflops']:.3g} TFLOP/s matmul, {peak['copy_gbps']:.3g} GB/s copy.\n\n"
+            f"{_markdown(df.drop(columns=['device']))}\n",
+        ),
     ]:
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)

@@ -48,8 +48,9 @@ def topk_encode(
     unit-norm ``W_enc`` columns (codebook kind). Differentiable in ``x``, ``W_enc``, ``b_enc``.
     """
     if W_enc.ndim != 2 or x.ndim < 1 or x.shape[-1] != W_enc.shape[0]:
-        raise ValueError(f"x [..., d] and W_enc [d, n] do not fit: {tuple(x.shape)}, "
-                         f"{tuple(W_enc.shape)}")
+        raise ValueError(
+            f"x [..., d] and W_enc [d, n] do not fit: {tuple(x.shape)}, {tuple(W_enc.shape)}"
+        )
     n = W_enc.shape[1]
     _check_dtype("W_enc", W_enc)
     if not x.is_floating_point():
@@ -82,8 +83,10 @@ def sparse_decode(
     if not values.is_floating_point():
         raise ValueError(f"values must be a floating-point tensor, got {values.dtype}")
     if indices.shape != values.shape or indices.ndim < 1:
-        raise ValueError(f"indices and values must both be [..., k], got {tuple(indices.shape)} "
-                         f"and {tuple(values.shape)}")
+        raise ValueError(
+            f"indices and values must both be [..., k], got {tuple(indices.shape)} "
+            f"and {tuple(values.shape)}"
+        )
     if b_dec is not None and tuple(b_dec.shape) != (W_dec.shape[1],):
         raise ValueError(f"b_dec must have shape ({W_dec.shape[1]},), got {tuple(b_dec.shape)}")
     if not indices.device == values.device == W_dec.device:

@@ -32,10 +32,23 @@ def _block_d(d: int) -> int:
 
 @triton.jit
 def _gather_sum_kernel(
-    idx_ptr, val_ptr, w_ptr, b_ptr, out_ptr,
-    B, D, K,
-    s_ib, s_ik, s_vb, s_vk, s_wn, s_wd,
-    HAS_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
+    idx_ptr,
+    val_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    B,
+    D,
+    K,
+    s_ib,
+    s_ik,
+    s_vb,
+    s_vk,
+    s_wn,
+    s_wd,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """out[b, cols] = sum_j val[b, j] * w[idx[b, j], cols] (+ bias): one row block x d block."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -50,15 +63,28 @@ def _gather_sum_kernel(
         acc += v[:, None] * w.to(tl.float32)
     if HAS_BIAS:
         acc += tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
-    tl.store(out_ptr + rows[:, None] * D + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(
+        out_ptr + rows[:, None] * D + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask
+    )
 
 
 @triton.jit
 def _gather_dot_kernel(
-    idx_ptr, g_ptr, w_ptr, out_ptr,
-    B, D, K,
-    s_ib, s_ik, s_gb, s_gd, s_wn, s_wd,
-    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
+    idx_ptr,
+    g_ptr,
+    w_ptr,
+    out_ptr,
+    B,
+    D,
+    K,
+    s_ib,
+    s_ik,
+    s_gb,
+    s_gd,
+    s_wn,
+    s_wd,
+    BLOCK_B: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """out[b, j] = <g[b], w[idx[b, j]]> for one row block and one j (grid axis 1)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -77,10 +103,21 @@ def _gather_dot_kernel(
 
 @triton.jit
 def _scatter_outer_kernel(
-    idx_ptr, val_ptr, g_ptr, out_ptr,
-    B, D, K,
-    s_ib, s_ik, s_vb, s_vk, s_gb, s_gd,
-    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
+    idx_ptr,
+    val_ptr,
+    g_ptr,
+    out_ptr,
+    B,
+    D,
+    K,
+    s_ib,
+    s_ik,
+    s_vb,
+    s_vk,
+    s_gb,
+    s_gd,
+    BLOCK_B: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """out[idx[b, j], cols] += val[b, j] * g[b, cols] with fp32 atomics: touches used codes only."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -99,7 +136,10 @@ _BLOCK_B = 16
 
 
 def gather_sum(
-    indices: torch.Tensor, values: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None,
+    indices: torch.Tensor,
+    values: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor | None,
     out_dtype: torch.dtype,
 ) -> torch.Tensor:
     """Triton: ``[B, d]`` rows ``sum_j values[:, j] * W[indices[:, j]] (+ b)``. W may be strided."""
@@ -108,9 +148,20 @@ def gather_sum(
     block_d = _block_d(D)
     grid = (triton.cdiv(B, _BLOCK_B), triton.cdiv(D, block_d))
     _gather_sum_kernel[grid](
-        indices, values, W, b if b is not None else W, out, B, D, K,
-        *indices.stride(), *values.stride(), *W.stride(),
-        HAS_BIAS=b is not None, BLOCK_B=_BLOCK_B, BLOCK_D=block_d,
+        indices,
+        values,
+        W,
+        b if b is not None else W,
+        out,
+        B,
+        D,
+        K,
+        *indices.stride(),
+        *values.stride(),
+        *W.stride(),
+        HAS_BIAS=b is not None,
+        BLOCK_B=_BLOCK_B,
+        BLOCK_D=block_d,
     )
     return out
 
@@ -121,21 +172,43 @@ def gather_dot(indices: torch.Tensor, g: torch.Tensor, W: torch.Tensor) -> torch
     out = torch.empty(B, K, device=W.device, dtype=torch.float32)
     grid = (triton.cdiv(B, _BLOCK_B), K)
     _gather_dot_kernel[grid](
-        indices, g, W, out, B, D, K, *indices.stride(), *g.stride(), *W.stride(),
-        BLOCK_B=_BLOCK_B, BLOCK_D=_block_d(D),
+        indices,
+        g,
+        W,
+        out,
+        B,
+        D,
+        K,
+        *indices.stride(),
+        *g.stride(),
+        *W.stride(),
+        BLOCK_B=_BLOCK_B,
+        BLOCK_D=_block_d(D),
     )
     return out
 
 
-def scatter_outer(indices: torch.Tensor, values: torch.Tensor, g: torch.Tensor, n: int) -> torch.Tensor:
+def scatter_outer(
+    indices: torch.Tensor, values: torch.Tensor, g: torch.Tensor, n: int
+) -> torch.Tensor:
     """Triton: fp32 ``[n, d]`` with ``out[indices[b, j]] += values[b, j] * g[b]``."""
     (B, K), D = indices.shape, g.shape[1]
     out = torch.zeros(n, D, device=g.device, dtype=torch.float32)
     block_d = _block_d(D)
     grid = (triton.cdiv(B, _BLOCK_B), triton.cdiv(D, block_d))
     _scatter_outer_kernel[grid](
-        indices, values, g, out, B, D, K, *indices.stride(), *values.stride(), *g.stride(),
-        BLOCK_B=_BLOCK_B, BLOCK_D=block_d,
+        indices,
+        values,
+        g,
+        out,
+        B,
+        D,
+        K,
+        *indices.stride(),
+        *values.stride(),
+        *g.stride(),
+        BLOCK_B=_BLOCK_B,
+        BLOCK_D=block_d,
     )
     return out
 

@@ -36,24 +36,40 @@ def topk_encode_ref(
     return TopK(values, indices)
 
 
-# A score and its code index travel together as one int64 sort key, so one bitonic top-k moves
-# both: high 32 bits = the fp32 score's bits mapped to an order-preserving int32, low 32 bits =
-# index ^ 0x7FFFFFFF, i.e. 0x7FFFFFFF - index (ties go to the smaller index). The sentinel sorts below every real key.
 # Kernels are built for the interpreter iff TRITON_INTERPRET=1 when triton was imported.
 INTERPRETED: bool = triton.knobs.runtime.interpret
 
+# A score and its code index travel together as one int64 sort key, so one bitonic top-k moves
+# both. High 32 bits: the fp32 score's bits mapped to an order-preserving int32. Low 32 bits:
+# index ^ 0x7FFFFFFF (= 0x7FFFFFFF - index, so ties go to the smaller index). The sentinel sorts
+# below every real key.
 _LOW_MAX = tl.constexpr(0x7FFFFFFF)
 _SENTINEL = tl.constexpr(-(2**63))
 
 
 @triton.jit
 def _topk_encode_kernel(
-    x_ptr, w_ptr, b_ptr, val_ptr, idx_ptr,
-    B, D, N, TILES_PER_SPLIT,
-    s_xb, s_xd, s_wd, s_wn,
-    K: tl.constexpr, K_PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    val_ptr,
+    idx_ptr,
+    B,
+    D,
+    N,
+    TILES_PER_SPLIT,
+    s_xb,
+    s_xd,
+    s_wd,
+    s_wn,
+    K: tl.constexpr,
+    K_PAD: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr,
 ):
     """Running top-k of one row block over one split of the codes: writes [BLOCK_B, K] partials."""
     pid_b, split = tl.program_id(0), tl.program_id(1)
@@ -70,10 +86,16 @@ def _topk_encode_kernel(
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
             dmask = ds < D
-            xt = tl.load(x_ptr + rows[:, None] * s_xb + ds[None, :] * s_xd,
-                         mask=rmask[:, None] & dmask[None, :], other=0.0)
-            wt = tl.load(w_ptr + ds[:, None] * s_wd + cols[None, :] * s_wn,
-                         mask=dmask[:, None] & cmask[None, :], other=0.0)
+            xt = tl.load(
+                x_ptr + rows[:, None] * s_xb + ds[None, :] * s_xd,
+                mask=rmask[:, None] & dmask[None, :],
+                other=0.0,
+            )
+            wt = tl.load(
+                w_ptr + ds[:, None] * s_wd + cols[None, :] * s_wn,
+                mask=dmask[:, None] & cmask[None, :],
+                other=0.0,
+            )
             if DOT_FP32:
                 xt, wt = xt.to(tl.float32), wt.to(tl.float32)
             acc = tl.dot(xt, wt, acc, input_precision=PRECISION)
@@ -102,8 +124,11 @@ def _topk_encode_kernel(
 
 def _num_splits(row_blocks: int, n_tiles: int, device: torch.device) -> int:
     """Split the codes across programs when there are too few row blocks to fill the GPU."""
-    slots = 4 * torch.cuda.get_device_properties(device).multi_processor_count \
-        if device.type == "cuda" else 4
+    slots = (
+        4 * torch.cuda.get_device_properties(device).multi_processor_count
+        if device.type == "cuda"
+        else 4
+    )
     return max(1, min(n_tiles, slots // row_blocks))
 
 
@@ -113,8 +138,9 @@ def _topk_encode_fwd(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k
     k_pad = triton.next_power_of_2(k)
     # Bigger row blocks reuse each W tile more; the running top-k's registers cap them. These
     # compile for sm_90 without spills (ptxas -v) but are untuned on real hardware.
-    block_b = min(64 if k_pad <= 32 else 32 if k_pad <= 64 else 16,
-                  max(16, triton.next_power_of_2(B)))
+    block_b = min(
+        64 if k_pad <= 32 else 32 if k_pad <= 64 else 16, max(16, triton.next_power_of_2(B))
+    )
     block_n = max(128 if x.is_cuda else 32, k_pad)
     block_d = min(64, max(16, triton.next_power_of_2(D)))
     row_blocks, n_tiles = triton.cdiv(B, block_b), triton.cdiv(N, block_n)
@@ -124,13 +150,28 @@ def _topk_encode_fwd(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, k
     vals = torch.empty(B, splits, k, device=x.device, dtype=torch.float32)
     idx = torch.empty(B, splits, k, device=x.device, dtype=torch.int64)
     # fp32 follows torch's own matmul setting: exact by default, TF32 only when the user opted in.
-    precision = "tf32" if x.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 \
-        else "ieee"
+    precision = (
+        "tf32" if x.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    )
     _topk_encode_kernel[(row_blocks, splits)](
-        x, W, b if b is not None else W, vals, idx, B, D, N, tiles_per_split,
-        *x.stride(), *W.stride(),
-        K=k, K_PAD=k_pad, HAS_BIAS=b is not None,
-        BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=precision,
+        x,
+        W,
+        b if b is not None else W,
+        vals,
+        idx,
+        B,
+        D,
+        N,
+        tiles_per_split,
+        *x.stride(),
+        *W.stride(),
+        K=k,
+        K_PAD=k_pad,
+        HAS_BIAS=b is not None,
+        BLOCK_B=block_b,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+        PRECISION=precision,
         # Triton's interpreter multiplies bf16 tiles as raw integers; upcasting first is exact
         # (bf16 products fit fp32) and matches what the tensor cores compute.
         DOT_FP32=INTERPRETED and x.dtype == torch.bfloat16,

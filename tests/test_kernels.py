@@ -130,8 +130,9 @@ def test_topk_encode_grads_half(dtype):
     W, b = torch.randn(17, 40, generator=gen).to(dtype), torch.randn(40, generator=gen).to(dtype)
     up = torch.randn(9, 3).to(dtype)
     out, got = _grads(lambda *t: topk_encode_triton(*t, 3), [x, W, b], up)
-    _, want = _grads(lambda *t: _dense_pre(*t, False).gather(-1, out.indices), [x, W, b],
-                     up.float())
+    _, want = _grads(
+        lambda *t: _dense_pre(*t, False).gather(-1, out.indices), [x, W, b], up.float()
+    )
     assert got[0].dtype == torch.float32 and got[1].dtype == dtype  # x was cast to W's dtype
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g.float(), w.float(), **HALF_TOL[dtype])
@@ -139,8 +140,12 @@ def test_topk_encode_grads_half(dtype):
 
 @st.composite
 def decode_case(draw):
-    B, k, n, d = (draw(st.integers(1, 24)), draw(st.integers(1, 8)), draw(st.integers(1, 50)),
-                  draw(st.integers(1, 70)))
+    B, k, n, d = (
+        draw(st.integers(1, 24)),
+        draw(st.integers(1, 8)),
+        draw(st.integers(1, 50)),
+        draw(st.integers(1, 70)),
+    )
     dtype = draw(st.sampled_from([torch.float32, torch.bfloat16, torch.float16]))
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
     idx = torch.randint(0, n, (3, B, 2 * k), generator=gen)[..., ::2]  # leading dims, strided
@@ -197,8 +202,12 @@ def test_forced_triton_runs_the_kernels(monkeypatch):
 def test_triton_kernels_under_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     env.pop("CODECUT_KERNELS", None)
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                         env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
 
 
@@ -218,20 +227,38 @@ def _compile_for_hopper() -> None:
 
     bf16_ptrs = dict(x_ptr="*bf16", w_ptr="*bf16", b_ptr="*bf16", g_ptr="*bf16")
     cases = [
-        (_topk_encode_kernel, dict(val_ptr="*fp32", idx_ptr="*i64"),
-         dict(K=32, K_PAD=32, HAS_BIAS=True, BLOCK_B=64, BLOCK_N=128, BLOCK_D=64,
-              PRECISION="ieee", DOT_FP32=False)),
-        (_gather_sum_kernel, dict(idx_ptr="*i64", val_ptr="*fp32", out_ptr="*bf16"),
-         dict(HAS_BIAS=True, BLOCK_B=16, BLOCK_D=128)),
+        (
+            _topk_encode_kernel,
+            dict(val_ptr="*fp32", idx_ptr="*i64"),
+            dict(
+                K=32,
+                K_PAD=32,
+                HAS_BIAS=True,
+                BLOCK_B=64,
+                BLOCK_N=128,
+                BLOCK_D=64,
+                PRECISION="ieee",
+                DOT_FP32=False,
+            ),
+        ),
+        (
+            _gather_sum_kernel,
+            dict(idx_ptr="*i64", val_ptr="*fp32", out_ptr="*bf16"),
+            dict(HAS_BIAS=True, BLOCK_B=16, BLOCK_D=128),
+        ),
         (_gather_dot_kernel, dict(idx_ptr="*i64", out_ptr="*fp32"), dict(BLOCK_B=16, BLOCK_D=128)),
-        (_scatter_outer_kernel, dict(idx_ptr="*i64", val_ptr="*fp32", out_ptr="*fp32"),
-         dict(BLOCK_B=16, BLOCK_D=128)),
+        (
+            _scatter_outer_kernel,
+            dict(idx_ptr="*i64", val_ptr="*fp32", out_ptr="*fp32"),
+            dict(BLOCK_B=16, BLOCK_D=128),
+        ),
     ]
     for fn, pointers, consts in cases:
         types = bf16_ptrs | pointers
         sig = {a: "constexpr" if a in consts else types.get(a, "i32") for a in fn.arg_names}
-        triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": 8})
+        triton.compile(
+            ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options={"num_warps": 8}
+        )
 
 
 def test_kernels_compile_for_hopper():
@@ -239,8 +266,10 @@ def test_kernels_compile_for_hopper():
         _compile_for_hopper()
         return
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    code = f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); " \
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
         "import test_kernels; test_kernels._compile_for_hopper()"
+    )
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
 
@@ -271,22 +300,31 @@ def test_torch_path_is_the_reference(monkeypatch):
     assert torch.equal(out.values, ref.values) and torch.equal(out.indices, ref.indices)
     Wd = torch.randn(16, 8, dtype=torch.bfloat16)
     y = sparse_decode(out.indices, out.values, Wd, None)
-    assert y.dtype == torch.bfloat16 and torch.equal(y, sparse_decode_ref(out.indices, out.values,
-                                                                          Wd, None))
+    assert y.dtype == torch.bfloat16 and torch.equal(
+        y, sparse_decode_ref(out.indices, out.values, Wd, None)
+    )
 
 
-@pytest.mark.parametrize("call", [
-    lambda: topk_encode(torch.randn(2, 8), torch.randn(8, 16), None, 0),
-    lambda: topk_encode(torch.randn(2, 8), torch.randn(8, 16), None, 17),
-    lambda: topk_encode(torch.randn(2, 7), torch.randn(8, 16), None, 2),
-    lambda: topk_encode(torch.randn(2, 8), torch.randn(8, 16, dtype=torch.float64), None, 2),
-    lambda: topk_encode(torch.randn(2, 8), torch.randn(8, 16), torch.randn(15), 2),
-    lambda: sparse_decode(torch.zeros(2, 3), torch.randn(2, 3), torch.randn(16, 8), None),
-    lambda: sparse_decode(torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 4),
-                          torch.randn(16, 8), None),
-    lambda: sparse_decode(torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 3),
-                          torch.zeros(16, 8, dtype=torch.int32), None),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: topk_encode(torch.randn(2, 8), torch.randn(8, 16), None, 0),
+        lambda: topk_encode(torch.randn(2, 8), torch.randn(8, 16), None, 17),
+        lambda: topk_encode(torch.randn(2, 7), torch.randn(8, 16), None, 2),
+        lambda: topk_encode(torch.randn(2, 8), torch.randn(8, 16, dtype=torch.float64), None, 2),
+        lambda: topk_encode(torch.randn(2, 8), torch.randn(8, 16), torch.randn(15), 2),
+        lambda: sparse_decode(torch.zeros(2, 3), torch.randn(2, 3), torch.randn(16, 8), None),
+        lambda: sparse_decode(
+            torch.zeros(2, 3, dtype=torch.long), torch.randn(2, 4), torch.randn(16, 8), None
+        ),
+        lambda: sparse_decode(
+            torch.zeros(2, 3, dtype=torch.long),
+            torch.randn(2, 3),
+            torch.zeros(16, 8, dtype=torch.int32),
+            None,
+        ),
+    ],
+)
 def test_bad_arguments_raise(call):
     with pytest.raises(ValueError):
         call()
