@@ -69,10 +69,10 @@ class Attachment:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def remove(self) -> None:
-        """Take the bottleneck out (idempotent)."""
+        """Take the bottleneck out (idempotent). `codes` and `active` stay readable."""
         while self._handles:
             self._handles.pop().remove()
-        self.codes = self.active = self._ids = self._seen = None
+        self._ids = self._seen = None
 
     @property
     def attached(self) -> bool:

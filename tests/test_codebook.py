@@ -228,6 +228,20 @@ def test_clamp_sets_minus_c_times_typical(bn):
     )
 
 
+def test_min_value_scope(bn):
+    from codecut.codebook.ablation import apply_ablations
+
+    x = torch.randn(50, bn.cfg.d_in) * 3
+    codes = bn.encode(x)
+    code = int(codes.indices[0, 0])
+    value = torch.where(codes.indices == code, codes.values, 0).sum(-1)
+    limit = value[value > 0].median().item()
+    out = apply_ablations(codes, 16, [Ablation([code], min_value=limit)], [None], bn.act_mean)
+    after = torch.where(out.indices == code, out.values, 0).sum(-1)
+    assert torch.equal(after[value > limit], torch.zeros_like(after[value > limit]))
+    assert torch.equal(after[value <= limit], value[value <= limit])
+
+
 def test_ablation_json_round_trip_and_validation(bn):
     a = Ablation([3, 5], mode="clamp", c=2.5, min_value=0.1, when=[7])
     assert Ablation.from_dict(json.loads(json.dumps(a.to_dict()))) == a
