@@ -50,10 +50,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """Does the model answer each fact (prompt and paraphrases)?"""
     if args.strict and not args.bottleneck:
         raise ValueError("--strict needs --bottleneck")
+    if args.strict and args.plan:
+        raise ValueError("--strict and --plan do not combine: a plan keeps the error term")
     facts = codecut.load_facts(args.facts)
     model = codecut.load_model(args.model)
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
-    table = codecut.evaluate(model, facts, bottleneck=bottleneck, strict=args.strict)
+    if args.plan:
+        plan = codecut.load_plan(args.plan)
+        with codecut.apply(model, plan, bottleneck=bottleneck):
+            table = codecut.evaluate(model, facts)
+    else:
+        table = codecut.evaluate(model, facts, bottleneck=bottleneck, strict=args.strict)
     if args.json:
         print(json.dumps(codecut.probes.evaluate.to_json(table), indent=1))
         return
@@ -61,6 +68,71 @@ def cmd_eval(args: argparse.Namespace) -> None:
     table["paraphrases"] = table["paraphrase_accuracy"].map("{:.0%}".format)
     print_table(table, ["subject", "relation", "prompt", "answer", "correct", "p_answer", "paraphrases"])
     print(f"\naccuracy {s['accuracy']:.0%} on {s['n_facts']} facts")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train a bottleneck at one hook of a model and save it."""
+    if Path(args.out).exists() and not (Path(args.out) / "checkpoint").exists():
+        raise ValueError(f"{args.out} exists; choose a new --out directory")
+    model = codecut.load_model(args.model)
+    bn = codecut.train_bottleneck(
+        model, args.hook, args.kind, n_codes=args.codes, k=args.k, tokens=args.tokens, out=args.out
+    )
+    metrics = bn.cfg.extra.get("metrics", {})
+    print(f"saved {bn} to {args.out}")
+    print(json.dumps(metrics, indent=1) if args.json else "\n".join(f"{k}: {v}" for k, v in metrics.items()))
+
+
+def cmd_unlearn(args: argparse.Namespace) -> None:
+    """Choose the codes to cut so the model forgets the facts; write the plan."""
+    forget = codecut.load_facts(args.forget)
+    retain = codecut.load_facts(args.retain) if args.retain else None
+    model = codecut.load_model(args.model)
+    bn = codecut.load_bottleneck(args.bottleneck or args.model)
+    plan = codecut.unlearn(model, bn, forget, retain=retain)
+    plan.save(args.out)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=1))
+        return
+    print_plan(plan)
+    print(f"\nplan written to {args.out} ({plan.seconds:.1f} s)")
+
+
+def print_plan(plan) -> None:
+    """The before/after table of a plan."""
+    import pandas as pd
+
+    rows = [
+        {
+            "prompt": f["prompt"],
+            "answer": f["answer"],
+            "p before": f"{f['before']['p_answer']:.3f}",
+            "p after": f"{f['after']['p_answer']:.3f}",
+            "answered after": f["after"]["correct"],
+            "paraphrases after": f"{f['after']['paraphrase_accuracy']:.0%}",
+            "codes": len(f["selection"]["codes"]),
+            "mode": f["selection"]["mode"] + (" if subject" if f["selection"]["conditional"] else ""),
+        }
+        for f in plan.results["facts"]
+    ]
+    print(pd.DataFrame(rows).to_string(index=False))
+    if "retain" in plan.results:
+        before, after = plan.results["retain"]["before"], plan.results["retain"]["after"]
+        print(
+            f"retain facts: accuracy {before['accuracy']:.0%} -> {after['accuracy']:.0%} "
+            f"on {before['n_facts']} facts"
+        )
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Time the kernels against their alternatives; write benchmarks/results/ when asked."""
+    from codecut.kernels.bench import run
+
+    table = run(quick=args.quick, out_dir=Path(args.out) if args.out else None)
+    if args.json:
+        print(table.to_json(orient="records", indent=1))
+    else:
+        print(table.drop(columns=["device"]).round(4).to_string(index=False))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,8 +149,36 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--facts", required=True, help="JSONL file of facts")
     s.add_argument("--bottleneck", help="registry name or bottleneck directory to attach")
     s.add_argument("--strict", action="store_true", help="attach without the error term")
+    s.add_argument("--plan", help="unlearning plan to apply while measuring")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(run=cmd_eval)
+
+    s = sub.add_parser("train", help="train a bottleneck at one hook of a model")
+    s.add_argument("--model", required=True, help="registry name or local HF directory")
+    s.add_argument("--hook", required=True, help="hook name, e.g. blocks.12.hook_out")
+    s.add_argument("--kind", choices=["topk", "codebook"], default="topk")
+    s.add_argument("--codes", type=int, default=8192, help="number of codes n")
+    s.add_argument("--k", type=int, default=32, help="active codes per token")
+    s.add_argument("--tokens", type=int, default=2_000_000, help="activations to train on")
+    s.add_argument("--out", required=True, help="directory to write (resumes from its checkpoint)")
+    s.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    s.set_defaults(run=cmd_train)
+
+    s = sub.add_parser("unlearn", help="choose the codes to cut so the model forgets facts")
+    s.add_argument("--model", required=True, help="registry name or local HF directory")
+    s.add_argument("--bottleneck", help="bottleneck directory (default: the model's shipped one)")
+    s.add_argument("--forget", required=True, help="JSONL file of facts to forget")
+    s.add_argument("--retain", help="JSONL file of facts to keep (default: built automatically)")
+    s.add_argument("--out", required=True, help="plan file to write (JSON)")
+    s.add_argument("--json", action="store_true", help="print the plan as JSON")
+    s.set_defaults(run=cmd_unlearn)
+
+    s = sub.add_parser("bench", help="benchmarks")
+    s.add_argument("what", choices=["kernels"], help="what to benchmark")
+    s.add_argument("--quick", action="store_true", help="only the target shape")
+    s.add_argument("--out", help="also write JSON + markdown results to this folder")
+    s.add_argument("--json", action="store_true", help="print JSON records")
+    s.set_defaults(run=cmd_bench)
     return p
 
 

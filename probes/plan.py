@@ -1,0 +1,123 @@
+"""Unlearning plans: which codes to cut in which bottleneck, and what that did to the facts.
+
+A plan is plain data (JSON on disk). Applying it only installs its ablations inside the
+bottleneck's hook; the model's weights are never touched, and leaving the `with` block (or
+calling `.remove()`) reverts to the exact original outputs.
+
+    plan = codecut.unlearn(model, bn, forget=facts)
+    with codecut.apply(model, plan): ...
+    plan.save("plan.json"); plan = codecut.load_plan("plan.json")
+    with codecut.apply(model, plan_a, plan_b): ...        # plans for one bottleneck compose
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codecut.codebook import Ablation, Attachment, Bottleneck, atomic, attach, load_bottleneck
+
+from codecut.facts import Fact, fact_from_dict
+
+FORMAT = "codecut-plan/1"
+
+
+@dataclass
+class UnlearnPlan:
+    """What `codecut.unlearn` decided.
+
+    Attributes:
+        bottleneck_hash: content hash of the bottleneck the codes belong to.
+        bottleneck_source: where to load that bottleneck from (directory or registry name).
+        hook: the hook it sits at.
+        ablations: the cuts, applied in order.
+        facts: the forget facts it was made for.
+        results: per forget fact and per retain group, before/after numbers (see `unlearn`).
+        seconds: how long the selection took.
+        bottleneck: the Bottleneck object itself when the plan was made in this process.
+    """
+
+    bottleneck_hash: str
+    bottleneck_source: str
+    hook: str
+    ablations: list[Ablation]
+    facts: list[Fact]
+    results: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    bottleneck: Bottleneck | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def codes(self) -> list[int]:
+        """Every code id the plan cuts."""
+        return sorted({c for a in self.ablations for c in a.codes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "bottleneck_hash": self.bottleneck_hash,
+            "bottleneck_source": self.bottleneck_source,
+            "hook": self.hook,
+            "codes": self.codes,
+            "modes": sorted({a.mode for a in self.ablations}),
+            "ablations": [a.to_dict() for a in self.ablations],
+            "facts": [asdict(f) for f in self.facts],
+            "results": self.results,
+            "seconds": self.seconds,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the plan as JSON, atomically."""
+        atomic.write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+def load_plan(path: str | os.PathLike) -> UnlearnPlan:
+    """Read a plan file; a bad one is an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"plan file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not a plan file (invalid JSON: {e.msg})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a codecut plan (expected format {FORMAT!r})")
+    try:
+        return UnlearnPlan(
+            bottleneck_hash=data["bottleneck_hash"],
+            bottleneck_source=data["bottleneck_source"],
+            hook=data["hook"],
+            ablations=[Ablation.from_dict(a) for a in data["ablations"]],
+            facts=[fact_from_dict(f, where=f"{path}: facts") for f in data["facts"]],
+            results=data.get("results", {}),
+            seconds=data.get("seconds", 0.0),
+        )
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: malformed plan ({e})") from None
+
+
+def apply(model, *plans: UnlearnPlan, bottleneck: Bottleneck | None = None) -> Attachment:
+    """Attach the plans' bottleneck with all their ablations; a context manager and a handle.
+
+    The bottleneck is, in order: `bottleneck`, the one the first plan was made with in this
+    process, or loaded from the plan's `bottleneck_source`. It must be the one the plans were
+    made for (same content hash), else this is an error.
+    """
+    if not plans:
+        raise ValueError("apply needs at least one plan")
+    hashes = {p.bottleneck_hash for p in plans}
+    if len(hashes) > 1:
+        raise ValueError(f"plans for different bottlenecks cannot compose: {sorted(hashes)}")
+    hooks = {p.hook for p in plans}
+    if len(hooks) > 1:
+        raise ValueError(f"plans for different hooks cannot compose: {sorted(hooks)}")
+    bn = bottleneck or plans[0].bottleneck or load_bottleneck(plans[0].bottleneck_source)
+    if bn.content_hash != plans[0].bottleneck_hash:
+        raise ValueError(
+            f"the plan was made for bottleneck {plans[0].bottleneck_hash}, not for "
+            f"{bn.content_hash} ({bn.source or 'in memory'}); make a new plan for this bottleneck"
+        )
+    ablations = [a for p in plans for a in p.ablations]
+    return attach(model, bn, hook=plans[0].hook, error_term=True, ablations=ablations)

@@ -1,0 +1,314 @@
+"""The anti-sample selector: find the few codes that carry one association, and cut them.
+
+Scoring (bottleneck attached, error term kept, so the model is unchanged while we measure).
+For each code c, at the predicting (last) position of every forget prompt p:
+
+    attr(c) = mean_p  v_c(p) * d/dv_c [ log P(answer | p) - mean_a log P(a | p) ]
+
+where v_c is the code's value and a runs over the counterfactual anti-answers: how much the code
+pushes the true answer *against the wrong ones* (gradient x activation). The same attribution on
+retain facts (their own answers against their own anti-answers) gives attr_R(c), and
+
+    score(c) = attr(c) - lambda * max_r max(attr_r(c), 0)
+
+penalises codes that the retain facts also lean on. Codes with the highest score are the cut
+candidates.
+
+Condition codes make the cut an association rather than an entity or a relation: codes that
+fire in the context (before the predicting position) of the forget prompts, including the
+misleading-rationale anti-samples that name the subject, and rarely in the retain facts of other
+subjects. A greedy set cover picks a few so that every forget prompt contains one; each becomes
+an `Ablation(..., when=[code])`, so the candidates are cut only in sequences where the subject
+showed up (an OR over the condition codes, an AND with the cut itself).
+
+Selection is greedy and verified: for each family (mode zero / clamp, with or without the
+condition), add candidates in score order, re-measure, skip a code whose cut costs more than
+`retain_budget` of retain accuracy, and stop once the answer is gone (not the greedy token and
+below `p_threshold`) on every forget prompt and paraphrase. The first family that succeeds, in
+the order below (gentlest first), is kept; if none does, the best partial result is returned
+with `success=False` in the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from codecut.codebook import Ablation, Attachment, Bottleneck, attach
+from codecut.probes.antisamples import make_antisamples
+from codecut.probes.plan import UnlearnPlan
+from tqdm.auto import tqdm
+
+from codecut.facts import Fact
+from codecut.models import Model, load_model
+
+log = logging.getLogger(__name__)
+
+# (mode, clamp strength, conditional), gentlest first.
+FAMILIES = [
+    ("zero", 1.0, True),
+    ("clamp", 2.0, True),
+    ("clamp", 4.0, True),
+    ("zero", 1.0, False),
+    ("clamp", 2.0, False),
+    ("clamp", 4.0, False),
+]
+
+
+@dataclass
+class Probe:
+    """Prompts and answers measured together (forget or retain), with their anti-answers."""
+
+    prompts: list[str]
+    answers: list[str]
+    anti: list[list[str]]  # per prompt, wrong answers to contrast with
+
+
+def attributions(model: Model, handle: Attachment, probe: Probe) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attr at the last position [n], fired-in-context [len(prompts), n]) for one probe."""
+    n = handle.bottleneck.n_codes
+    batch = model.tokenize(probe.prompts)
+    rows = torch.arange(len(probe.prompts))
+    with torch.enable_grad():
+        logits = model(batch["input_ids"], batch["attention_mask"])
+        codes = handle.codes
+        logp = logits[rows, batch["last"]].float().log_softmax(-1)
+        true = torch.tensor([model.answer_token(a) for a in probe.answers])
+        anti = torch.stack(
+            [logp[i, [model.answer_token(a) for a in wrong]].mean() for i, wrong in enumerate(probe.anti)]
+        )
+        objective = (logp[rows, true] - anti).sum()
+        (grad,) = torch.autograd.grad(objective, codes.values)
+    contrib = (grad * codes.values).detach()
+    last = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
+    last[rows, batch["last"]] = True
+    at_last = last & handle.active
+    attr = torch.zeros(n).index_add_(0, codes.indices[at_last].flatten(), contrib[at_last].flatten())
+    context = handle.active & ~last & batch["attention_mask"].bool()
+    fired = torch.zeros(len(probe.prompts), n, dtype=torch.bool)
+    on = (codes.values.detach() > 0) & context[..., None]
+    fired[rows[:, None, None].expand_as(on)[on], codes.indices[on]] = True
+    return attr / len(probe.prompts), fired
+
+
+def condition_codes(fired_forget: torch.Tensor, fired_other: torch.Tensor, max_rate: float = 0.05) -> list[int]:
+    """Codes that mark the subject: a greedy cover of the forget prompts by codes that fire in
+    their context and in at most `max_rate` of other subjects' prompts. Empty if none cover."""
+    rate_f = fired_forget.float().mean(0)
+    rate_o = fired_other.float().mean(0) if len(fired_other) else torch.zeros_like(rate_f)
+    cands = ((rate_f > 0) & (rate_o <= max_rate)).nonzero().flatten()
+    cands = cands[(rate_f[cands] - rate_o[cands]).argsort(descending=True)]
+    covered = torch.zeros(len(fired_forget), dtype=torch.bool)
+    chosen: list[int] = []
+    for c in cands.tolist():
+        if (fired_forget[:, c] & ~covered).any():
+            chosen.append(c)
+            covered |= fired_forget[:, c]
+        if covered.all():
+            return chosen
+    return []
+
+
+def _measure(model: Model, probe: Probe) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p of the true answer, greedy-correct) per prompt."""
+    return model.answer_scores(probe.prompts, probe.answers)
+
+
+def _probe(facts: list[Fact], values: dict[str, list[str]], extra: dict[str, list[str]] | None = None) -> Probe:
+    """Every prompt of every fact, contrasted with other answers of the same relation."""
+    prompts, answers, anti = [], [], []
+    for f in facts:
+        wrong = [v for v in values.get(f.relation, []) if v != f.answer] or (extra or {}).get(f.prompt, [])
+        for p in f.prompts:
+            prompts.append(p)
+            answers.append(f.answer)
+            anti.append(wrong)
+    return Probe(prompts, answers, anti)
+
+
+def select(
+    model,
+    bottleneck: Bottleneck,
+    fact: Fact,
+    retain: list[Fact],
+    pool: list[Fact],
+    max_codes: int = 8,
+    n_candidates: int = 16,
+    retain_budget: float = 0.02,
+    p_threshold: float = 0.05,
+    penalty: float = 1.0,
+) -> tuple[list[Ablation], dict]:
+    """Choose the ablations that make `model` forget `fact` while keeping `retain`.
+
+    Returns (ablations, report) where report has the family chosen, the success flag, the
+    candidate scores and the condition codes.
+    """
+    model = load_model(model)
+    anti = make_antisamples(model, fact, pool=pool)
+    wrong = sorted({a.answer for a in anti if a.kind == "counterfactual"})
+    if not wrong:
+        raise ValueError(f"no anti-answers for {fact.prompt!r}: give a pool of facts of the same relation")
+    # The forget probe: the prompt, its paraphrases and the model-checked generated paraphrases.
+    paraphrases = [a.prompt for a in anti if a.kind == "paraphrase"]
+    forget = Probe(
+        prompts := list(dict.fromkeys([*fact.prompts, *paraphrases])),
+        [fact.answer] * len(prompts),
+        [wrong] * len(prompts),
+    )
+    rationales = [a.prompt for a in anti if a.kind == "rationale"]
+    values: dict[str, list[str]] = {}
+    for f in pool + retain:
+        values.setdefault(f.relation, []).append(f.answer)
+    values = {r: sorted(set(v)) for r, v in values.items()}
+    keep = _probe(retain, values, {fact.prompt: wrong})
+    others = [f for f in retain if f.subject != fact.subject]
+
+    with attach(model, bottleneck) as handle:
+        attr, fired_forget = attributions(model, handle, forget)
+        attr_r = torch.zeros_like(attr)
+        for f in retain:
+            a, _ = attributions(model, handle, _probe([f], values, {f.prompt: wrong}))
+            attr_r = torch.maximum(attr_r, a.clamp(min=0))
+        fired_other = attributions(model, handle, _probe(others, values, {}))[1] if others else torch.zeros(0, attr.numel(), dtype=torch.bool)
+        if rationales:
+            # Rationale anti-samples name the subject in new contexts: more prompts to cover.
+            _, fired_rat = attributions(model, handle, Probe(rationales, [fact.answer] * len(rationales), [wrong] * len(rationales)))
+            fired_forget = torch.cat([fired_forget, fired_rat])
+        score = attr - penalty * attr_r
+        candidates = [c for c in score.argsort(descending=True)[:n_candidates].tolist() if score[c] > 0]
+        cond = condition_codes(fired_forget, fired_other)
+        _, base_ok = _measure(model, keep)
+        base_retain = base_ok.float().mean().item()
+
+        def run(abls: list[Ablation]) -> tuple[bool, float, float]:
+            handle.ablations[:] = abls
+            p, ok = _measure(model, forget)
+            _, rok = _measure(model, keep)
+            handle.ablations.clear()
+            gone = bool((~ok).all() and (p < p_threshold).all())
+            return gone, ok.float().mean().item(), rok.float().mean().item()
+
+        def build(codes: list[int], mode: str, c: float, conditional: bool) -> list[Ablation]:
+            if conditional:
+                return [Ablation(codes, mode=mode, c=c, when=[w]) for w in cond]
+            return [Ablation(codes, mode=mode, c=c)]
+
+        best = None
+        families = [f for f in FAMILIES if (not f[2] or cond) and (f[0] != "clamp" or bottleneck.has_stats)]
+        for mode, c, conditional in tqdm(families, desc="selecting codes", leave=False):
+            chosen: list[int] = []
+            result = (False, 1.0, base_retain)
+            for code in candidates:
+                trial = run(build(chosen + [code], mode, c, conditional))
+                if trial[2] < base_retain - retain_budget:
+                    continue  # this code costs retain accuracy: skip it
+                chosen, result = chosen + [code], trial
+                if result[0] or len(chosen) >= max_codes:
+                    break
+            entry = {"mode": mode, "c": c, "conditional": conditional, "codes": chosen,
+                     "success": result[0], "forget_accuracy": result[1], "retain_accuracy": result[2]}
+            rank = (entry["success"], -entry["forget_accuracy"], entry["retain_accuracy"], -len(chosen))
+            if chosen and (best is None or rank > best[0]):
+                best = (rank, entry)
+            if entry["success"]:
+                break
+    if best is None:
+        raise ValueError(f"no code could be cut for {fact.prompt!r} within the retain budget")
+    entry = best[1]
+    ablations = build(entry["codes"], entry["mode"], entry["c"], entry["conditional"])
+    report = {**entry, "condition_codes": cond if entry["conditional"] else [],
+              "candidates": {c: round(float(score[c]), 5) for c in candidates}}
+    return ablations, report
+
+
+def unlearn(
+    model,
+    bottleneck: Bottleneck,
+    forget: list[Fact],
+    retain: list[Fact] | None = None,
+    pool: list[Fact] | None = None,
+    **options,
+) -> UnlearnPlan:
+    """Zero-shot unlearning: a plan that cuts each forget fact's codes; no weight changes.
+
+    Args:
+        model: anything `codecut.load_model` accepts.
+        bottleneck: the bottleneck to cut codes in (its hook is used).
+        forget: facts to forget; each must be known by the model (greedy answer).
+        retain: facts that must survive; default: the known facts of `pool` that share a subject
+            or a relation with a forget fact.
+        pool: known facts to draw counterfactual answers and the default retain set from;
+            default: `retain`, else the shipped example facts.
+        options: passed to `select` (max_codes, retain_budget, p_threshold, ...).
+    """
+    from codecut.probes.evaluate import evaluate
+
+    t0 = time.time()
+    model = load_model(model)
+    if not forget:
+        raise ValueError("nothing to forget: the forget set is empty")
+    if pool is None:
+        pool = list(retain) if retain else _shipped_facts()
+    before = evaluate(model, forget)
+    unknown = before.loc[~before["correct"], "prompt"].tolist()
+    if unknown:
+        raise ValueError(f"the model does not know {unknown[0]!r} (greedy answer differs): nothing to forget")
+    forget_keys = {(f.subject, f.relation) for f in forget}
+    if retain is None:
+        subjects, relations = {f.subject for f in forget}, {f.relation for f in forget}
+        near = [f for f in pool if (f.subject, f.relation) not in forget_keys and (f.subject in subjects or f.relation in relations)]
+        table = evaluate(model, near) if near else None
+        retain = [f for f, ok in zip(near, table["correct"]) if ok] if near else []
+    retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
+    ablations: list[Ablation] = []
+    reports = []
+    for fact in tqdm(forget, desc="unlearning", leave=False):
+        abls, report = select(model, bottleneck, fact, retain, pool, **options)
+        ablations += abls
+        reports.append(report)
+    plan = UnlearnPlan(
+        bottleneck_hash=bottleneck.content_hash,
+        bottleneck_source=bottleneck.source,
+        hook=bottleneck.hook,
+        ablations=ablations,
+        facts=list(forget),
+        bottleneck=bottleneck,
+    )
+    plan.results = _results(model, plan, forget, retain, before, reports)
+    plan.seconds = round(time.time() - t0, 2)
+    return plan
+
+
+def _results(model, plan: UnlearnPlan, forget, retain, before, reports) -> dict:
+    """Before/after numbers per forget fact and for the retain set."""
+    from codecut.probes.evaluate import evaluate, summary
+    from codecut.probes.plan import apply
+
+    retain_before = evaluate(model, retain) if retain else None
+    with apply(model, plan):
+        after = evaluate(model, forget)
+        retain_after = evaluate(model, retain) if retain else None
+    facts = []
+    for (_, b), (_, a), rep in zip(before.iterrows(), after.iterrows(), reports):
+        facts.append({
+            "prompt": b["prompt"], "answer": b["answer"],
+            "before": {"correct": b["correct"], "p_answer": b["p_answer"], "paraphrase_accuracy": b["paraphrase_accuracy"]},
+            "after": {"correct": a["correct"], "p_answer": a["p_answer"], "paraphrase_accuracy": a["paraphrase_accuracy"]},
+            "selection": rep,
+        })
+    out = {"facts": facts}
+    if retain:
+        out["retain"] = {"before": summary(retain_before), "after": summary(retain_after)}
+    return out
+
+
+def _shipped_facts() -> list[Fact]:
+    """The example facts shipped in the package (known to SmolLM2-135M-Instruct)."""
+    from importlib.resources import files
+
+    from codecut.facts import load_facts
+
+    folder = files("codecut") / "data" / "facts"
+    return [f for p in sorted(folder.iterdir(), key=str) if p.name.endswith(".jsonl") for f in load_facts(p)]
