@@ -105,15 +105,14 @@ def make_antisamples(
     true_token = model.answer_token(fact.answer)
     wrong = _wrong_answers(model, fact, pool, n_counterfactual, true_token, rng)
 
-    samples = [
-        AntiSample("counterfactual", p, w, fact) for p in fact.prompts for w in wrong
-    ]
+    samples = [AntiSample("counterfactual", p, w, fact) for p in fact.prompts for w in wrong]
     if rationales:
         samples += _rationales(model, fact, wrong, model_rationales, rng)
     if paraphrases:
         samples += [AntiSample("paraphrase", p, fact.answer, fact) for p in fact.paraphrases]
         samples += [
-            AntiSample("paraphrase", p, fact.answer, fact) for p in _generated_paraphrases(tok, fact)
+            AntiSample("paraphrase", p, fact.answer, fact)
+            for p in _generated_paraphrases(tok, fact)
         ]
     if not samples:
         return []
@@ -192,7 +191,11 @@ def _wrong_answers(
             if len(wrong) == n:
                 break
             word = model.tokenizer.decode([token]).strip()
-            if token in used or not word.strip(string.punctuation) or not _known(model.tokenizer, word):
+            if (
+                token in used
+                or not word.strip(string.punctuation)
+                or not _known(model.tokenizer, word)
+            ):
                 continue
             # The decoded word must round-trip to the same token to score the same thing.
             if model.answer_token(word) not in used:
@@ -220,9 +223,11 @@ def _rationales(
     for i, template in enumerate(RATIONALE_TEMPLATES if wrong else ()):
         w = wrong[i % len(wrong)]
         texts.append((f"{template.format(claim=f'{rng.choice(quoted)} {w}')} {fact.prompt}", w))
-    if by_model:
+    # A vocabulary without "because" (the world's) still has "and" to let the model go on.
+    link = next((word for word in ("because", "and") if _known(tok, word)), None)
+    if by_model and link:
         for w in wrong[:MODEL_RATIONALES]:
-            start = f"{fact.prompt} {w} because"
+            start = f"{fact.prompt} {w} {link}"
             # Keep the first sentence: a longer text drifts away from the claim.
             reason = model.generate(start, max_new_tokens=RATIONALE_TOKENS).split("\n")[0]
             reason = reason.split(".")[0].strip()

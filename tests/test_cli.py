@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from codecut import save_facts
 from codecut.cli import main, parser
 

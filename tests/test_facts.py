@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from codecut import Fact, load_facts, save_facts
 
 

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
+
 from codecut import models
 from codecut.models import RegistryEntry, load_model
-from transformers import AutoModelForCausalLM
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import importlib.util
 import json
 
 import pytest
+
 from codecut.cli import main
 
 pytestmark = pytest.mark.skipif(
