@@ -92,7 +92,7 @@ def make_antisamples(
         rationales: add misleading rationales (from the fact's own prompts and, where the
             tokenizer covers English, from `RATIONALE_TEMPLATES`).
         model_rationales: also let the model write a short rationale for the first wrong answers
-            (greedy generation from "{prompt} {wrong} because").
+            (greedy generation from "{prompt} {wrong} because", or "and" where the vocabulary lacks "because").
         paraphrases: add the fact's own paraphrases and generated ones the model answers.
         seed: fixes the choice of wrong answers and of the prompts the rationales quote.
 
