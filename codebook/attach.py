@@ -99,7 +99,10 @@ class Attachment:
         for abl in self.ablations:
             abl.check(bn)
         k = bn.cfg.k
-        wide = bn.encode(x, k=k + extra_candidates(self.ablations) if k else None)
+        # With the error term, x reaches the layers above unchanged, so gradients should reach x
+        # only that way (as in the clean model); the codes still get their own gradients.
+        x_in = x.detach() if self.error_term else x
+        wide = bn.encode(x_in, k=k + extra_candidates(self.ablations) if k else None)
         clean = Codes(wide.indices[..., :k], wide.values[..., :k]) if k else wide
         fired = clean.values > 0
         gates = [self._gate(a.when, clean.indices, fired & keep[..., None]) for a in self.ablations]
@@ -111,9 +114,9 @@ class Attachment:
         )
         out = bn.decode(used)
         if self.error_term:
-            # Sae-lens style: the error is a constant, so gradients reach code values through
-            # the decoder, and with nothing ablated the output equals x up to rounding.
-            out = out + (x - bn.decode(clean)).detach()
+            # x plus what the cuts change: exactly x while nothing is cut (the two decodes are
+            # the same computation), and code values get gradients through the decoder.
+            out = x + (out - bn.decode(clean).detach())
         self.codes, self.active = clean, keep
         return torch.where(keep[..., None], out.to(x.dtype), x)
 

@@ -63,7 +63,24 @@ def test_error_term_gives_identical_logits(model, bn, world):
     with attach(model, bn) as handle:
         out = model(batch["input_ids"], batch["attention_mask"])
         assert handle.codes.indices.shape[-1] == 16
-    torch.testing.assert_close(out, clean, atol=1e-5, rtol=0)
+    assert torch.equal(out, clean)  # exact, not just within 1e-5
+
+
+def test_legacy_hook_name_is_the_same_point(model, bn, world):
+    batch = _batch(model, world)
+    canonical = _hook_output(model, lambda: attach(model, bn, error_term=False), batch)
+    legacy = _hook_output(
+        model, lambda: attach(model, bn, hook="blocks.2.hook_resid_post", error_term=False), batch
+    )
+    assert torch.equal(canonical, legacy)
+
+
+def test_code_values_get_gradients(model, bn, world):
+    batch = _batch(model, world)
+    with attach(model, bn) as handle:
+        logits = model(batch["input_ids"], batch["attention_mask"])
+        (grad,) = torch.autograd.grad(logits[0, -1].log_softmax(-1)[5], handle.codes.values)
+    assert grad.shape == handle.codes.values.shape and grad.abs().sum() > 0
 
 
 def test_strict_mode_keeps_fact_accuracy(model, bn, world):
