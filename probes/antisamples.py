@@ -197,10 +197,10 @@ def _wrong_answers(
                 or not _known(model.tokenizer, word)
             ):
                 continue
-            # The decoded word must round-trip to the same token to score the same thing.
-            if model.answer_token(word) not in used:
+            # The word must round-trip to the same token, or p_anti would score another one.
+            if model.answer_token(word) == token:
                 wrong.append(word)
-                used.add(model.answer_token(word))
+                used.add(token)
     return wrong
 
 
@@ -212,7 +212,7 @@ def _rationales(
     # The word-level world vocabulary has no '.', so claim and question are then joined by a
     # plain space (the claim's answer word still ends it).
     sep = ". " if _known(tok, f"{fact.prompt}. {fact.prompt}") else " "
-    # Quote a paraphrase where there is one: the question itself follows.
+    # Claims quote the paraphrases where there are any: the prompt itself is the question.
     quoted = fact.paraphrases or [fact.prompt]
     texts = []  # (text, wrong answer)
     for w in wrong:
