@@ -103,7 +103,10 @@ class Attachment:
         # only that way (as in the clean model); the codes still get their own gradients.
         x_in = x.detach() if self.error_term else x
         wide = bn.encode(x_in, k=k + extra_candidates(self.ablations) if k else None)
-        clean = Codes(wide.indices[..., :k], wide.values[..., :k]) if k else wide
+        clean = wide
+        if k and wide.values.shape[-1] > k:  # cuts start from `clean`: its values get the gradients
+            clean = Codes(wide.indices[..., :k], wide.values[..., :k])
+            wide = Codes(wide.indices, torch.cat([clean.values, wide.values[..., k:]], -1))
         fired = clean.values > 0
         gates = [self._gate(a.when, clean.indices, fired & keep[..., None]) for a in self.ablations]
         self._remember(clean.indices, fired & keep[..., None])

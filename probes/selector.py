@@ -1,32 +1,33 @@
 """The anti-sample selector: find the few codes that carry one association, and cut them.
 
 Scoring (bottleneck attached, error term kept, so the model is unchanged while we measure).
-For each code c, at the predicting (last) position of every forget prompt p:
+For each code c, at the predicting (last) position of a prompt p with answer y:
 
-    attr(c) = mean_p  v_c(p) * d/dv_c [ log P(answer | p) - mean_a log P(a | p) ]
+    attr_p(c) = v_c(p) * d/dv_c [ log P(y | p) - mean_a log P(a | p) ]
 
-where v_c is the code's value and a runs over the counterfactual anti-answers: how much the code
-pushes the true answer *against the wrong ones* (gradient x activation). The same attribution on
-retain facts (their own answers against their own anti-answers) gives attr_R(c), and
+where v_c is the code's value and a runs over the counterfactual anti-answers (other values of
+the relation): how much the code pushes the true answer *against the wrong ones* (gradient x
+activation). With F the forget prompts (the fact's prompts, its paraphrases and the
+anti-sample paraphrases the model still answers) and R the retain facts' prompts,
 
-    score(c) = attr(c) - lambda * max_r max(attr_r(c), 0)
+    score(c) = mean_{p in F} attr_p(c) - lambda * max_{r in R'} max(attr_r(c), 0)
 
-penalises codes that the retain facts also lean on. Codes with the highest score are the cut
-candidates.
+R' is every retain prompt for an unconditional cut, and only the same subject's retain prompts
+for a conditional one (the condition already spares the other subjects).
 
-Condition codes make the cut an association rather than an entity or a relation: codes that
-fire in the context (before the predicting position) of the forget prompts, including the
-misleading-rationale anti-samples that name the subject, and rarely in the retain facts of other
-subjects. A greedy set cover picks a few so that every forget prompt contains one; each becomes
-an `Ablation(..., when=[code])`, so the candidates are cut only in sequences where the subject
-showed up (an OR over the condition codes, an AND with the cut itself).
+Conditions make the cut an association rather than an entity or a relation. Condition sets are
+codes that fire in the context (before the predicting position) of the forget prompts and in at
+most 5% of other subjects' retain prompts: single codes first, then AND pairs, chosen by greedy
+set cover so that every forget prompt contains one. Each set becomes an `Ablation(..., when=set)`,
+so the cut codes are suppressed only in sequences where the subject showed up (an OR over the
+sets, an AND with the cut itself). When no cover exists only unconditional cuts are tried.
 
-Selection is greedy and verified: for each family (mode zero / clamp, with or without the
-condition), add candidates in score order, re-measure, skip a code whose cut costs more than
-`retain_budget` of retain accuracy, and stop once the answer is gone (not the greedy token and
-below `p_threshold`) on every forget prompt and paraphrase. The first family that succeeds, in
-the order below (gentlest first), is kept; if none does, the best partial result is returned
-with `success=False` in the plan.
+Selection is greedy and verified, for each family (mode zero / clamp 2x / clamp 4x, conditional
+first, then unconditional): re-score on the forget prompts that still hold the answer with the
+cuts so far in place, try the best code, keep it unless it costs more than `retain_budget` of
+retain accuracy, and stop once the answer is gone (not the greedy token and p < `p_threshold`)
+on every forget prompt. The first family that succeeds (gentlest first) is kept; if none does,
+the best partial result is returned and the plan records `success: false`.
 """
 
 from __future__ import annotations
@@ -66,8 +67,11 @@ class Probe:
     anti: list[list[str]]  # per prompt, wrong answers to contrast with
 
 
-def attributions(model: Model, handle: Attachment, probe: Probe) -> tuple[torch.Tensor, torch.Tensor]:
-    """(attr at the last position [n], fired-in-context [len(prompts), n]) for one probe."""
+def attributions(
+    model: Model, handle: Attachment, probe: Probe
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prompt: (attribution of each code at the last position [P, n], codes fired in the
+    context before it [P, n] bool)."""
     n = handle.bottleneck.n_codes
     batch = model.tokenize(probe.prompts)
     rows = torch.arange(len(probe.prompts))
@@ -77,38 +81,62 @@ def attributions(model: Model, handle: Attachment, probe: Probe) -> tuple[torch.
         logp = logits[rows, batch["last"]].float().log_softmax(-1)
         true = torch.tensor([model.answer_token(a) for a in probe.answers])
         anti = torch.stack(
-            [logp[i, [model.answer_token(a) for a in wrong]].mean() for i, wrong in enumerate(probe.anti)]
+            [
+                logp[i, [model.answer_token(a) for a in wrong]].mean()
+                for i, wrong in enumerate(probe.anti)
+            ]
         )
         objective = (logp[rows, true] - anti).sum()
         (grad,) = torch.autograd.grad(objective, codes.values)
     contrib = (grad * codes.values).detach()
     last = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
     last[rows, batch["last"]] = True
-    at_last = last & handle.active
-    attr = torch.zeros(n).index_add_(0, codes.indices[at_last].flatten(), contrib[at_last].flatten())
-    context = handle.active & ~last & batch["attention_mask"].bool()
-    fired = torch.zeros(len(probe.prompts), n, dtype=torch.bool)
-    on = (codes.values.detach() > 0) & context[..., None]
+    at_last = (last & handle.active)[..., None].expand_as(contrib)
+    attr = torch.zeros(len(rows), n).scatter_add_(
+        1, codes.indices.flatten(1), (contrib * at_last).flatten(1)
+    )
+    context = (handle.active & ~last & batch["attention_mask"].bool())[..., None]
+    on = (codes.values.detach() > 0) & context
+    fired = torch.zeros(len(rows), n, dtype=torch.bool)
     fired[rows[:, None, None].expand_as(on)[on], codes.indices[on]] = True
-    return attr / len(probe.prompts), fired
+    return attr, fired
 
 
-def condition_codes(fired_forget: torch.Tensor, fired_other: torch.Tensor, max_rate: float = 0.05) -> list[int]:
-    """Codes that mark the subject: a greedy cover of the forget prompts by codes that fire in
-    their context and in at most `max_rate` of other subjects' prompts. Empty if none cover."""
-    rate_f = fired_forget.float().mean(0)
-    rate_o = fired_other.float().mean(0) if len(fired_other) else torch.zeros_like(rate_f)
-    cands = ((rate_f > 0) & (rate_o <= max_rate)).nonzero().flatten()
-    cands = cands[(rate_f[cands] - rate_o[cands]).argsort(descending=True)]
+def condition_codes(
+    fired_forget: torch.Tensor, fired_other: torch.Tensor, max_rate: float = 0.05, top: int = 40
+) -> list[list[int]]:
+    """Code sets that mark the subject: each set fires together (AND) in the context of some
+    forget prompts and in at most `max_rate` of other subjects' prompts. Single codes first,
+    then pairs, chosen greedily until every forget prompt is covered; [] if they cannot be."""
+    rate_o = fired_other.float().mean(0) if len(fired_other) else torch.zeros(fired_forget.shape[1])
     covered = torch.zeros(len(fired_forget), dtype=torch.bool)
-    chosen: list[int] = []
-    for c in cands.tolist():
-        if (fired_forget[:, c] & ~covered).any():
-            chosen.append(c)
-            covered |= fired_forget[:, c]
-        if covered.all():
-            return chosen
-    return []
+    chosen: list[list[int]] = []
+    while not covered.all():
+        todo = fired_forget[~covered].float().mean(0)  # how many uncovered prompts each code hits
+        singles = ((todo > 0) & (rate_o <= max_rate)).nonzero().flatten()
+        if len(singles):
+            best = [int(singles[todo[singles].argmax()])]
+        else:
+            # No single code is specific enough: try pairs of the codes most present.
+            cands = todo.argsort(descending=True)[:top].tolist()
+            best, gain = None, 0.0
+            for i, a in enumerate(cands):
+                for b in cands[i + 1 :]:
+                    both_o = (
+                        (fired_other[:, a] & fired_other[:, b]).float().mean()
+                        if len(fired_other)
+                        else 0.0
+                    )
+                    hit = (
+                        (fired_forget[~covered][:, a] & fired_forget[~covered][:, b]).float().mean()
+                    )
+                    if both_o <= max_rate and hit > gain:
+                        best, gain = [a, b], float(hit)
+            if best is None:
+                return []
+        chosen.append(best)
+        covered |= fired_forget[:, best].all(1)
+    return chosen
 
 
 def _measure(model: Model, probe: Probe) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,11 +144,15 @@ def _measure(model: Model, probe: Probe) -> tuple[torch.Tensor, torch.Tensor]:
     return model.answer_scores(probe.prompts, probe.answers)
 
 
-def _probe(facts: list[Fact], values: dict[str, list[str]], extra: dict[str, list[str]] | None = None) -> Probe:
+def _probe(
+    facts: list[Fact], values: dict[str, list[str]], extra: dict[str, list[str]] | None = None
+) -> Probe:
     """Every prompt of every fact, contrasted with other answers of the same relation."""
     prompts, answers, anti = [], [], []
     for f in facts:
-        wrong = [v for v in values.get(f.relation, []) if v != f.answer] or (extra or {}).get(f.prompt, [])
+        wrong = [v for v in values.get(f.relation, []) if v != f.answer] or (extra or {}).get(
+            f.prompt, []
+        )
         for p in f.prompts:
             prompts.append(p)
             answers.append(f.answer)
@@ -134,8 +166,8 @@ def select(
     fact: Fact,
     retain: list[Fact],
     pool: list[Fact],
-    max_codes: int = 8,
-    n_candidates: int = 16,
+    max_codes: int = 16,
+    max_trials: int = 40,
     retain_budget: float = 0.02,
     p_threshold: float = 0.05,
     penalty: float = 1.0,
@@ -149,7 +181,9 @@ def select(
     anti = make_antisamples(model, fact, pool=pool)
     wrong = sorted({a.answer for a in anti if a.kind == "counterfactual"})
     if not wrong:
-        raise ValueError(f"no anti-answers for {fact.prompt!r}: give a pool of facts of the same relation")
+        raise ValueError(
+            f"no anti-answers for {fact.prompt!r}: give a pool of facts of the same relation"
+        )
     # The forget probe: the prompt, its paraphrases and the model-checked generated paraphrases.
     paraphrases = [a.prompt for a in anti if a.kind == "paraphrase"]
     forget = Probe(
@@ -157,59 +191,112 @@ def select(
         [fact.answer] * len(prompts),
         [wrong] * len(prompts),
     )
-    rationales = [a.prompt for a in anti if a.kind == "rationale"]
     values: dict[str, list[str]] = {}
     for f in pool + retain:
         values.setdefault(f.relation, []).append(f.answer)
     values = {r: sorted(set(v)) for r, v in values.items()}
     keep = _probe(retain, values, {fact.prompt: wrong})
-    others = [f for f in retain if f.subject != fact.subject]
 
     with attach(model, bottleneck) as handle:
         attr, fired_forget = attributions(model, handle, forget)
-        attr_r = torch.zeros_like(attr)
-        for f in retain:
-            a, _ = attributions(model, handle, _probe([f], values, {f.prompt: wrong}))
-            attr_r = torch.maximum(attr_r, a.clamp(min=0))
-        fired_other = attributions(model, handle, _probe(others, values, {}))[1] if others else torch.zeros(0, attr.numel(), dtype=torch.bool)
-        if rationales:
-            # Rationale anti-samples name the subject in new contexts: more prompts to cover.
-            _, fired_rat = attributions(model, handle, Probe(rationales, [fact.answer] * len(rationales), [wrong] * len(rationales)))
-            fired_forget = torch.cat([fired_forget, fired_rat])
-        score = attr - penalty * attr_r
-        candidates = [c for c in score.argsort(descending=True)[:n_candidates].tolist() if score[c] > 0]
+        attr = attr.mean(0)
+        attr_r, fired_keep = (
+            attributions(model, handle, keep)
+            if keep.prompts
+            else (torch.zeros(1, attr.numel()), None)
+        )
+        attr_r = attr_r.clamp(min=0)
+        same = torch.tensor([fact.subject in p for p in keep.prompts] or [False])
+        fired_other = (
+            fired_keep[~same]
+            if fired_keep is not None
+            else torch.zeros(0, attr.numel(), dtype=torch.bool)
+        )
+        # A conditional cut only acts where the subject is present, so only the same subject's
+        # retain facts can suffer from it; an unconditional cut can hurt every retain fact.
+        penalties = {
+            True: attr_r[same].amax(0) if same.any() else torch.zeros_like(attr),
+            False: attr_r.amax(0),
+        }
         cond = condition_codes(fired_forget, fired_other)
+        log.info("condition codes %s", cond)
         _, base_ok = _measure(model, keep)
         base_retain = base_ok.float().mean().item()
 
-        def run(abls: list[Ablation]) -> tuple[bool, float, float]:
+        def run(abls: list[Ablation]) -> tuple[bool, float, float, torch.Tensor]:
+            """(answer gone everywhere, forget accuracy, retain accuracy, prompts still held)."""
             handle.ablations[:] = abls
             p, ok = _measure(model, forget)
             _, rok = _measure(model, keep)
             handle.ablations.clear()
-            gone = bool((~ok).all() and (p < p_threshold).all())
-            return gone, ok.float().mean().item(), rok.float().mean().item()
+            held = ok | (p >= p_threshold)
+            return not held.any(), ok.float().mean().item(), rok.float().mean().item(), held
 
         def build(codes: list[int], mode: str, c: float, conditional: bool) -> list[Ablation]:
             if conditional:
-                return [Ablation(codes, mode=mode, c=c, when=[w]) for w in cond]
+                return [Ablation(codes, mode=mode, c=c, when=when) for when in cond]
             return [Ablation(codes, mode=mode, c=c)]
 
+        def next_code(
+            abls: list[Ablation], held: torch.Tensor, exclude: list[int], conditional: bool
+        ):
+            """The best-scoring code on the forget prompts that still hold the answer, measured
+            with the cuts so far in place (what is left to cut changes as codes go)."""
+            rows = held.nonzero().flatten().tolist()
+            handle.ablations[:] = abls
+            a, _ = attributions(
+                model,
+                handle,
+                Probe(
+                    *[[x[i] for i in rows] for x in (forget.prompts, forget.answers, forget.anti)]
+                ),
+            )
+            handle.ablations.clear()
+            sc = a.mean(0) - penalty * penalties[conditional]
+            sc[exclude] = -float("inf")
+            best = int(sc.argmax())
+            return best if sc[best] > 0 else None
+
         best = None
-        families = [f for f in FAMILIES if (not f[2] or cond) and (f[0] != "clamp" or bottleneck.has_stats)]
+        families = [
+            f for f in FAMILIES if (not f[2] or cond) and (f[0] != "clamp" or bottleneck.has_stats)
+        ]
         for mode, c, conditional in tqdm(families, desc="selecting codes", leave=False):
             chosen: list[int] = []
-            result = (False, 1.0, base_retain)
-            for code in candidates:
+            tried: list[int] = []
+            result = (False, 1.0, base_retain, torch.ones(len(forget.prompts), dtype=torch.bool))
+            while len(chosen) < max_codes and len(tried) < max_trials:
+                code = next_code(
+                    build(chosen, mode, c, conditional) if chosen else [],
+                    result[3],
+                    tried,
+                    conditional,
+                )
+                if code is None:
+                    break
+                tried.append(code)
                 trial = run(build(chosen + [code], mode, c, conditional))
                 if trial[2] < base_retain - retain_budget:
                     continue  # this code costs retain accuracy: skip it
                 chosen, result = chosen + [code], trial
-                if result[0] or len(chosen) >= max_codes:
+                if result[0]:
                     break
-            entry = {"mode": mode, "c": c, "conditional": conditional, "codes": chosen,
-                     "success": result[0], "forget_accuracy": result[1], "retain_accuracy": result[2]}
-            rank = (entry["success"], -entry["forget_accuracy"], entry["retain_accuracy"], -len(chosen))
+            entry = {
+                "mode": mode,
+                "c": c,
+                "conditional": conditional,
+                "codes": chosen,
+                "success": result[0],
+                "forget_accuracy": result[1],
+                "retain_accuracy": result[2],
+            }
+            log.info("family %s", entry)
+            rank = (
+                entry["success"],
+                -entry["forget_accuracy"],
+                entry["retain_accuracy"],
+                -len(chosen),
+            )
             if chosen and (best is None or rank > best[0]):
                 best = (rank, entry)
             if entry["success"]:
@@ -218,8 +305,7 @@ def select(
         raise ValueError(f"no code could be cut for {fact.prompt!r} within the retain budget")
     entry = best[1]
     ablations = build(entry["codes"], entry["mode"], entry["c"], entry["conditional"])
-    report = {**entry, "condition_codes": cond if entry["conditional"] else [],
-              "candidates": {c: round(float(score[c]), 5) for c in candidates}}
+    report = {**entry, "condition_codes": cond if entry["conditional"] else []}
     return ablations, report
 
 
@@ -249,16 +335,25 @@ def unlearn(
     model = load_model(model)
     if not forget:
         raise ValueError("nothing to forget: the forget set is empty")
+    if not all(isinstance(f, Fact) for f in forget):
+        raise TypeError("forget must be a list of codecut.Fact (read a JSONL file with codecut.load_facts)")
     if pool is None:
         pool = list(retain) if retain else _shipped_facts()
     before = evaluate(model, forget)
     unknown = before.loc[~before["correct"], "prompt"].tolist()
     if unknown:
-        raise ValueError(f"the model does not know {unknown[0]!r} (greedy answer differs): nothing to forget")
+        raise ValueError(
+            f"the model does not know {unknown[0]!r} (greedy answer differs): nothing to forget"
+        )
     forget_keys = {(f.subject, f.relation) for f in forget}
     if retain is None:
         subjects, relations = {f.subject for f in forget}, {f.relation for f in forget}
-        near = [f for f in pool if (f.subject, f.relation) not in forget_keys and (f.subject in subjects or f.relation in relations)]
+        near = [
+            f
+            for f in pool
+            if (f.subject, f.relation) not in forget_keys
+            and (f.subject in subjects or f.relation in relations)
+        ]
         table = evaluate(model, near) if near else None
         retain = [f for f, ok in zip(near, table["correct"]) if ok] if near else []
     retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
@@ -292,12 +387,23 @@ def _results(model, plan: UnlearnPlan, forget, retain, before, reports) -> dict:
         retain_after = evaluate(model, retain) if retain else None
     facts = []
     for (_, b), (_, a), rep in zip(before.iterrows(), after.iterrows(), reports):
-        facts.append({
-            "prompt": b["prompt"], "answer": b["answer"],
-            "before": {"correct": b["correct"], "p_answer": b["p_answer"], "paraphrase_accuracy": b["paraphrase_accuracy"]},
-            "after": {"correct": a["correct"], "p_answer": a["p_answer"], "paraphrase_accuracy": a["paraphrase_accuracy"]},
-            "selection": rep,
-        })
+        facts.append(
+            {
+                "prompt": b["prompt"],
+                "answer": b["answer"],
+                "before": {
+                    "correct": b["correct"],
+                    "p_answer": b["p_answer"],
+                    "paraphrase_accuracy": b["paraphrase_accuracy"],
+                },
+                "after": {
+                    "correct": a["correct"],
+                    "p_answer": a["p_answer"],
+                    "paraphrase_accuracy": a["paraphrase_accuracy"],
+                },
+                "selection": rep,
+            }
+        )
     out = {"facts": facts}
     if retain:
         out["retain"] = {"before": summary(retain_before), "after": summary(retain_after)}
@@ -311,4 +417,9 @@ def _shipped_facts() -> list[Fact]:
     from codecut.facts import load_facts
 
     folder = files("codecut") / "data" / "facts"
-    return [f for p in sorted(folder.iterdir(), key=str) if p.name.endswith(".jsonl") for f in load_facts(p)]
+    return [
+        f
+        for p in sorted(folder.iterdir(), key=str)
+        if p.name.endswith(".jsonl")
+        for f in load_facts(p)
+    ]

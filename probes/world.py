@@ -109,6 +109,21 @@ class World:
         """The training corpus: every training template of every fact, completed."""
         return [f"{p} {f.answer}" for f in self.facts("train") for p in f.prompts]
 
+    def corpus(self, shuffled: int = 2) -> list[str]:
+        """Text to train a bottleneck on: the sentences, plus `shuffled` copies of each with its
+        words in random order. The shuffles show every word in varied contexts, as a real corpus
+        does; trained on the templates alone, the codes learn templates and no code marks a
+        subject (the selector then finds nothing to condition a cut on)."""
+        rng = random.Random(self.seed)
+        sentences = self.sentences()
+        mixed = []
+        for text in sentences:
+            for _ in range(shuffled):
+                words = text.split()
+                rng.shuffle(words)
+                mixed.append(" ".join(words))
+        return sentences + mixed
+
 
 def make_world(n_subjects: int = 24, seed: int = 0) -> World:
     """Invent `n_subjects` people and draw one value per relation for each."""

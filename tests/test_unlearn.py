@@ -1,0 +1,64 @@
+"""Zero-shot unlearning on the synthetic world: one association goes, its neighbours stay."""
+
+import pytest
+import torch
+from codecut import Fact, apply, load_plan, unlearn
+
+
+def accuracy(model, facts) -> float:
+    """Greedy accuracy over every prompt (training templates and held-out paraphrases)."""
+    prompts = [p for f in facts for p in f.prompts]
+    _, ok = model.answer_scores(prompts, [f.answer for f in facts for _ in f.prompts])
+    return ok.float().mean().item()
+
+
+@pytest.fixture(scope="module")
+def forgotten(world, world_bottleneck):
+    """Forget Findar's favourite colour; the world's facts with all their templates as the pool."""
+    model, w = world
+    facts = w.facts("all")
+    target = next(f for f in facts if f.subject == "Findar" and f.relation == "color")
+    weights = {k: v.clone() for k, v in model.hf.state_dict().items()}
+    plan = unlearn(model, world_bottleneck, [target], pool=facts)
+    return model, facts, target, plan, weights
+
+
+def test_forgets_the_association_and_keeps_its_neighbours(forgotten):
+    model, facts, target, plan, _ = forgotten
+    same_subject = [f for f in facts if f.subject == target.subject and f is not target]
+    same_relation = [f for f in facts if f.relation == target.relation and f is not target]
+    before = [accuracy(model, fs) for fs in ([target], same_subject, same_relation)]
+    with apply(model, plan):
+        after = [accuracy(model, fs) for fs in ([target], same_subject, same_relation)]
+    assert before[0] >= 0.95
+    assert after[0] <= 0.05, after
+    assert after[1] >= 0.95 * before[1], (before, after)
+    assert after[2] >= 0.95 * before[2], (before, after)
+    report = plan.results["facts"][0]
+    assert report["selection"]["success"] and not report["after"]["correct"]
+    assert plan.ablations and all(a.when for a in plan.ablations)  # a conditional cut
+
+
+def test_weights_untouched_and_saved_plan_acts_the_same(forgotten, tmp_path):
+    model, _, target, plan, weights = forgotten
+    assert all(torch.equal(v, weights[k]) for k, v in model.hf.state_dict().items())
+    plan.save(tmp_path / "plan.json")
+    again = load_plan(tmp_path / "plan.json")
+    with apply(model, again, bottleneck=plan.bottleneck):
+        p_loaded, _ = model.answer_scores(target.prompts, [target.answer] * len(target.prompts))
+    with apply(model, plan):
+        p_made, _ = model.answer_scores(target.prompts, [target.answer] * len(target.prompts))
+    assert torch.equal(p_loaded, p_made)
+
+
+def test_bad_input(world, world_bottleneck):
+    model, w = world
+    with pytest.raises(ValueError, match="forget set is empty"):
+        unlearn(model, world_bottleneck, [])
+    with pytest.raises(TypeError, match="codecut.Fact"):
+        unlearn(model, world_bottleneck, [{"prompt": "Darfin lives in the city of"}])
+    fact = w.facts()[0]
+    wrong = next(v for v in w.relations[fact.relation][0] if v != fact.answer)
+    unknown = Fact(fact.subject, fact.relation, fact.prompt, wrong)
+    with pytest.raises(ValueError, match="does not know"):
+        unlearn(model, world_bottleneck, [unknown], pool=w.facts())
