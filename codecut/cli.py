@@ -66,7 +66,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         return
     s = codecut.probes.evaluate.summary(table)
     table["paraphrases"] = table["paraphrase_accuracy"].map("{:.0%}".format)
-    print_table(table, ["subject", "relation", "prompt", "answer", "correct", "p_answer", "paraphrases"])
+    print_table(
+        table, ["subject", "relation", "prompt", "answer", "correct", "p_answer", "paraphrases"]
+    )
     print(f"\naccuracy {s['accuracy']:.0%} on {s['n_facts']} facts")
 
 
@@ -80,7 +82,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     metrics = bn.cfg.extra.get("metrics", {})
     print(f"saved {bn} to {args.out}")
-    print(json.dumps(metrics, indent=1) if args.json else "\n".join(f"{k}: {v}" for k, v in metrics.items()))
+    print(
+        json.dumps(metrics, indent=1)
+        if args.json
+        else "\n".join(f"{k}: {v}" for k, v in metrics.items())
+    )
 
 
 def cmd_unlearn(args: argparse.Namespace) -> None:
@@ -111,7 +117,8 @@ def print_plan(plan) -> None:
             "answered after": f["after"]["correct"],
             "paraphrases after": f"{f['after']['paraphrase_accuracy']:.0%}",
             "codes": len(f["selection"]["codes"]),
-            "mode": f["selection"]["mode"] + (" if subject" if f["selection"]["conditional"] else ""),
+            "mode": f["selection"]["mode"]
+            + (" if subject" if f["selection"]["conditional"] else ""),
         }
         for f in plan.results["facts"]
     ]

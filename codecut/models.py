@@ -215,7 +215,9 @@ def load_model(spec, tokenizer=None, device: str | torch.device | None = None) -
     if isinstance(spec, PreTrainedModel):
         if tokenizer is None:
             if not Path(spec.name_or_path or "/nonexistent").is_dir():
-                raise ValueError("pass tokenizer=... with a model object not loaded from a directory")
+                raise ValueError(
+                    "pass tokenizer=... with a model object not loaded from a directory"
+                )
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path)

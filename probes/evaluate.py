@@ -30,7 +30,11 @@ def evaluate(model, facts: list[Fact], bottleneck=None, strict: bool = False) ->
         raise ValueError("no facts to evaluate")
     prompts = [p for f in facts for p in f.prompts]
     answers = [f.answer for f in facts for _ in f.prompts]
-    ctx = attach(model, bottleneck, error_term=not strict) if bottleneck is not None else nullcontext()
+    ctx = (
+        attach(model, bottleneck, error_term=not strict)
+        if bottleneck is not None
+        else nullcontext()
+    )
     with ctx:
         p, correct = model.answer_scores(prompts, answers)
     rows, i = [], 0
@@ -49,7 +53,9 @@ def evaluate(model, facts: list[Fact], bottleneck=None, strict: bool = False) ->
                 "correct": bool(correct[i]),
                 "p_answer": float(p[i]),
                 "paraphrases": para,
-                "paraphrase_accuracy": sum(q["correct"] for q in para) / len(para) if para else float("nan"),
+                "paraphrase_accuracy": sum(q["correct"] for q in para) / len(para)
+                if para
+                else float("nan"),
             }
         )
         i += n

@@ -336,7 +336,9 @@ def unlearn(
     if not forget:
         raise ValueError("nothing to forget: the forget set is empty")
     if not all(isinstance(f, Fact) for f in forget):
-        raise TypeError("forget must be a list of codecut.Fact (read a JSONL file with codecut.load_facts)")
+        raise TypeError(
+            "forget must be a list of codecut.Fact (read a JSONL file with codecut.load_facts)"
+        )
     if pool is None:
         pool = list(retain) if retain else _shipped_facts()
     before = evaluate(model, forget)

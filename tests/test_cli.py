@@ -30,12 +30,22 @@ def test_eval_json_shape(world, tmp_path, capsys):
     model, w = world
     facts = w.facts("all")[:3]
     save_facts(facts, tmp_path / "f.jsonl")
-    assert main(["eval", "--model", model.name, "--facts", str(tmp_path / "f.jsonl"), "--json"]) == 0
+    assert (
+        main(["eval", "--model", model.name, "--facts", str(tmp_path / "f.jsonl"), "--json"]) == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"facts", "summary"}
     assert len(out["facts"]) == 3
     first = out["facts"][0]
-    assert set(first) == {"subject", "relation", "prompt", "answer", "correct", "p_answer", "paraphrases"}
+    assert set(first) == {
+        "subject",
+        "relation",
+        "prompt",
+        "answer",
+        "correct",
+        "p_answer",
+        "paraphrases",
+    }
     assert first["correct"] is True and 0 < first["p_answer"] <= 1
     assert len(first["paraphrases"]) == len(facts[0].paraphrases)
     assert set(first["paraphrases"][0]) == {"prompt", "correct", "p_answer"}
@@ -47,7 +57,10 @@ def test_eval_json_shape(world, tmp_path, capsys):
     [
         (["eval", "--model", "nope", "--facts", "{facts}"], "unknown model 'nope'"),
         (["eval", "--model", "{model}", "--facts", "/no/such.jsonl"], "does not exist"),
-        (["eval", "--model", "{model}", "--facts", "{facts}", "--strict"], "--strict needs --bottleneck"),
+        (
+            ["eval", "--model", "{model}", "--facts", "{facts}", "--strict"],
+            "--strict needs --bottleneck",
+        ),
     ],
 )
 def test_errors_are_one_line_and_exit_2(world, tmp_path, capsys, argv, message):

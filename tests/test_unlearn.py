@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from codecut import Fact, apply, load_plan, unlearn
 
 

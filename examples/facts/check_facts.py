@@ -102,7 +102,9 @@ def candidates(relation: str) -> list[codecut.Fact]:
         country = row[0]
         cap = country[0].upper() + country[1:]
         prompts = [t.format(c=country, C=cap) for t in templates]
-        out.append(codecut.Fact(country.removeprefix("the "), relation, prompts[0], row[col], prompts[1:]))
+        out.append(
+            codecut.Fact(country.removeprefix("the "), relation, prompts[0], row[col], prompts[1:])
+        )
     return out
 
 
