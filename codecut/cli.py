@@ -32,18 +32,82 @@ def print_table(table, columns: list[str]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Load the embedded default model and show which example facts it knows."""
+    """Forget one real fact in the embedded default model, show what changed, and revert."""
     t0 = time.time()
     model = codecut.load_model(DEFAULT_MODEL)
-    print(f"loaded {DEFAULT_MODEL} in {time.time() - t0:.1f} s")
-    table = codecut.evaluate(model, example_facts())
-    s = codecut.probes.evaluate.summary(table)
-    table["paraphrases"] = table["paraphrase_accuracy"].map("{:.0%}".format)
-    print_table(table, ["subject", "relation", "answer", "correct", "p_answer", "paraphrases"])
-    print(
-        f"\n{int(table['correct'].sum())}/{s['n_facts']} facts known on their prompt; "
-        f"{s['paraphrase_accuracy']:.0%} of {s['n_paraphrases']} paraphrases answered"
+    bn = codecut.load_bottleneck(DEFAULT_MODEL)
+    facts = example_facts()
+    print(f"loaded {DEFAULT_MODEL} and its bottleneck ({bn}) in {time.time() - t0:.1f} s")
+    known = codecut.evaluate(model, facts)
+    print(f"{int(known['correct'].sum())}/{len(facts)} example facts known on their prompt")
+
+    target = next(
+        (f for f in facts if (f.subject, f.relation) == (args.subject, args.relation)), None
     )
+    if target is None:
+        raise ValueError(
+            f"no example fact ({args.subject}, {args.relation}); see `codecut eval --facts`"
+        )
+    print(f"\nforgetting: {target.prompt!r} -> {target.answer!r}")
+    plan = codecut.unlearn(model, bn, [target], pool=facts)
+    sel = plan.results["facts"][0]["selection"]
+    when = f" when codes {sel['condition_codes']} fired" if sel["conditional"] else ""
+    print(
+        f"cut {len(sel['codes'])} codes ({sel['mode']}{when}) in {plan.seconds:.0f} s; "
+        f"success: {sel['success']}"
+    )
+
+    # The forget prompt and its paraphrases, the same subject's other facts, other subjects'
+    # facts of the same relation, and a related but different association.
+    rows = [("forget", p, target.answer) for p in target.prompts]
+    rows += [
+        ("same subject", f.prompt, f.answer)
+        for f in facts
+        if f.subject == target.subject and f is not target
+    ]
+    rows += [
+        ("same relation", f.prompt, f.answer)
+        for f in facts
+        if f.relation == target.relation and f.subject != target.subject
+    ][:6]
+    rows += [("related", p, a) for p, a in RELATED.get((target.subject, target.relation), [])]
+    prompts, answers = [r[1] for r in rows], [r[2] for r in rows]
+    clean_logp = model.next_token_logprobs(prompts)
+    p0, ok0 = model.answer_scores(prompts, answers)
+    gen0 = model.generate(target.prompt, max_new_tokens=12)
+    with codecut.apply(model, plan):
+        p1, ok1 = model.answer_scores(prompts, answers)
+        gen1 = model.generate(target.prompt, max_new_tokens=12)
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "group": [r[0] for r in rows],
+            "prompt": prompts,
+            "answer": answers,
+            "p before": p0.numpy(),
+            "p after": p1.numpy(),
+            "answered before": ok0.numpy(),
+            "answered after": ok1.numpy(),
+        }
+    )
+    print()
+    print(table.to_string(index=False, float_format="{:.3f}".format))
+    print(f"\nbefore: {target.prompt}{gen0}")
+    print(f"after:  {target.prompt}{gen1}")
+    diff = (model.next_token_logprobs(prompts) - clean_logp).abs().max().item()
+    print(f"\nreverted: max |change| of next-token log-probs after removing the plan = {diff:.1e}")
+    print(f"demo done in {time.time() - t0:.0f} s")
+
+
+# Associations related to an example fact but different from it (not in the retain set):
+# shown in the demo to say what happens to them.
+RELATED = {
+    ("France", "capital"): [
+        ("The Eiffel Tower is in the city of", "Paris"),
+        ("The Louvre museum is located in", "Paris"),
+    ],
+}
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -149,6 +213,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("demo", help="the main job on the embedded default model, end to end")
+    s.add_argument("--subject", default="France", help="subject of the example fact to forget")
+    s.add_argument("--relation", default="capital", help="relation of the example fact to forget")
     s.set_defaults(run=cmd_demo)
 
     s = sub.add_parser("eval", help="which facts a model answers, with or without a bottleneck")

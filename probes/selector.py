@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from codecut.codebook import Ablation, Attachment, Bottleneck, attach
@@ -70,8 +70,11 @@ class Probe:
 def attributions(
     model: Model, handle: Attachment, probe: Probe
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per prompt: (attribution of each code at the last position [P, n], codes fired in the
-    context before it [P, n] bool)."""
+    """Per prompt: (attribution of each code, summed over the positions where it is active
+    [P, n]; codes fired in the context before the last position [P, n] bool).
+
+    Every position counts, not only the predicting one: later layers read the answer from the
+    subject's and the relation's positions too, so cutting only at the last one leaves it there."""
     n = handle.bottleneck.n_codes
     batch = model.tokenize(probe.prompts)
     rows = torch.arange(len(probe.prompts))
@@ -91,9 +94,9 @@ def attributions(
     contrib = (grad * codes.values).detach()
     last = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
     last[rows, batch["last"]] = True
-    at_last = (last & handle.active)[..., None].expand_as(contrib)
+    active = handle.active[..., None].expand_as(contrib)
     attr = torch.zeros(len(rows), n).scatter_add_(
-        1, codes.indices.flatten(1), (contrib * at_last).flatten(1)
+        1, codes.indices.flatten(1), (contrib * active).flatten(1)
     )
     context = (handle.active & ~last & batch["attention_mask"].bool())[..., None]
     on = (codes.values.detach() > 0) & context
@@ -144,15 +147,12 @@ def _measure(model: Model, probe: Probe) -> tuple[torch.Tensor, torch.Tensor]:
     return model.answer_scores(probe.prompts, probe.answers)
 
 
-def _probe(
-    facts: list[Fact], values: dict[str, list[str]], extra: dict[str, list[str]] | None = None
-) -> Probe:
-    """Every prompt of every fact, contrasted with other answers of the same relation."""
+def _probe(facts: list[Fact], values: dict[str, list[str]], fallback: list[str]) -> Probe:
+    """Every prompt of every fact, contrasted with the other answers of its relation (or with
+    `fallback`, the forget fact's anti-answers, when its relation has no other answer)."""
     prompts, answers, anti = [], [], []
     for f in facts:
-        wrong = [v for v in values.get(f.relation, []) if v != f.answer] or (extra or {}).get(
-            f.prompt, []
-        )
+        wrong = [v for v in values.get(f.relation, []) if v != f.answer] or fallback
         for p in f.prompts:
             prompts.append(p)
             answers.append(f.answer)
@@ -195,7 +195,14 @@ def select(
     for f in pool + retain:
         values.setdefault(f.relation, []).append(f.answer)
     values = {r: sorted(set(v)) for r, v in values.items()}
-    keep = _probe(retain, values, {fact.prompt: wrong})
+    # While selecting (each trial re-measures the retain set) other subjects' facts are probed by
+    # their main prompt only; the same subject's, the likeliest to suffer, with every paraphrase.
+    # The plan's results measure every prompt.
+    keep = _probe(
+        [f if f.subject == fact.subject else replace(f, paraphrases=[]) for f in retain],
+        values,
+        wrong,
+    )
 
     with attach(model, bottleneck) as handle:
         attr, fired_forget = attributions(model, handle, forget)

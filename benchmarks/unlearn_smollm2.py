@@ -1,0 +1,127 @@
+"""Forget each known example fact in turn on SmolLM2-135M-Instruct with the shipped bottleneck.
+
+    python benchmarks/unlearn_smollm2.py [--limit N] [--relations capital,language,currency]
+
+Per request: success on the prompt and on its paraphrases (the answer is no longer the greedy
+next token), retention of the same subject's other facts and of every other example fact
+(greedy accuracy after / before, prompts and paraphrases), and the seconds `codecut.unlearn`
+took. Writes benchmarks/results/unlearn_smollm2.json and .md, with the machine named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from codecut.codebook.atomic import write_text
+from tqdm.auto import tqdm
+
+import codecut
+from codecut.cli import example_facts
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def accuracy(model, facts) -> tuple[int, int]:
+    """(prompts answered, prompts) over every prompt of `facts`."""
+    prompts = [p for f in facts for p in f.prompts]
+    _, ok = model.answer_scores(prompts, [f.answer for f in facts for _ in f.prompts])
+    return int(ok.sum()), len(prompts)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A markdown table (pandas' own needs the tabulate package)."""
+    cell = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="forget only the first N facts (spread over relations)",
+    )
+    ap.add_argument(
+        "--relations", default="", help="comma-separated relations to forget (default: all)"
+    )
+    args = ap.parse_args()
+
+    model = codecut.load_model("smollm2-135m-instruct")
+    bn = codecut.load_bottleneck("smollm2-135m-instruct")
+    facts = example_facts()
+    known = codecut.evaluate(model, facts)
+    facts = [f for f, ok in zip(facts, known["correct"]) if ok]
+    targets = [f for f in facts if not args.relations or f.relation in args.relations.split(",")]
+    # Interleave relations so a --limit run still covers all of them.
+    by_rel: dict[str, list] = {}
+    for f in targets:
+        by_rel.setdefault(f.relation, []).append(f)
+    targets = [f for group in zip(*by_rel.values()) for f in group] + [
+        f for group in by_rel.values() for f in group[min(map(len, by_rel.values())) :]
+    ]
+    targets = targets[: args.limit]
+
+    rows = []
+    for fact in tqdm(targets, desc="forgetting facts one at a time"):
+        same = [f for f in facts if f.subject == fact.subject and f is not fact]
+        rest = [f for f in facts if f.subject != fact.subject]
+        before = {"same_subject": accuracy(model, same), "rest": accuracy(model, rest)}
+        t0 = time.time()
+        plan = codecut.unlearn(model, bn, [fact], pool=facts)
+        seconds = time.time() - t0
+        with codecut.apply(model, plan):
+            _, ok = model.answer_scores(fact.prompts, [fact.answer] * len(fact.prompts))
+            after = {"same_subject": accuracy(model, same), "rest": accuracy(model, rest)}
+        sel = plan.results["facts"][0]["selection"]
+        rows.append({
+            "subject": fact.subject, "relation": fact.relation, "answer": fact.answer,
+            "forgot_prompt": not bool(ok[0]),
+            "forgot_paraphrases": float((~ok[1:]).float().mean()) if len(ok) > 1 else None,
+            "same_subject_retention": after["same_subject"][0] / max(before["same_subject"][0], 1) if same else None,
+            "rest_retention": after["rest"][0] / max(before["rest"][0], 1),
+            "codes": len(sel["codes"]), "mode": sel["mode"], "conditional": sel["conditional"],
+            "selector_success": sel["success"], "seconds": round(seconds, 1),
+        })  # fmt: skip
+        tqdm.write(str(rows[-1]))
+    table = pd.DataFrame(rows)
+    full = table["forgot_prompt"] & (table["forgot_paraphrases"].fillna(1.0) == 1.0)
+    summary = {
+        "requests": len(table),
+        "success_prompt_and_paraphrases": float(full.mean()),
+        "success_prompt": float(table["forgot_prompt"].mean()),
+        "mean_paraphrases_forgotten": float(table["forgot_paraphrases"].mean()),
+        "mean_same_subject_retention": float(table["same_subject_retention"].mean()),
+        "mean_rest_retention": float(table["rest_retention"].mean()),
+        "median_seconds": float(table["seconds"].median()),
+    }
+    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, no GPU"
+    if torch.cuda.is_available():
+        machine = torch.cuda.get_device_name()
+    RESULTS.mkdir(exist_ok=True)
+    out = {"machine": machine, "bottleneck": bn.content_hash, "summary": summary, "rows": rows}
+    write_text(RESULTS / "unlearn_smollm2.json", json.dumps(out, indent=1))
+    md = f"# Unlearning on SmolLM2-135M-Instruct, shipped bottleneck ({machine})\n\n"
+    md += "\n".join(
+        f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()
+    )
+    md += "\n\n" + markdown(table) + "\n"
+    write_text(RESULTS / "unlearn_smollm2.md", md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
