@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from codecut.codebook import Ablation, Attachment, Bottleneck, attach
@@ -49,13 +49,13 @@ log = logging.getLogger(__name__)
 
 # (mode, clamp strength, conditional), gentlest first.
 FAMILIES = [
-    ("zero", 1.0, True),
     ("clamp", 2.0, True),
     ("clamp", 4.0, True),
-    ("zero", 1.0, False),
-    ("clamp", 2.0, False),
+    ("clamp", 8.0, True),
     ("clamp", 4.0, False),
 ]
+# For bottlenecks without the codes' typical activations (e.g. a foreign sae-lens SAE).
+ZERO_FAMILIES = [("zero", 1.0, True), ("zero", 1.0, False)]
 
 
 @dataclass
@@ -65,13 +65,18 @@ class Probe:
     prompts: list[str]
     answers: list[str]
     anti: list[list[str]]  # per prompt, wrong answers to contrast with
+    main: torch.Tensor | None = None  # bool per prompt: a fact's main prompt (not a paraphrase)
+
+
+NEVER = 1 << 30  # "first position" of a code that did not fire
 
 
 def attributions(
     model: Model, handle: Attachment, probe: Probe
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per prompt: (attribution of each code, summed over the positions where it is active
-    [P, n]; codes fired in the context before the last position [P, n] bool).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per prompt: the attribution of each code, summed over the positions where it is active
+    [P, n]; the first position where each code fired before the last one [P, n] (NEVER if it
+    did not); and the last (predicting) position [P].
 
     Every position counts, not only the predicting one: later layers read the answer from the
     subject's and the relation's positions too, so cutting only at the last one leaves it there."""
@@ -92,53 +97,62 @@ def attributions(
         objective = (logp[rows, true] - anti).sum()
         (grad,) = torch.autograd.grad(objective, codes.values)
     contrib = (grad * codes.values).detach()
-    last = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
-    last[rows, batch["last"]] = True
     active = handle.active[..., None].expand_as(contrib)
     attr = torch.zeros(len(rows), n).scatter_add_(
         1, codes.indices.flatten(1), (contrib * active).flatten(1)
     )
-    context = (handle.active & ~last & batch["attention_mask"].bool())[..., None]
-    on = (codes.values.detach() > 0) & context
-    fired = torch.zeros(len(rows), n, dtype=torch.bool)
-    fired[rows[:, None, None].expand_as(on)[on], codes.indices[on]] = True
-    return attr, fired
+    pos = torch.arange(contrib.shape[1])[None, :, None].expand_as(contrib)
+    context = handle.active & (pos[..., 0] < batch["last"][:, None])
+    on = (codes.values.detach() > 0) & context[..., None]
+    first = torch.full((len(rows) * n,), NEVER, dtype=torch.long)
+    flat = (rows[:, None, None] * n + codes.indices)[on]
+    first.scatter_reduce_(0, flat, pos[on], reduce="amin")
+    return attr, first.view(len(rows), n), batch["last"]
 
 
 def condition_codes(
-    fired_forget: torch.Tensor, fired_other: torch.Tensor, max_rate: float = 0.05, top: int = 40
+    first: torch.Tensor,
+    last: torch.Tensor,
+    fired_other: torch.Tensor,
+    max_rate: float = 0.05,
+    top: int = 100,
 ) -> list[list[int]]:
-    """Code sets that mark the subject: each set fires together (AND) in the context of some
-    forget prompts and in at most `max_rate` of other subjects' prompts. Single codes first,
-    then pairs, chosen greedily until every forget prompt is covered; [] if they cannot be."""
-    rate_o = fired_other.float().mean(0) if len(fired_other) else torch.zeros(fired_forget.shape[1])
-    covered = torch.zeros(len(fired_forget), dtype=torch.bool)
+    """Code sets that mark the association in the forget prompts.
+
+    Each set (one code, or an AND pair) fires in the context of some forget prompts and in at
+    most `max_rate` of the retain prompts (other subjects with the same relation, the same
+    subject with other relations): in practice a subject code with a relation code, or a code
+    for their conjunction. A cut under the set acts from the position where its last code
+    fires to the end, so the greedy cover picks the set that opens the most positions over the
+    uncovered prompts (earlier is better: the answer is read from the subject's position on),
+    until every forget prompt is covered; [] if they cannot be.
+
+    Args:
+        first: [P, n] first position where each code fired in each forget prompt (or NEVER).
+        last: [P] the predicting position of each forget prompt.
+        fired_other: [R, n] bool, codes fired in each retain prompt's context.
+    """
+    n_other = max(len(fired_other), 1)
+    covered = torch.zeros(len(first), dtype=torch.bool)
     chosen: list[list[int]] = []
     while not covered.all():
-        todo = fired_forget[~covered].float().mean(0)  # how many uncovered prompts each code hits
-        singles = ((todo > 0) & (rate_o <= max_rate)).nonzero().flatten()
-        if len(singles):
-            best = [int(singles[todo[singles].argmax()])]
-        else:
-            # No single code is specific enough: try pairs of the codes most present.
-            cands = todo.argsort(descending=True)[:top].tolist()
-            best, gain = None, 0.0
-            for i, a in enumerate(cands):
-                for b in cands[i + 1 :]:
-                    both_o = (
-                        (fired_other[:, a] & fired_other[:, b]).float().mean()
-                        if len(fired_other)
-                        else 0.0
-                    )
-                    hit = (
-                        (fired_forget[~covered][:, a] & fired_forget[~covered][:, b]).float().mean()
-                    )
-                    if both_o <= max_rate and hit > gain:
-                        best, gain = [a, b], float(hit)
-            if best is None:
-                return []
-        chosen.append(best)
-        covered |= fired_forget[:, best].all(1)
+        f, end = first[~covered], last[~covered, None]
+        span = (end - f + 1).clamp(min=0)  # positions a cut under each single code reaches
+        cands = span.sum(0).argsort(descending=True)[:top]
+        fc = f[:, cands]
+        opens = torch.maximum(fc[:, :, None], fc[:, None, :])  # a pair gates from its later code
+        gain = (end[..., None] - opens + 1).clamp(min=0).sum(0).float()  # [m, m]; diagonal: singles
+        o = fired_other[:, cands].float()
+        rate = (o.T @ o) / n_other
+        gain[rate > max_rate] = 0
+        gain -= 1e-3 * (1 - torch.eye(len(cands)))  # a single code over a pair that does as well
+        best = int(gain.argmax())
+        a, b = divmod(best, len(cands))
+        if gain.flatten()[best] <= 0:
+            return []
+        codes = sorted({int(cands[a]), int(cands[b])})
+        chosen.append(codes)
+        covered |= (first[:, codes] < NEVER).all(1)
     return chosen
 
 
@@ -150,14 +164,15 @@ def _measure(model: Model, probe: Probe) -> tuple[torch.Tensor, torch.Tensor]:
 def _probe(facts: list[Fact], values: dict[str, list[str]], fallback: list[str]) -> Probe:
     """Every prompt of every fact, contrasted with the other answers of its relation (or with
     `fallback`, the forget fact's anti-answers, when its relation has no other answer)."""
-    prompts, answers, anti = [], [], []
+    prompts, answers, anti, main = [], [], [], []
     for f in facts:
         wrong = [v for v in values.get(f.relation, []) if v != f.answer] or fallback
-        for p in f.prompts:
+        for j, p in enumerate(f.prompts):
             prompts.append(p)
             answers.append(f.answer)
             anti.append(wrong)
-    return Probe(prompts, answers, anti)
+            main.append(j == 0)
+    return Probe(prompts, answers, anti, torch.tensor(main, dtype=torch.bool))
 
 
 def select(
@@ -170,12 +185,26 @@ def select(
     max_trials: int = 40,
     retain_budget: float = 0.02,
     p_threshold: float = 0.05,
+    slack: float = 0.1,
     penalty: float = 1.0,
 ) -> tuple[list[Ablation], dict]:
     """Choose the ablations that make `model` forget `fact` while keeping `retain`.
 
-    Returns (ablations, report) where report has the family chosen, the success flag, the
-    candidate scores and the condition codes.
+    Args:
+        model, bottleneck: the host and the bottleneck to cut codes in.
+        fact: the association to forget.
+        retain: facts that must keep their answers.
+        pool: known facts to draw counterfactual answers from.
+        max_codes: most codes one cut may hold.
+        max_trials: most candidate codes tried per family.
+        retain_budget: largest drop of retain accuracy a code may cost.
+        p_threshold: the answer counts as gone below this probability (and not greedy).
+        slack: fraction of the generated paraphrases allowed to keep the answer (the fact's own
+            prompts may keep none).
+        penalty: lambda, the weight of retain attribution in the score.
+
+    Returns (ablations, report): report has the family chosen (mode, c, conditional), its
+    codes, success, forget and retain accuracy during selection, and the condition codes.
     """
     model = load_model(model)
     anti = make_antisamples(model, fact, pool=pool)
@@ -184,49 +213,43 @@ def select(
         raise ValueError(
             f"no anti-answers for {fact.prompt!r}: give a pool of facts of the same relation"
         )
-    # The forget probe: the prompt, its paraphrases and the model-checked generated paraphrases.
+    # The forget probe: the prompt, its paraphrases and the model-checked generated paraphrases
+    # (`main` marks the fact's own prompts).
     paraphrases = [a.prompt for a in anti if a.kind == "paraphrase"]
-    forget = Probe(
-        prompts := list(dict.fromkeys([*fact.prompts, *paraphrases])),
-        [fact.answer] * len(prompts),
-        [wrong] * len(prompts),
-    )
+    prompts = list(dict.fromkeys([*fact.prompts, *paraphrases]))
+    own = torch.tensor([p in fact.prompts for p in prompts])
+    forget = Probe(prompts, [fact.answer] * len(prompts), [wrong] * len(prompts), own)
     values: dict[str, list[str]] = {}
     for f in pool + retain:
         values.setdefault(f.relation, []).append(f.answer)
     values = {r: sorted(set(v)) for r, v in values.items()}
-    # While selecting (each trial re-measures the retain set) other subjects' facts are probed by
-    # their main prompt only; the same subject's, the likeliest to suffer, with every paraphrase.
-    # The plan's results measure every prompt.
-    keep = _probe(
-        [f if f.subject == fact.subject else replace(f, paraphrases=[]) for f in retain],
-        values,
-        wrong,
-    )
+    keep = _probe(retain, values, wrong)
 
     with attach(model, bottleneck) as handle:
-        attr, fired_forget = attributions(model, handle, forget)
+        attr, first, last = attributions(model, handle, forget)
         attr = attr.mean(0)
-        attr_r, fired_keep = (
-            attributions(model, handle, keep)
-            if keep.prompts
-            else (torch.zeros(1, attr.numel()), None)
-        )
-        attr_r = attr_r.clamp(min=0)
-        same = torch.tensor([fact.subject in p for p in keep.prompts] or [False])
-        fired_other = (
-            fired_keep[~same]
-            if fired_keep is not None
-            else torch.zeros(0, attr.numel(), dtype=torch.bool)
-        )
-        # A conditional cut only acts where the subject is present, so only the same subject's
-        # retain facts can suffer from it; an unconditional cut can hurt every retain fact.
+        if keep.prompts:
+            attr_r, first_keep, _ = attributions(model, handle, keep)
+        else:
+            attr_r, first_keep = torch.zeros(0, attr.numel()), torch.zeros(0, attr.numel())
+        attr_r, fired_keep = attr_r.clamp(min=0), first_keep < NEVER
+        cond = condition_codes(first, last, fired_keep)
+        # A conditional cut acts only where its condition holds, so only the retain prompts
+        # where it does can suffer from it; an unconditional cut can hurt every retain prompt.
+        gated = torch.zeros(len(fired_keep), dtype=torch.bool)
+        for codes in cond:
+            gated |= fired_keep[:, codes].all(1)
         penalties = {
-            True: attr_r[same].amax(0) if same.any() else torch.zeros_like(attr),
-            False: attr_r.amax(0),
+            True: attr_r[gated].amax(0) if gated.any() else torch.zeros_like(attr),
+            False: attr_r.amax(0) if len(attr_r) else torch.zeros_like(attr),
         }
-        cond = condition_codes(fired_forget, fired_other)
         log.info("condition codes %s", cond)
+        # Each trial re-measures the retain prompts that a cut can reach: the same subject's, those
+        # where a condition holds, and the main prompt of every other fact (for unconditional
+        # cuts). The plan's results measure every prompt.
+        same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
+        rows = (same | gated | keep.main).nonzero().flatten().tolist()
+        keep = Probe(*[[x[i] for i in rows] for x in (keep.prompts, keep.answers, keep.anti)])
         _, base_ok = _measure(model, keep)
         base_retain = base_ok.float().mean().item()
 
@@ -237,7 +260,9 @@ def select(
             _, rok = _measure(model, keep)
             handle.ablations.clear()
             held = ok | (p >= p_threshold)
-            return not held.any(), ok.float().mean().item(), rok.float().mean().item(), held
+            # Gone: on every prompt of the fact, and on all but `slack` of the generated ones.
+            gone = not held[own].any() and held.float().mean().item() <= slack
+            return gone, ok.float().mean().item(), rok.float().mean().item(), held
 
         def build(codes: list[int], mode: str, c: float, conditional: bool) -> list[Ablation]:
             if conditional:
@@ -251,7 +276,7 @@ def select(
             with the cuts so far in place (what is left to cut changes as codes go)."""
             rows = held.nonzero().flatten().tolist()
             handle.ablations[:] = abls
-            a, _ = attributions(
+            a, _, _ = attributions(
                 model,
                 handle,
                 Probe(
@@ -266,7 +291,7 @@ def select(
 
         best = None
         families = [
-            f for f in FAMILIES if (not f[2] or cond) and (f[0] != "clamp" or bottleneck.has_stats)
+            f for f in (FAMILIES if bottleneck.has_stats else ZERO_FAMILIES) if cond or not f[2]
         ]
         for mode, c, conditional in tqdm(families, desc="selecting codes", leave=False):
             chosen: list[int] = []

@@ -1,11 +1,16 @@
-"""Forget each known example fact in turn on SmolLM2-135M-Instruct with the shipped bottleneck.
+"""Forget each known fact in turn, one request at a time, and measure what else goes.
 
-    python benchmarks/unlearn_smollm2.py [--limit N] [--relations capital,language,currency]
+    python benchmarks/unlearn.py smollm2 [--limit N] [--relations capital,language,currency]
+    python benchmarks/unlearn.py world [--limit N]
+
+`smollm2`: SmolLM2-135M-Instruct with its shipped bottleneck, over the example facts. `world`:
+the synthetic world model with the bottleneck the tests train (1024 codes, k=16, layer 2), over
+its 96 facts (prompts: training templates and held-out paraphrases).
 
 Per request: success on the prompt and on its paraphrases (the answer is no longer the greedy
-next token), retention of the same subject's other facts and of every other example fact
-(greedy accuracy after / before, prompts and paraphrases), and the seconds `codecut.unlearn`
-took. Writes benchmarks/results/unlearn_smollm2.json and .md, with the machine named.
+next token), retention of the same subject's other facts and of every other subject's facts
+(greedy accuracy after / before over all their prompts), and the seconds `codecut.unlearn`
+took. Writes benchmarks/results/unlearn_<target>.json and .md, with the machine named.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -49,20 +56,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("target", choices=["smollm2", "world"])
     ap.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        help="forget only the first N facts (spread over relations)",
+        "--limit", type=int, default=None, help="forget only N facts (spread over relations)"
     )
     ap.add_argument(
         "--relations", default="", help="comma-separated relations to forget (default: all)"
     )
     args = ap.parse_args()
 
-    model = codecut.load_model("smollm2-135m-instruct")
-    bn = codecut.load_bottleneck("smollm2-135m-instruct")
-    facts = example_facts()
+    if args.target == "smollm2":
+        model = codecut.load_model("smollm2-135m-instruct")
+        bn = codecut.load_bottleneck("smollm2-135m-instruct")
+        facts = example_facts()
+    else:
+        from codecut.probes.world import build_world
+
+        model, w = build_world(seed=0)
+        bn = codecut.train_bottleneck(
+            model, "blocks.2.hook_out", "topk", n_codes=1024, k=16, tokens=200_000,
+            texts=w.corpus(), batch_size=512,
+        )  # fmt: skip
+        facts = w.facts("all")
     known = codecut.evaluate(model, facts)
     facts = [f for f, ok in zip(facts, known["correct"]) if ok]
     targets = [f for f in facts if not args.relations or f.relation in args.relations.split(",")]
@@ -78,7 +93,7 @@ def main() -> None:
     rows = []
     for fact in tqdm(targets, desc="forgetting facts one at a time"):
         same = [f for f in facts if f.subject == fact.subject and f is not fact]
-        rest = [f for f in facts if f.subject != fact.subject]
+        rest = [f for f in facts if f.subject != fact.subject]  # other subjects, every relation
         before = {"same_subject": accuracy(model, same), "rest": accuracy(model, rest)}
         t0 = time.time()
         plan = codecut.unlearn(model, bn, [fact], pool=facts)
@@ -113,13 +128,14 @@ def main() -> None:
         machine = torch.cuda.get_device_name()
     RESULTS.mkdir(exist_ok=True)
     out = {"machine": machine, "bottleneck": bn.content_hash, "summary": summary, "rows": rows}
-    write_text(RESULTS / "unlearn_smollm2.json", json.dumps(out, indent=1))
-    md = f"# Unlearning on SmolLM2-135M-Instruct, shipped bottleneck ({machine})\n\n"
+    write_text(RESULTS / f"unlearn_{args.target}.json", json.dumps(out, indent=1))
+    command = shlex.join(["python", "benchmarks/unlearn.py", *sys.argv[1:]])
+    md = f"# Unlearning benchmark: {args.target} ({machine})\n\n    {command}\n\n"
     md += "\n".join(
         f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()
     )
     md += "\n\n" + markdown(table) + "\n"
-    write_text(RESULTS / "unlearn_smollm2.md", md)
+    write_text(RESULTS / f"unlearn_{args.target}.md", md)
     print(md)
 
 
