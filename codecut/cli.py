@@ -93,8 +93,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
     print()
     print(table.to_string(index=False, float_format="{:.3f}".format))
-    print(f"\nbefore: {target.prompt}{gen0}")
-    print(f"after:  {target.prompt}{gen1}")
+    print(f"\nbefore: {target.prompt}{gen0!r}")
+    print(f"after:  {target.prompt}{gen1!r}")
     diff = (model.next_token_logprobs(prompts) - clean_logp).abs().max().item()
     print(f"\nreverted: max |change| of next-token log-probs after removing the plan = {diff:.1e}")
     print(f"demo done in {time.time() - t0:.0f} s")
@@ -105,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 RELATED = {
     ("France", "capital"): [
         ("The Eiffel Tower is in the city of", "Paris"),
-        ("The Louvre museum is located in", "Paris"),
+        ("Paris is the capital city of", "France"),
     ],
 }
 
