@@ -75,3 +75,22 @@ def test_errors_are_one_line_and_exit_2(world, tmp_path, capsys, argv, message):
 def test_no_partial_files_on_error(tmp_path):
     assert main(["eval", "--model", "nope", "--facts", str(Path(tmp_path) / "x.jsonl")]) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unlearn_writes_a_plan_that_eval_applies(world, world_bottleneck, tmp_path, capsys):
+    model, w = world
+    facts = w.facts("all")
+    target = next(f for f in facts if f.subject == "Findar" and f.relation == "color")
+    save_facts([target], tmp_path / "forget.jsonl")
+    save_facts([f for f in facts if f is not target], tmp_path / "retain.jsonl")
+    world_bottleneck.save(tmp_path / "bn")
+    plan = tmp_path / "plan.json"
+    argv = ["unlearn", "--model", model.name, "--bottleneck", str(tmp_path / "bn")]
+    argv += ["--forget", str(tmp_path / "forget.jsonl"), "--retain", str(tmp_path / "retain.jsonl")]
+    assert main([*argv, "--out", str(plan)]) == 0
+    assert "plan written to" in capsys.readouterr().out
+    argv = ["eval", "--model", model.name, "--facts", str(tmp_path / "forget.jsonl")]
+    assert main([*argv, "--plan", str(plan), "--bottleneck", str(tmp_path / "bn"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["facts"][0]["correct"] is False
+    assert not any(p["correct"] for p in out["facts"][0]["paraphrases"])

@@ -47,3 +47,27 @@ def test_eval_json_on_example_facts(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["summary"]["accuracy"] == 1.0  # the example files hold only facts the model knows
     assert all({"correct", "p_answer", "paraphrases"} <= set(f) for f in out["facts"])
+
+
+def test_forgets_france_capital_and_keeps_its_neighbours(smol):
+    """The demo's request on the real model with the shipped bottleneck (about a minute on CPU)."""
+    import codecut
+    from codecut.cli import example_facts
+
+    facts = example_facts()
+    capital = next(f for f in facts if (f.subject, f.relation) == ("France", "capital"))
+    france = [capital] + [f for f in facts if f.subject == "France" and f is not capital]
+    others = [f for f in facts if f.relation == "capital" and f.subject != "France"]
+    plan = codecut.unlearn(
+        smol, codecut.load_bottleneck("smollm2-135m-instruct"), [capital], pool=facts
+    )
+    before = codecut.evaluate(smol, france + others)
+    with codecut.apply(smol, plan):
+        after = codecut.evaluate(smol, france + others)
+    forgot = after.iloc[0]
+    assert not forgot["correct"] and forgot["paraphrase_accuracy"] == 0
+    kept = after.iloc[1:]
+    assert (
+        kept["correct"].all()
+        and (kept["paraphrase_accuracy"] >= before.iloc[1:]["paraphrase_accuracy"] - 0.34).all()
+    )
