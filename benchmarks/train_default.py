@@ -9,9 +9,10 @@ ask to forget. Afterwards it measures, in strict mode (no error term), how many 
 facts the model still answers, and writes README.md (the card) next to the weights, and a JSON
 copy of the numbers to benchmarks/results/.
 
-    python benchmarks/train_default.py --compare-layers 6,12,18 --tokens 150000 ...
+    python benchmarks/train_default.py --compare-layers 6,12,18 --tokens 150000 --unlearn-facts 6 ...
 
-trains one small bottleneck per layer and reports reconstruction and strict fact retention.
+trains one small bottleneck per layer and reports reconstruction, strict fact retention and
+how well single-fact unlearning works through it.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from codecut.codebook import attach, load_bottleneck, train_bottleneck
 from codecut.codebook.atomic import write_text
 from codecut.codebook.corpus import default_corpus
+from unlearn import request, spread  # benchmarks/unlearn.py, beside this script
 
 import codecut
 
@@ -60,6 +63,21 @@ def kept(model, facts, bottleneck) -> dict:
         "known": known,
         "kept_strict": both,
         "kept_fraction": round(both / max(known, 1), 4),
+    }
+
+
+def unlearning_summary(requests: list[dict]) -> dict:
+    """Forget success and retention over a few single-fact requests (see unlearn.py)."""
+    if not requests:
+        return {}
+    t = pd.DataFrame(requests)
+    full = t["forgot_prompt"] & (t["forgot_paraphrases"].fillna(1.0) == 1.0)
+    return {
+        "unlearn_requests": len(t),
+        "unlearn_success": round(float(full.mean()), 3),
+        "unlearn_same_subject_retention": round(float(t["same_subject_retention"].mean()), 3),
+        "unlearn_rest_retention": round(float(t["rest_retention"].mean()), 3),
+        "unlearn_median_seconds": float(t["seconds"].median()),
     }
 
 
@@ -121,6 +139,12 @@ def main() -> None:
     ap.add_argument(
         "--compare-layers", default="", help="e.g. 6,12,18: small run per layer, no card"
     )
+    ap.add_argument(
+        "--unlearn-facts",
+        type=int,
+        default=0,
+        help="with --compare-layers: forget this many facts per layer",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = shlex.join(["python", "benchmarks/train_default.py", *sys.argv[1:]])
@@ -139,12 +163,14 @@ def main() -> None:
                 model, f"blocks.{layer}.hook_out", "topk", args.codes, args.k, args.tokens,
                 texts=corpus, unique_tokens=args.unique_tokens, batch_size=args.batch_size, command=command,
             )  # fmt: skip
+            requests = [request(model, bn, f, facts) for f in spread(facts)[: args.unlearn_facts]]
             rows.append(
                 {
                     "hook": bn.hook,
                     **bn.cfg.extra["metrics"],
                     **kept(model, facts, bn),
                     "seconds": round(time.time() - t0),
+                    **unlearning_summary(requests),
                 }
             )
             log.info("%s", rows[-1])

@@ -52,6 +52,48 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def spread(facts: list, relations: list[str] | None = None) -> list:
+    """The facts of `relations` (default all), relations interleaved so that a prefix of the
+    list covers all of them."""
+    by_rel: dict[str, list] = {}
+    for f in facts:
+        if relations is None or f.relation in relations:
+            by_rel.setdefault(f.relation, []).append(f)
+    out, i = [], 0
+    while any(i < len(group) for group in by_rel.values()):
+        out += [group[i] for group in by_rel.values() if i < len(group)]
+        i += 1
+    return out
+
+
+def request(model, bn, fact, facts) -> dict:
+    """Forget `fact` (one request, the other `facts` as the pool) and measure what changed."""
+    same = [f for f in facts if f.subject == fact.subject and f is not fact]
+    relation = [f for f in facts if f.relation == fact.relation and f.subject != fact.subject]
+    rest = [f for f in facts if f.subject != fact.subject]  # other subjects, every relation
+    groups = {"same_subject": same, "same_relation": relation, "rest": rest}
+    before = {k: accuracy(model, g) for k, g in groups.items() if g}
+    t0 = time.time()
+    plan = codecut.unlearn(model, bn, [fact], pool=facts)
+    seconds = time.time() - t0
+    with codecut.apply(model, plan):
+        _, ok = model.answer_scores(fact.prompts, [fact.answer] * len(fact.prompts))
+        after = {k: accuracy(model, g) for k, g in groups.items() if g}
+    sel = plan.results["facts"][0]["selection"]
+    retention = {
+        f"{k}_retention": after[k][0] / max(before[k][0], 1) if k in before else None
+        for k in groups
+    }
+    return {
+        "subject": fact.subject, "relation": fact.relation, "answer": fact.answer,
+        "forgot_prompt": not bool(ok[0]),
+        "forgot_paraphrases": float((~ok[1:]).float().mean()) if len(ok) > 1 else None,
+        **retention,
+        "codes": len(sel["codes"]), "mode": sel["mode"], "c": sel["c"], "conditional": sel["conditional"],
+        "selector_success": sel["success"], "seconds": round(seconds, 1),
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,37 +122,10 @@ def main() -> None:
         facts = w.facts("all")
     known = codecut.evaluate(model, facts)
     facts = [f for f, ok in zip(facts, known["correct"]) if ok]
-    targets = [f for f in facts if not args.relations or f.relation in args.relations.split(",")]
-    # Interleave relations so a --limit run still covers all of them.
-    by_rel: dict[str, list] = {}
-    for f in targets:
-        by_rel.setdefault(f.relation, []).append(f)
-    targets = [f for group in zip(*by_rel.values()) for f in group] + [
-        f for group in by_rel.values() for f in group[min(map(len, by_rel.values())) :]
-    ]
-    targets = targets[: args.limit]
-
+    targets = spread(facts, args.relations.split(",") if args.relations else None)[: args.limit]
     rows = []
     for fact in tqdm(targets, desc="forgetting facts one at a time"):
-        same = [f for f in facts if f.subject == fact.subject and f is not fact]
-        rest = [f for f in facts if f.subject != fact.subject]  # other subjects, every relation
-        before = {"same_subject": accuracy(model, same), "rest": accuracy(model, rest)}
-        t0 = time.time()
-        plan = codecut.unlearn(model, bn, [fact], pool=facts)
-        seconds = time.time() - t0
-        with codecut.apply(model, plan):
-            _, ok = model.answer_scores(fact.prompts, [fact.answer] * len(fact.prompts))
-            after = {"same_subject": accuracy(model, same), "rest": accuracy(model, rest)}
-        sel = plan.results["facts"][0]["selection"]
-        rows.append({
-            "subject": fact.subject, "relation": fact.relation, "answer": fact.answer,
-            "forgot_prompt": not bool(ok[0]),
-            "forgot_paraphrases": float((~ok[1:]).float().mean()) if len(ok) > 1 else None,
-            "same_subject_retention": after["same_subject"][0] / max(before["same_subject"][0], 1) if same else None,
-            "rest_retention": after["rest"][0] / max(before["rest"][0], 1),
-            "codes": len(sel["codes"]), "mode": sel["mode"], "conditional": sel["conditional"],
-            "selector_success": sel["success"], "seconds": round(seconds, 1),
-        })  # fmt: skip
+        rows.append(request(model, bn, fact, facts))
         tqdm.write(str(rows[-1]))
     table = pd.DataFrame(rows)
     full = table["forgot_prompt"] & (table["forgot_paraphrases"].fillna(1.0) == 1.0)
@@ -120,6 +135,7 @@ def main() -> None:
         "success_prompt": float(table["forgot_prompt"].mean()),
         "mean_paraphrases_forgotten": float(table["forgot_paraphrases"].mean()),
         "mean_same_subject_retention": float(table["same_subject_retention"].mean()),
+        "mean_same_relation_retention": float(table["same_relation_retention"].mean()),
         "mean_rest_retention": float(table["rest_retention"].mean()),
         "median_seconds": float(table["seconds"].median()),
     }

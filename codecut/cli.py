@@ -119,12 +119,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     facts = codecut.load_facts(args.facts)
     model = codecut.load_model(args.model)
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
-    if args.plan:
-        plan = codecut.load_plan(args.plan)
-        with codecut.apply(model, plan, bottleneck=bottleneck):
-            table = codecut.evaluate(model, facts)
-    else:
-        table = codecut.evaluate(model, facts, bottleneck=bottleneck, strict=args.strict)
+    plan = codecut.load_plan(args.plan) if args.plan else None
+    table = codecut.evaluate(model, facts, bottleneck=bottleneck, strict=args.strict, plan=plan)
     if args.json:
         print(json.dumps(codecut.probes.evaluate.to_json(table), indent=1))
         return

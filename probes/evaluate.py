@@ -10,7 +10,9 @@ from codecut.facts import Fact
 from codecut.models import load_model
 
 
-def evaluate(model, facts: list[Fact], bottleneck=None, strict: bool = False) -> pd.DataFrame:
+def evaluate(
+    model, facts: list[Fact], bottleneck=None, strict: bool = False, plan=None
+) -> pd.DataFrame:
     """A row per fact: `correct` / `p_answer` on its prompt, and per paraphrase.
 
     Args:
@@ -18,6 +20,8 @@ def evaluate(model, facts: list[Fact], bottleneck=None, strict: bool = False) ->
         facts: the facts to probe.
         bottleneck: if given, it is attached (error term kept unless `strict`) while measuring.
         strict: attach without the error term: only what the codes carry passes the layer.
+        plan: an `UnlearnPlan` (or several, in a list) to apply while measuring; `bottleneck`,
+            if given, is the one it was made for.
 
     Columns: subject, relation, prompt, answer, correct (answer's first token is the greedy next
     token), p_answer (its probability), paraphrases (list of {"prompt", "correct", "p_answer"}),
@@ -30,11 +34,17 @@ def evaluate(model, facts: list[Fact], bottleneck=None, strict: bool = False) ->
         raise ValueError("no facts to evaluate")
     prompts = [p for f in facts for p in f.prompts]
     answers = [f.answer for f in facts for _ in f.prompts]
-    ctx = (
-        attach(model, bottleneck, error_term=not strict)
-        if bottleneck is not None
-        else nullcontext()
-    )
+    if plan is not None:
+        if strict:
+            raise ValueError("strict and plan do not combine: a plan keeps the error term")
+        from codecut.probes.plan import apply
+
+        plans = plan if isinstance(plan, list | tuple) else [plan]
+        ctx = apply(model, *plans, bottleneck=bottleneck)
+    elif bottleneck is not None:
+        ctx = attach(model, bottleneck, error_term=not strict)
+    else:
+        ctx = nullcontext()
     with ctx:
         p, correct = model.answer_scores(prompts, answers)
     rows, i = [], 0

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from codecut import Fact, apply, load_plan, unlearn
+from codecut import Fact, apply, evaluate, load_plan, unlearn
 
 
 def accuracy(model, facts) -> float:
@@ -43,6 +43,8 @@ def test_forgets_the_association_and_keeps_its_neighbours(forgotten):
 def test_weights_untouched_and_saved_plan_acts_the_same(forgotten, tmp_path):
     model, _, target, plan, weights = forgotten
     assert all(torch.equal(v, weights[k]) for k, v in model.hf.state_dict().items())
+    table = evaluate(model, [target], plan=plan)
+    assert not table["correct"].any() and table["paraphrase_accuracy"].iloc[0] == 0
     plan.save(tmp_path / "plan.json")
     again = load_plan(tmp_path / "plan.json")
     with apply(model, again, bottleneck=plan.bottleneck):
