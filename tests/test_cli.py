@@ -82,7 +82,9 @@ def test_unlearn_writes_a_plan_that_eval_applies(world, world_bottleneck, tmp_pa
     facts = w.facts("all")
     target = next(f for f in facts if f.subject == "Findar" and f.relation == "color")
     save_facts([target], tmp_path / "forget.jsonl")
-    save_facts([f for f in facts if f is not target], tmp_path / "retain.jsonl")
+    near = [f for f in facts if f is not target and f.relation == target.relation]
+    near += [f for f in facts if f is not target and f.subject == target.subject]
+    save_facts(near, tmp_path / "retain.jsonl")  # its neighbours, as unlearn picks by default
     world_bottleneck.save(tmp_path / "bn")
     plan = tmp_path / "plan.json"
     argv = ["unlearn", "--model", model.name, "--bottleneck", str(tmp_path / "bn")]
