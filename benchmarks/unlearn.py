@@ -123,14 +123,22 @@ def main() -> None:
     known = codecut.evaluate(model, facts)
     facts = [f for f, ok in zip(facts, known["correct"]) if ok]
     targets = spread(facts, args.relations.split(",") if args.relations else None)[: args.limit]
+    command = shlex.join(["python", "benchmarks/unlearn.py", *sys.argv[1:]])
     rows = []
     for fact in tqdm(targets, desc="forgetting facts one at a time"):
         rows.append(request(model, bn, fact, facts))
         tqdm.write(str(rows[-1]))
+        # Rewritten after every request, so that an interrupted run keeps what it measured.
+        write_results(rows, args.target, bn.content_hash, command, planned=len(targets))
+
+
+def write_results(rows: list[dict], target: str, bn_hash: str, command: str, planned: int) -> None:
+    """benchmarks/results/unlearn_<target>.json and .md: the summary and every request."""
     table = pd.DataFrame(rows)
     full = table["forgot_prompt"] & (table["forgot_paraphrases"].fillna(1.0) == 1.0)
     summary = {
         "requests": len(table),
+        "requests_planned": planned,
         "success_prompt_and_paraphrases": float(full.mean()),
         "success_prompt": float(table["forgot_prompt"].mean()),
         "mean_paraphrases_forgotten": float(table["forgot_paraphrases"].mean()),
@@ -143,16 +151,20 @@ def main() -> None:
     if torch.cuda.is_available():
         machine = torch.cuda.get_device_name()
     RESULTS.mkdir(exist_ok=True)
-    out = {"machine": machine, "bottleneck": bn.content_hash, "summary": summary, "rows": rows}
-    write_text(RESULTS / f"unlearn_{args.target}.json", json.dumps(out, indent=1))
-    command = shlex.join(["python", "benchmarks/unlearn.py", *sys.argv[1:]])
-    md = f"# Unlearning benchmark: {args.target} ({machine})\n\n    {command}\n\n"
+    out = {
+        "machine": machine,
+        "command": command,
+        "bottleneck": bn_hash,
+        "summary": summary,
+        "rows": rows,
+    }
+    write_text(RESULTS / f"unlearn_{target}.json", json.dumps(out, indent=1))
+    md = f"# Unlearning benchmark: {target} ({machine})\n\n    {command}\n\n"
     md += "\n".join(
         f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()
     )
     md += "\n\n" + markdown(table) + "\n"
-    write_text(RESULTS / f"unlearn_{args.target}.md", md)
-    print(md)
+    write_text(RESULTS / f"unlearn_{target}.md", md)
 
 
 if __name__ == "__main__":
