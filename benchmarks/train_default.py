@@ -34,9 +34,9 @@ from codecut.codebook.corpus import default_corpus
 from unlearn import request, spread  # benchmarks/unlearn.py, beside this script
 
 import codecut
+from codecut.facts import example_facts
 
 ROOT = Path(__file__).resolve().parents[1]
-FACTS = sorted((ROOT / "examples" / "facts").glob("*.jsonl"))
 RESULTS = ROOT / "benchmarks" / "results"
 log = logging.getLogger("train_default")
 
@@ -44,10 +44,6 @@ log = logging.getLogger("train_default")
 def fact_sentences(facts) -> list[str]:
     """Each fact's prompts completed with its answer."""
     return [f"{p} {f.answer}." for f in facts for p in f.prompts]
-
-
-def load_example_facts():
-    return [f for path in FACTS if path.stat().st_size for f in codecut.load_facts(path)]
 
 
 def kept(model, facts, bottleneck) -> dict:
@@ -150,7 +146,7 @@ def main() -> None:
     command = shlex.join(["python", "benchmarks/train_default.py", *sys.argv[1:]])
 
     model = codecut.load_model(args.model)
-    facts = load_example_facts()
+    facts = example_facts()
     extra = fact_sentences(facts)
     corpus = default_corpus(
         model, n_generated=args.generated, package_chars=args.package_chars, extra=extra

@@ -30,7 +30,7 @@ from codecut.codebook.atomic import write_text
 from tqdm.auto import tqdm
 
 import codecut
-from codecut.cli import example_facts
+from codecut.facts import example_facts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

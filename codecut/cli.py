@@ -13,14 +13,9 @@ import time
 from pathlib import Path
 
 import codecut
+from codecut.facts import example_facts
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-FACTS_DIR = Path(codecut.__file__).parent / "data" / "facts"
-
-
-def example_facts() -> list[codecut.Fact]:
-    """The shipped example facts (countries' capitals, languages, currencies)."""
-    return [f for path in sorted(FACTS_DIR.glob("*.jsonl")) for f in codecut.load_facts(path)]
 
 
 def print_table(table, columns: list[str]) -> None:

@@ -84,3 +84,10 @@ def save_facts(facts: list[Fact], path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(asdict(f), ensure_ascii=False) + "\n" for f in facts)
     atomic.write_text(path, text)
+
+
+def example_facts() -> list[Fact]:
+    """The example facts shipped in the package: countries' capitals, languages and currencies
+    that SmolLM2-135M-Instruct knows (`examples/facts/` links to the same files)."""
+    folder = Path(__file__).parent / "data" / "facts"
+    return [f for path in sorted(folder.glob("*.jsonl")) for f in load_facts(path)]

@@ -42,7 +42,7 @@ from codecut.probes.antisamples import make_antisamples
 from codecut.probes.plan import UnlearnPlan
 from tqdm.auto import tqdm
 
-from codecut.facts import Fact
+from codecut.facts import Fact, example_facts
 from codecut.models import Model, load_model
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,7 @@ def unlearn(
             "forget must be a list of codecut.Fact (read a JSONL file with codecut.load_facts)"
         )
     if pool is None:
-        pool = list(retain) if retain else _shipped_facts()
+        pool = list(retain) if retain else example_facts()
     before = evaluate(model, forget)
     unknown = before.loc[~before["correct"], "prompt"].tolist()
     if unknown:
@@ -442,18 +442,3 @@ def _results(model, plan: UnlearnPlan, forget, retain, before, reports) -> dict:
     if retain:
         out["retain"] = {"before": summary(retain_before), "after": summary(retain_after)}
     return out
-
-
-def _shipped_facts() -> list[Fact]:
-    """The example facts shipped in the package (known to SmolLM2-135M-Instruct)."""
-    from importlib.resources import files
-
-    from codecut.facts import load_facts
-
-    folder = files("codecut") / "data" / "facts"
-    return [
-        f
-        for p in sorted(folder.iterdir(), key=str)
-        if p.name.endswith(".jsonl")
-        for f in load_facts(p)
-    ]

@@ -52,7 +52,7 @@ def test_eval_json_on_example_facts(capsys):
 def test_forgets_france_capital_and_keeps_its_neighbours(smol):
     """The demo's request on the real model with the shipped bottleneck (about a minute on CPU)."""
     import codecut
-    from codecut.cli import example_facts
+    from codecut.facts import example_facts
 
     facts = example_facts()
     capital = next(f for f in facts if (f.subject, f.relation) == ("France", "capital"))
