@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from codecut.codebook import Ablation, Attachment, Bottleneck, attach
@@ -66,6 +67,19 @@ class Probe:
     answers: list[str]
     anti: list[list[str]]  # per prompt, wrong answers to contrast with
     main: torch.Tensor | None = None  # bool per prompt: a fact's main prompt (not a paraphrase)
+
+    def subset(self, rows: list[int]) -> Probe:
+        """The prompts at `rows`, with their answers and anti-answers."""
+        return Probe(*[[x[i] for i in rows] for x in (self.prompts, self.answers, self.anti)])
+
+
+class Trial(NamedTuple):
+    """What one set of cuts did during selection."""
+
+    gone: bool  # the answer is gone from the forget prompts (see `select`'s `slack`)
+    forget_accuracy: float  # greedy accuracy on the forget prompts
+    retain_accuracy: float  # greedy accuracy on the retain prompts the cut can reach
+    held: torch.Tensor  # bool per forget prompt: still answered, or p >= p_threshold
 
 
 NEVER = 1 << 30  # "first position" of a code that did not fire
@@ -249,12 +263,11 @@ def select(
         # cuts). The plan's results measure every prompt.
         same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
         rows = (same | gated | keep.main).nonzero().flatten().tolist()
-        keep = Probe(*[[x[i] for i in rows] for x in (keep.prompts, keep.answers, keep.anti)])
+        keep = keep.subset(rows)
         _, base_ok = _measure(model, keep)
         base_retain = base_ok.float().mean().item()
 
-        def run(abls: list[Ablation]) -> tuple[bool, float, float, torch.Tensor]:
-            """(answer gone everywhere, forget accuracy, retain accuracy, prompts still held)."""
+        def run(abls: list[Ablation]) -> Trial:
             handle.ablations[:] = abls
             p, ok = _measure(model, forget)
             _, rok = _measure(model, keep)
@@ -262,7 +275,7 @@ def select(
             held = ok | (p >= p_threshold)
             # Gone: on every prompt of the fact, and on all but `slack` of the generated ones.
             gone = not held[own].any() and held.float().mean().item() <= slack
-            return gone, ok.float().mean().item(), rok.float().mean().item(), held
+            return Trial(gone, ok.float().mean().item(), rok.float().mean().item(), held)
 
         def build(codes: list[int], mode: str, c: float, conditional: bool) -> list[Ablation]:
             if conditional:
@@ -274,15 +287,8 @@ def select(
         ):
             """The best-scoring code on the forget prompts that still hold the answer, measured
             with the cuts so far in place (what is left to cut changes as codes go)."""
-            rows = held.nonzero().flatten().tolist()
             handle.ablations[:] = abls
-            a, _, _ = attributions(
-                model,
-                handle,
-                Probe(
-                    *[[x[i] for i in rows] for x in (forget.prompts, forget.answers, forget.anti)]
-                ),
-            )
+            a, _, _ = attributions(model, handle, forget.subset(held.nonzero().flatten().tolist()))
             handle.ablations.clear()
             sc = a.mean(0) - penalty * penalties[conditional]
             sc[exclude] = -float("inf")
@@ -296,11 +302,13 @@ def select(
         for mode, c, conditional in tqdm(families, desc="selecting codes", leave=False):
             chosen: list[int] = []
             tried: list[int] = []
-            result = (False, 1.0, base_retain, torch.ones(len(forget.prompts), dtype=torch.bool))
+            result = Trial(
+                False, 1.0, base_retain, torch.ones(len(forget.prompts), dtype=torch.bool)
+            )
             while len(chosen) < max_codes and len(tried) < max_trials:
                 code = next_code(
                     build(chosen, mode, c, conditional) if chosen else [],
-                    result[3],
+                    result.held,
                     tried,
                     conditional,
                 )
@@ -308,19 +316,19 @@ def select(
                     break
                 tried.append(code)
                 trial = run(build(chosen + [code], mode, c, conditional))
-                if trial[2] < base_retain - retain_budget:
+                if trial.retain_accuracy < base_retain - retain_budget:
                     continue  # this code costs retain accuracy: skip it
                 chosen, result = chosen + [code], trial
-                if result[0]:
+                if result.gone:
                     break
             entry = {
                 "mode": mode,
                 "c": c,
                 "conditional": conditional,
                 "codes": chosen,
-                "success": result[0],
-                "forget_accuracy": result[1],
-                "retain_accuracy": result[2],
+                "success": result.gone,
+                "forget_accuracy": result.forget_accuracy,
+                "retain_accuracy": result.retain_accuracy,
             }
             log.info("family %s", entry)
             rank = (
@@ -388,8 +396,7 @@ def unlearn(
             if (f.subject, f.relation) not in forget_keys
             and (f.subject in subjects or f.relation in relations)
         ]
-        table = evaluate(model, near) if near else None
-        retain = [f for f, ok in zip(near, table["correct"]) if ok] if near else []
+        retain = [f for f, ok in zip(near, evaluate(model, near)["correct"]) if ok] if near else []
     retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
     ablations: list[Ablation] = []
     reports = []
