@@ -26,12 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 from codecut.codebook import attach, load_bottleneck, train_bottleneck
 from codecut.codebook.atomic import write_text
 from codecut.codebook.corpus import default_corpus
-from unlearn import request, spread  # benchmarks/unlearn.py, beside this script
+from unlearn import request, spread, summarize  # benchmarks/unlearn.py, beside this script
 
 import codecut
 from codecut.facts import example_facts
@@ -59,21 +58,6 @@ def kept(model, facts, bottleneck) -> dict:
         "known": known,
         "kept_strict": both,
         "kept_fraction": round(both / max(known, 1), 4),
-    }
-
-
-def unlearning_summary(requests: list[dict]) -> dict:
-    """Forget success and retention over a few single-fact requests (see unlearn.py)."""
-    if not requests:
-        return {}
-    t = pd.DataFrame(requests)
-    full = t["forgot_prompt"] & (t["forgot_paraphrases"].fillna(1.0) == 1.0)
-    return {
-        "unlearn_requests": len(t),
-        "unlearn_success": round(float(full.mean()), 3),
-        "unlearn_same_subject_retention": round(float(t["same_subject_retention"].mean()), 3),
-        "unlearn_rest_retention": round(float(t["rest_retention"].mean()), 3),
-        "unlearn_median_seconds": float(t["seconds"].median()),
     }
 
 
@@ -166,7 +150,11 @@ def main() -> None:
                     **bn.cfg.extra["metrics"],
                     **kept(model, facts, bn),
                     "seconds": round(time.time() - t0),
-                    **unlearning_summary(requests),
+                    **(
+                        {f"unlearn_{k}": v for k, v in summarize(requests).items()}
+                        if requests
+                        else {}
+                    ),
                 }
             )
             log.info("%s", rows[-1])

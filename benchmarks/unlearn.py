@@ -132,13 +132,12 @@ def main() -> None:
         write_results(rows, args.target, bn.content_hash, command, planned=len(targets))
 
 
-def write_results(rows: list[dict], target: str, bn_hash: str, command: str, planned: int) -> None:
-    """benchmarks/results/unlearn_<target>.json and .md: the summary and every request."""
+def summarize(rows: list[dict]) -> dict:
+    """Forget success and retention over single-fact requests (rows of `request`)."""
     table = pd.DataFrame(rows)
     full = table["forgot_prompt"] & (table["forgot_paraphrases"].fillna(1.0) == 1.0)
-    summary = {
+    return {
         "requests": len(table),
-        "requests_planned": planned,
         "success_prompt_and_paraphrases": float(full.mean()),
         "success_prompt": float(table["forgot_prompt"].mean()),
         "mean_paraphrases_forgotten": float(table["forgot_paraphrases"].mean()),
@@ -147,6 +146,12 @@ def write_results(rows: list[dict], target: str, bn_hash: str, command: str, pla
         "mean_rest_retention": float(table["rest_retention"].mean()),
         "median_seconds": float(table["seconds"].median()),
     }
+
+
+def write_results(rows: list[dict], target: str, bn_hash: str, command: str, planned: int) -> None:
+    """benchmarks/results/unlearn_<target>.json and .md: the summary and every request."""
+    table = pd.DataFrame(rows)
+    summary = {**summarize(rows), "requests_planned": planned}
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, no GPU"
     if torch.cuda.is_available():
         machine = torch.cuda.get_device_name()
