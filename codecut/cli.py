@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 import codecut
 from codecut.facts import example_facts
 
@@ -29,20 +31,19 @@ def print_table(table, columns: list[str]) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     """Forget one real fact in the embedded default model, show what changed, and revert."""
     t0 = time.time()
-    model = codecut.load_model(DEFAULT_MODEL)
-    bn = codecut.load_bottleneck(DEFAULT_MODEL)
     facts = example_facts()
-    print(f"loaded {DEFAULT_MODEL} and its bottleneck ({bn}) in {time.time() - t0:.1f} s")
-    known = codecut.evaluate(model, facts)
-    print(f"{int(known['correct'].sum())}/{len(facts)} example facts known on their prompt")
-
     target = next(
         (f for f in facts if (f.subject, f.relation) == (args.subject, args.relation)), None
     )
-    if target is None:
+    if target is None:  # before loading anything: bad input fails fast
         raise ValueError(
             f"no example fact ({args.subject}, {args.relation}); see `codecut eval --facts`"
         )
+    model = codecut.load_model(DEFAULT_MODEL)
+    bn = codecut.load_bottleneck(DEFAULT_MODEL)
+    print(f"loaded {DEFAULT_MODEL} and its bottleneck ({bn}) in {time.time() - t0:.1f} s")
+    known = codecut.evaluate(model, facts)
+    print(f"{int(known['correct'].sum())}/{len(facts)} example facts known on their prompt")
     print(f"\nforgetting: {target.prompt!r} -> {target.answer!r}")
     plan = codecut.unlearn(model, bn, [target], pool=facts)
     sel = plan.results["facts"][0]["selection"]
@@ -73,8 +74,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
     with codecut.apply(model, plan):
         p1, ok1 = model.answer_scores(prompts, answers)
         gen1 = model.generate(target.prompt, max_new_tokens=12)
-    import pandas as pd
-
     table = pd.DataFrame(
         {
             "group": [r[0] for r in rows],
@@ -161,8 +160,6 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
 
 def print_plan(plan) -> None:
     """The before/after table of a plan."""
-    import pandas as pd
-
     rows = [
         {
             "prompt": f["prompt"],

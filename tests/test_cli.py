@@ -61,6 +61,7 @@ def test_eval_json_shape(world, tmp_path, capsys):
             ["eval", "--model", "{model}", "--facts", "{facts}", "--strict"],
             "--strict needs --bottleneck",
         ),
+        (["demo", "--subject", "Atlantis"], "no example fact (Atlantis, capital)"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(world, tmp_path, capsys, argv, message):
