@@ -114,6 +114,9 @@ def main() -> None:
     ap.add_argument("--generated", type=int, default=256, help="model samples in the corpus")
     ap.add_argument("--package-chars", type=int, default=3_000_000)
     ap.add_argument(
+        "--entity-samples", type=int, default=0, help="model samples about countries/cities/people"
+    )
+    ap.add_argument(
         "--out", type=Path, default=ROOT / "codebook" / "shipped" / "smollm2-135m-instruct"
     )
     ap.add_argument(
@@ -133,7 +136,11 @@ def main() -> None:
     facts = example_facts()
     extra = fact_sentences(facts)
     corpus = default_corpus(
-        model, n_generated=args.generated, package_chars=args.package_chars, extra=extra
+        model,
+        n_generated=args.generated,
+        package_chars=args.package_chars,
+        extra=extra,
+        n_entity=args.entity_samples,
     )
     if args.compare_layers:
         rows = []

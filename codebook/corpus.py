@@ -65,6 +65,44 @@ SEED_PROMPTS = [
 ]
 
 
+# Entities and openings for samples about the world: facts users ask to forget are mostly about
+# named things, and a corpus of READMEs and docstrings leaves the codes that carry them coarse.
+COUNTRIES = """Argentina Australia Austria Bangladesh Belgium Bolivia Brazil Bulgaria Cambodia
+Canada Chile China Colombia Croatia Cuba Denmark Ecuador Egypt Estonia Ethiopia Finland France
+Germany Ghana Greece Hungary Iceland India Indonesia Iran Iraq Ireland Israel Italy Jamaica Japan
+Jordan Kenya Latvia Lebanon Lithuania Malaysia Mexico Mongolia Morocco Nepal Netherlands Nigeria
+Norway Pakistan Peru Philippines Poland Portugal Qatar Romania Russia Serbia Singapore Spain
+Sweden Switzerland Syria Thailand Tunisia Turkey Ukraine Uruguay Venezuela Vietnam""".split()
+COUNTRIES += ["New Zealand", "Saudi Arabia", "South Africa", "South Korea", "Sri Lanka",
+              "the United Kingdom", "the United States", "the Czech Republic"]  # fmt: skip
+CITIES = """Amsterdam Athens Bangkok Barcelona Beijing Berlin Bogota Brussels Budapest Cairo
+Chicago Copenhagen Delhi Dublin Dubai Geneva Hanoi Helsinki Istanbul Jakarta Kyoto Lagos Lima
+Lisbon London Madrid Manila Melbourne Milan Moscow Mumbai Munich Nairobi Oslo Ottawa Paris Prague
+Rome Seoul Shanghai Stockholm Sydney Tokyo Toronto Vienna Warsaw Zurich""".split()
+PEOPLE = ["Albert Einstein", "Marie Curie", "Isaac Newton", "William Shakespeare",
+          "Leonardo da Vinci", "Napoleon Bonaparte", "Charles Darwin", "Jane Austen",
+          "Wolfgang Amadeus Mozart", "Pablo Picasso", "Nelson Mandela", "Cleopatra",
+          "Mahatma Gandhi", "Abraham Lincoln", "Frida Kahlo", "Ludwig van Beethoven",
+          "Galileo Galilei", "Vincent van Gogh", "Queen Victoria", "Confucius"]  # fmt: skip
+ENTITY_OPENINGS = {
+    "country": ["{} is a country", "The history of {}", "Travelling in {},", "The economy of {}",
+                "The people of {}", "In {}, the government"],
+    "city": ["{} is a city", "Visitors to {}", "The streets of {}", "Life in {}"],
+    "person": ["{} was", "The life of {}", "{} is famous for", "Before {} became famous,"],
+}  # fmt: skip
+
+
+def entity_prompts() -> list[str]:
+    """Openings about countries, cities and people (for `generated_texts(prompts=...)`)."""
+    out = []
+    for kind, names in (("country", COUNTRIES), ("city", CITIES), ("person", PEOPLE)):
+        for i, name in enumerate(names):
+            openings = ENTITY_OPENINGS[kind]
+            out.append(openings[i % len(openings)].format(name))
+            out.append(openings[(i + 1) % len(openings)].format(name))
+    return out
+
+
 def package_texts(max_chars: int = 2_000_000, min_chars: int = 200) -> list[str]:
     """Prose from installed packages: metadata long descriptions, then stdlib docstrings."""
     out, total = [], 0
@@ -97,12 +135,19 @@ def package_texts(max_chars: int = 2_000_000, min_chars: int = 200) -> list[str]
 
 @torch.no_grad()
 def generated_texts(
-    model, n_texts: int, max_new_tokens: int = 96, batch_size: int = 32, seed: int = 0
+    model,
+    n_texts: int,
+    max_new_tokens: int = 96,
+    batch_size: int = 32,
+    seed: int = 0,
+    prompts: list[str] = SEED_PROMPTS,
+    sample: bool = True,
 ) -> list[str]:
-    """Samples the model writes (temperature 1, top-p 0.95) from the seed prompts."""
+    """Prompts continued by the model (sampled at temperature 1, top-p 0.95; or greedily),
+    `n_texts` of them, cycling through `prompts`."""
     torch.manual_seed(seed)
     tok = model.tokenizer
-    prompts = [SEED_PROMPTS[i % len(SEED_PROMPTS)] for i in range(n_texts)]
+    prompts = [prompts[i % len(prompts)] for i in range(n_texts)]
     out = []
     old_side, tok.padding_side = tok.padding_side, "left"  # generation continues at the end
     try:
@@ -111,8 +156,8 @@ def generated_texts(
             gen = model.hf.generate(
                 **{k: v.to(model.device) for k, v in enc.items()},
                 max_new_tokens=max_new_tokens,
-                do_sample=True,
-                top_p=0.95,
+                do_sample=sample,
+                top_p=0.95 if sample else None,
                 pad_token_id=tok.pad_token_id,
             )
             out += tok.batch_decode(gen, skip_special_tokens=True)
@@ -127,9 +172,13 @@ def default_corpus(
     package_chars: int = 2_000_000,
     extra: list[str] | None = None,
     seed: int = 0,
+    n_entity: int = 0,
 ) -> list[str]:
-    """Model samples + package prose + `extra`, shuffled (deterministic by seed)."""
+    """Model samples (`n_generated` from the seed prompts, `n_entity` from `entity_prompts()`)
+    + package prose + `extra`, shuffled (deterministic by seed)."""
     texts = generated_texts(model, n_generated, seed=seed) + package_texts(package_chars)
+    if n_entity:
+        texts += generated_texts(model, n_entity, seed=seed, prompts=entity_prompts())
     texts += list(extra or [])
     random.Random(seed).shuffle(texts)
     log.info("corpus: %d texts, %d chars", len(texts), sum(map(len, texts)))

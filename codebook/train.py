@@ -49,22 +49,32 @@ class Activations:
     norm_limit: float
 
 
-def _batches(model, texts: list[str], ctx: int, batch_size: int):
-    """Tokenized batches of texts, long texts cut into `ctx`-token chunks."""
-    tok = model.tokenizer
-    chunks = []
+def _chunks(model, texts: list[str], ctx: int) -> list[list[int]]:
+    """Token ids of texts, long texts cut into `ctx`-token chunks (single tokens dropped)."""
+    out = []
     for text in texts:
-        ids = tok(text, truncation=False)["input_ids"]
-        chunks += [ids[i : i + ctx] for i in range(0, len(ids), ctx) if len(ids[i : i + ctx]) > 1]
+        ids = model.tokenizer(text, truncation=False)["input_ids"]
+        out += [ids[i : i + ctx] for i in range(0, len(ids), ctx) if len(ids[i : i + ctx]) > 1]
+    return out
+
+
+def _batches(model, texts: list[str], ctx: int, batch_size: int):
+    """Tokenized, right-padded batches of `_chunks`."""
+    chunks = _chunks(model, texts, ctx)
     for i in range(0, len(chunks), batch_size):
-        part = chunks[i : i + batch_size]
-        width = max(map(len, part))
-        ids = torch.full((len(part), width), tok.pad_token_id)
-        mask = torch.zeros(len(part), width, dtype=torch.long)
-        for j, c in enumerate(part):
-            ids[j, : len(c)] = torch.tensor(c)
-            mask[j, : len(c)] = 1
+        ids, mask = _pad(chunks[i : i + batch_size], model.tokenizer.pad_token_id)
         yield ids.to(model.device), mask.to(model.device)
+
+
+def _pad(chunks: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask for token-id sequences of different lengths."""
+    width = max(map(len, chunks))
+    ids = torch.full((len(chunks), width), pad_id)
+    mask = torch.zeros(len(chunks), width, dtype=torch.long)
+    for j, c in enumerate(chunks):
+        ids[j, : len(c)] = torch.as_tensor(c)
+        mask[j, : len(c)] = 1
+    return ids, mask
 
 
 def _ordinary(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -148,6 +158,18 @@ def _aux_loss(bn: Bottleneck, x: torch.Tensor, err: torch.Tensor, dead: torch.Te
         aux = topk_encode(x - bn.b_dec, bn.W_enc, bn.b_enc + mask, k_aux)
     rec = sparse_decode(aux.indices, aux.values.relu(), bn.W_dec, None)
     return (rec - err).pow(2).sum(-1).mean() / (err - err.mean(0)).pow(2).sum(-1).mean()
+
+
+def _step_unit_norm(bn: Bottleneck, opt: torch.optim.Optimizer) -> None:
+    """An optimizer step that keeps topk decoder rows unit-norm: the gradient along each row is
+    dropped before the step and the rows renormalized after (codebook rows keep free norms)."""
+    if bn.kind == "topk":
+        with torch.no_grad():
+            W = bn.W_dec
+            W.grad -= (W.grad * W).sum(-1, keepdim=True) * W
+    opt.step()
+    if bn.kind == "topk":
+        bn.normalize_decoder()
 
 
 def train_bottleneck(
@@ -277,13 +299,7 @@ def train_bottleneck(
             loss = loss + aux_coef * aux.nan_to_num(0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if kind == "topk":  # keep decoder rows unit-norm: drop the gradient along each row
-            with torch.no_grad():
-                W = bn.W_dec
-                W.grad -= (W.grad * W).sum(-1, keepdim=True) * W
-        opt.step()
-        if kind == "topk":
-            bn.normalize_decoder()
+        _step_unit_norm(bn, opt)
         if step % 20 == 0:
             bar.set_postfix(fvu=f"{fvu.item():.3f}", dead=f"{dead.float().mean().item():.3f}")
         if state_file and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
