@@ -9,6 +9,11 @@ ask to forget. Afterwards it measures, in strict mode (no error term), how many 
 facts the model still answers, and writes README.md (the card) next to the weights, and a JSON
 copy of the numbers to benchmarks/results/.
 
+    python benchmarks/train_default.py --measure-only --entity-samples 1024
+
+measures the bottleneck already in --out again and rewrites its card (pass the --entity-samples
+it was trained with).
+
     python benchmarks/train_default.py --compare-layers 6,12,18 --tokens 150000 --unlearn-facts 6 ...
 
 trains one small bottleneck per layer and reports reconstruction, strict fact retention and
@@ -45,25 +50,45 @@ def fact_sentences(facts) -> list[str]:
     return [f"{p} {f.answer}." for f in facts for p in f.prompts]
 
 
+def says(model, facts, new_tokens: int = 6) -> torch.Tensor:
+    """bool per fact: its answer appears, in any letter case, in the greedy continuation."""
+    return torch.tensor(
+        [f.answer.lower() in model.generate(f.prompt, new_tokens).lower() for f in facts]
+    )
+
+
 def kept(model, facts, bottleneck) -> dict:
-    """Known facts (main prompt, clean) and how many strict mode keeps."""
+    """Known facts (main prompt, clean) and how many strict mode keeps: by the first token (the
+    answer's first token is still the greedy next token) and by what the model writes (the
+    answer still appears in a 6-token greedy continuation, letter case aside)."""
     prompts, answers = [f.prompt for f in facts], [f.answer for f in facts]
     _, clean = model.answer_scores(prompts, answers)
     with attach(model, bottleneck, error_term=False):
         _, strict = model.answer_scores(prompts, answers)
+        written = says(model, facts)
     known = int(clean.sum())
     both = int((clean & strict).sum())
+    both_written = int((clean & written).sum())
     return {
         "facts": len(facts),
         "known": known,
         "kept_strict": both,
         "kept_fraction": round(both / max(known, 1), 4),
+        "kept_written": both_written,
+        "kept_written_fraction": round(both_written / max(known, 1), 4),
     }
 
 
-def card(bn, facts_result: dict, out: Path) -> str:
-    m, t = bn.cfg.extra["metrics"], bn.cfg.extra["train"]
+def card(bn, facts_result: dict, out: Path, entity_samples: int) -> str:
+    m, t, f = bn.cfg.extra["metrics"], bn.cfg.extra["train"], facts_result
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 2**20
+    passes = t["tokens"] / max(t["unique_tokens"], 1)
+    machine = f"{platform.processor() or platform.machine()} with {torch.get_num_threads()} threads"
+    entities = (
+        f" and {entity_samples} more from openings about countries, cities and people"
+        if entity_samples
+        else ""
+    )
     return f"""# Shipped bottleneck: SmolLM2-135M-Instruct, `{bn.hook}`
 
 A TopK sparse autoencoder: {bn.n_codes} codes, k = {bn.cfg.k} active per token, unit-norm
@@ -75,13 +100,13 @@ Content hash `{bn.content_hash}`.
 
     {t["command"]}
 
-{t["tokens"]:,} training activations ({t["unique_tokens"]:,} distinct, {t["tokens"] / max(t["unique_tokens"], 1):.1f} passes),
+{t["tokens"]:,} training activations ({t["unique_tokens"]:,} distinct, {passes:.1f} passes),
 batch {t["batch_size"]}, Adam lr {t["lr"]:.2g}, AuxK for dead codes, {t["seconds"] / 60:.0f} min on
-{platform.processor() or platform.machine()} with {torch.get_num_threads()} threads (a shared 2-core CPU, no GPU).
-Corpus: {t["texts"]} texts: SmolLM2's own samples from 40 seed prompts, package READMEs and
-stdlib docstrings found on this machine, and the prompts of `examples/facts/*.jsonl` completed with
-their answers. Special tokens and positions with norm > 5x the median (limit {bn.cfg.norm_limit:.1f})
-were left out and are passed through unchanged when attached.
+{machine} (a shared 2-core CPU, no GPU).
+Corpus: {t["texts"]} texts: SmolLM2's own samples from 40 seed prompts{entities}, package READMEs
+and stdlib docstrings found on this machine, and the prompts of `examples/facts/*.jsonl`
+completed with their answers. Special tokens and positions with norm > 5x the median (limit
+{bn.cfg.norm_limit:.1f}) were left out and are passed through unchanged when attached.
 
 ## Measured (held-out text)
 
@@ -94,8 +119,12 @@ were left out and are passed through unchanged when attached.
 | next-token CE, strict (bottleneck replaces the activation) | {m["ce_strict"]} |
 | next-token CE, every code cut (b_dec only) | {m["ce_mean_ablated"]} |
 | CE recovered in strict mode | {m["ce_recovered"]:.1%} |
-| example facts known (clean) | {facts_result["known"]} of {facts_result["facts"]} |
-| known facts still answered in strict mode | {facts_result["kept_strict"]} ({facts_result["kept_fraction"]:.0%}) |
+| example facts known (clean) | {f["known"]} of {f["facts"]} |
+| strict mode: known facts whose answer's first token stays the greedy next token | {f["kept_strict"]} ({f["kept_fraction"]:.0%}) |
+| strict mode: known facts whose answer the model still writes (6 greedy tokens, any case) | {f["kept_written"]} ({f["kept_written_fraction"]:.0%}) |
+
+The first count is codecut's definition of a known fact; it is strict about letter case and
+spelling (" Euro" where the fact says " euro" counts as lost), which the second is not.
 """
 
 
@@ -120,6 +149,11 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "codebook" / "shipped" / "smollm2-135m-instruct"
     )
     ap.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="train nothing: measure the bottleneck in --out again and rewrite its card",
+    )
+    ap.add_argument(
         "--compare-layers", default="", help="e.g. 6,12,18: small run per layer, no card"
     )
     ap.add_argument(
@@ -134,6 +168,9 @@ def main() -> None:
 
     model = codecut.load_model(args.model)
     facts = example_facts()
+    if args.measure_only:
+        write_card(model, facts, args)
+        return
     extra = fact_sentences(facts)
     corpus = default_corpus(
         model,
@@ -177,12 +214,17 @@ def main() -> None:
         time_limit=args.minutes * 60 if args.minutes else None,
     )  # fmt: skip
     bn.save(args.out, dtype=torch.bfloat16)
+    write_card(model, facts, args)
+
+
+def write_card(model, facts, args) -> None:
+    """Measure the bottleneck in `args.out` on the example facts; write its card and results."""
     bn = load_bottleneck(args.out)
     result = kept(model, facts, bn)
-    write_text(args.out / "README.md", card(bn, result, args.out))
+    write_text(args.out / "README.md", card(bn, result, args.out, args.entity_samples))
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary = {
-        "command": command,
+        "command": bn.cfg.extra["train"]["command"],
         "hook": bn.hook,
         "content_hash": bn.content_hash,
         **bn.cfg.extra,
