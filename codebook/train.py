@@ -257,17 +257,17 @@ def train_bottleneck(
     # A code is dead when it has not fired for this many activations (sparsify uses 10M).
     dead_after = max(20 * batch_size, min(1_000_000, tokens // 10))
     last_fired = torch.zeros(n_codes, dtype=torch.long)
+    order = torch.randperm(len(x_all), generator=gen)
     start = 0
     state_file = ckpt_dir / "state.pt" if ckpt_dir else None
     if state_file and state_file.exists():
         state = torch.load(state_file)
         bn.load_state_dict(state["bottleneck"])
         opt.load_state_dict(state["optimizer"])
-        last_fired, start = state["last_fired"], state["step"]
+        last_fired, start, order = state["last_fired"], state["step"], state["order"]
         gen.set_state(state["gen"])
         log.info("resuming at step %d of %d", start, steps)
 
-    order = torch.randperm(len(x_all), generator=gen)
     bar = tqdm(
         range(start, steps), desc=f"training {kind} n={n_codes} k={k}", initial=start, total=steps
     )
@@ -278,7 +278,7 @@ def train_bottleneck(
             break
         done = step + 1
         pos = (step * batch_size) % len(x_all)
-        if step > start and pos < batch_size:  # a new epoch: reshuffle
+        if step > 0 and pos < batch_size:  # a new epoch: reshuffle
             order = torch.randperm(len(x_all), generator=gen)
         x = x_all[order[pos : pos + batch_size]].float() / scale
         codes = bn.encode(x)
@@ -306,7 +306,7 @@ def train_bottleneck(
             tmp = state_file.with_suffix(".tmp")
             torch.save(
                 {"bottleneck": bn.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
-                 "last_fired": last_fired, "gen": gen.get_state()},
+                 "last_fired": last_fired, "gen": gen.get_state(), "order": order},
                 tmp,
             )  # fmt: skip
             tmp.replace(state_file)
@@ -362,7 +362,8 @@ def evaluate_bottleneck(
 ) -> dict[str, float]:
     """Fill in the code statistics (on up to 200k training activations) and measure: FVU and
     L0 on held-out activations, dead fraction, next-token CE clean / strict / mean-ablated."""
-    sample = train_x[torch.randperm(len(train_x))[:200_000]]
+    pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))
+    sample = train_x[pick[:200_000]]
     fire_rate, act_mean = code_stats(bn, sample)
     bn.fire_rate.copy_(fire_rate)
     bn.act_mean.copy_(act_mean)

@@ -126,14 +126,25 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"\naccuracy {s['accuracy']:.0%} on {s['n_facts']} facts")
 
 
+def read_texts(path: str) -> list[str]:
+    """Documents from a text file, separated by blank lines."""
+    docs = [d.strip() for d in Path(path).read_text(encoding="utf-8").split("\n\n")]
+    docs = [d for d in docs if d]
+    if not docs:
+        raise ValueError(f"{path} holds no text; give documents separated by blank lines")
+    return docs
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a bottleneck at one hook of a model and save it."""
     if Path(args.out).exists() and not (Path(args.out) / "checkpoint").exists():
         raise ValueError(f"{args.out} exists; choose a new --out directory")
+    texts = read_texts(args.texts) if args.texts else None
     model = codecut.load_model(args.model)
     bn = codecut.train_bottleneck(
-        model, args.hook, args.kind, n_codes=args.codes, k=args.k, tokens=args.tokens, out=args.out
-    )
+        model, args.hook, args.kind, n_codes=args.codes, k=args.k, tokens=args.tokens,
+        texts=texts, out=args.out,
+    )  # fmt: skip
     metrics = bn.cfg.extra.get("metrics", {})
     print(f"saved {bn} to {args.out}")
     print(
@@ -221,6 +232,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--codes", type=int, default=8192, help="number of codes n")
     s.add_argument("--k", type=int, default=32, help="active codes per token")
     s.add_argument("--tokens", type=int, default=2_000_000, help="activations to train on")
+    s.add_argument(
+        "--texts",
+        help="text file to train on, documents separated by blank lines "
+        "(default: the model's own samples and prose from installed packages)",
+    )
     s.add_argument("--out", required=True, help="directory to write (resumes from its checkpoint)")
     s.add_argument("--json", action="store_true", help="print the metrics as JSON")
     s.set_defaults(run=cmd_train)

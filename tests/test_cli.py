@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from codecut import save_facts
+from codecut import load_bottleneck, save_facts
 from codecut.cli import main, parser
 
 
@@ -97,3 +97,22 @@ def test_unlearn_writes_a_plan_that_eval_applies(world, world_bottleneck, tmp_pa
     out = json.loads(capsys.readouterr().out)
     assert out["facts"][0]["correct"] is False
     assert not any(p["correct"] for p in out["facts"][0]["paraphrases"])
+
+
+def test_train_writes_a_bottleneck_from_a_text_file(world, tmp_path, capsys):
+    model, w = world
+    (tmp_path / "corpus.txt").write_text("\n\n".join(w.sentences()))
+    out = tmp_path / "bn"
+    argv = ["train", "--model", model.name, "--hook", "blocks.2.hook_out", "--codes", "64"]
+    argv += ["--k", "4", "--tokens", "4096", "--texts", str(tmp_path / "corpus.txt")]
+    assert main([*argv, "--out", str(out), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert metrics["l0"] <= 4 and 0 < metrics["fvu"] < 1
+    bn = load_bottleneck(out)
+    assert (bn.hook, bn.n_codes, bn.cfg.k) == ("blocks.2.hook_out", 64, 4)
+    assert main([*argv, "--out", str(out)]) == 2  # an existing result is never overwritten
+    (tmp_path / "empty.txt").write_text("\n\n")
+    argv[-1] = str(tmp_path / "empty.txt")
+    assert main([*argv, "--out", str(tmp_path / "other")]) == 2
+    assert "holds no text" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
