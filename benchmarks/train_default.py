@@ -202,11 +202,11 @@ def main() -> None:
                 }
             )
             log.info("%s", rows[-1])
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        write_text(
-            RESULTS / "bottleneck_layers.json",
-            json.dumps({"command": command, "rows": rows}, indent=1),
-        )
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            write_text(  # after every layer, so that an interrupted run keeps what it measured
+                RESULTS / "bottleneck_layers.json",
+                json.dumps({"command": command, "rows": rows}, indent=1),
+            )
         return
     bn = train_bottleneck(
         model, args.hook, "topk", args.codes, args.k, args.tokens, texts=corpus,
