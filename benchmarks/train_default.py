@@ -123,8 +123,9 @@ completed with their answers. Special tokens and positions with norm > 5x the me
 | strict mode: known facts whose answer's first token stays the greedy next token | {f["kept_strict"]} ({f["kept_fraction"]:.0%}) |
 | strict mode: known facts whose answer the model still writes (6 greedy tokens, any case) | {f["kept_written"]} ({f["kept_written_fraction"]:.0%}) |
 
-The first count is codecut's definition of a known fact; it is strict about letter case and
-spelling (" Euro" where the fact says " euro" counts as lost), which the second is not.
+The first count is codecut's definition of a known fact: the answer's first token. The second
+reads what the model writes: letter case aside (" Euro" for " euro" counts for it), the whole
+answer must be there (a multi-token answer started right and then misspelled counts against it).
 """
 
 
