@@ -141,10 +141,9 @@ def generated_texts(
     batch_size: int = 32,
     seed: int = 0,
     prompts: list[str] = SEED_PROMPTS,
-    sample: bool = True,
 ) -> list[str]:
-    """Prompts continued by the model (sampled at temperature 1, top-p 0.95; or greedily),
-    `n_texts` of them, cycling through `prompts`."""
+    """Samples the model writes (temperature 1, top-p 0.95), `n_texts` of them, cycling through
+    `prompts`."""
     torch.manual_seed(seed)
     tok = model.tokenizer
     prompts = [prompts[i % len(prompts)] for i in range(n_texts)]
@@ -156,8 +155,8 @@ def generated_texts(
             gen = model.hf.generate(
                 **{k: v.to(model.device) for k, v in enc.items()},
                 max_new_tokens=max_new_tokens,
-                do_sample=sample,
-                top_p=0.95 if sample else None,
+                do_sample=True,
+                top_p=0.95,
                 pad_token_id=tok.pad_token_id,
             )
             out += tok.batch_decode(gen, skip_special_tokens=True)

@@ -49,32 +49,22 @@ class Activations:
     norm_limit: float
 
 
-def _chunks(model, texts: list[str], ctx: int) -> list[list[int]]:
-    """Token ids of texts, long texts cut into `ctx`-token chunks (single tokens dropped)."""
-    out = []
-    for text in texts:
-        ids = model.tokenizer(text, truncation=False)["input_ids"]
-        out += [ids[i : i + ctx] for i in range(0, len(ids), ctx) if len(ids[i : i + ctx]) > 1]
-    return out
-
-
 def _batches(model, texts: list[str], ctx: int, batch_size: int):
-    """Tokenized, right-padded batches of `_chunks`."""
-    chunks = _chunks(model, texts, ctx)
+    """Tokenized batches of texts, long texts cut into `ctx`-token chunks."""
+    tok = model.tokenizer
+    chunks = []
+    for text in texts:
+        ids = tok(text, truncation=False)["input_ids"]
+        chunks += [ids[i : i + ctx] for i in range(0, len(ids), ctx) if len(ids[i : i + ctx]) > 1]
     for i in range(0, len(chunks), batch_size):
-        ids, mask = _pad(chunks[i : i + batch_size], model.tokenizer.pad_token_id)
+        part = chunks[i : i + batch_size]
+        width = max(map(len, part))
+        ids = torch.full((len(part), width), tok.pad_token_id)
+        mask = torch.zeros(len(part), width, dtype=torch.long)
+        for j, c in enumerate(part):
+            ids[j, : len(c)] = torch.tensor(c)
+            mask[j, : len(c)] = 1
         yield ids.to(model.device), mask.to(model.device)
-
-
-def _pad(chunks: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and attention mask for token-id sequences of different lengths."""
-    width = max(map(len, chunks))
-    ids = torch.full((len(chunks), width), pad_id)
-    mask = torch.zeros(len(chunks), width, dtype=torch.long)
-    for j, c in enumerate(chunks):
-        ids[j, : len(c)] = torch.as_tensor(c)
-        mask[j, : len(c)] = 1
-    return ids, mask
 
 
 def _ordinary(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
