@@ -9,10 +9,9 @@ ask to forget. Afterwards it measures, in strict mode (no error term), how many 
 facts the model still answers, and writes README.md (the card) next to the weights, and a JSON
 copy of the numbers to benchmarks/results/.
 
-    python benchmarks/train_default.py --measure-only --entity-samples 1024
+    python benchmarks/train_default.py --measure-only
 
-measures the bottleneck already in --out again and rewrites its card (pass the --entity-samples
-it was trained with).
+measures the bottleneck already in --out again and rewrites its card.
 
     python benchmarks/train_default.py --compare-layers 6,12,18 --tokens 150000 --unlearn-facts 6 ...
 
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 from codecut.codebook import attach, load_bottleneck, train_bottleneck
 from codecut.codebook.atomic import write_text
-from codecut.codebook.corpus import default_corpus
+from codecut.codebook.corpus import default_corpus, entity_prompts
 from unlearn import request, spread, summarize  # benchmarks/unlearn.py, beside this script
 
 import codecut
@@ -85,7 +84,8 @@ def card(bn, facts_result: dict, out: Path, entity_samples: int) -> str:
     passes = t["tokens"] / max(t["unique_tokens"], 1)
     machine = f"{platform.processor() or platform.machine()} with {torch.get_num_threads()} threads"
     entities = (
-        f" and {entity_samples} more from openings about countries, cities and people"
+        f" and {entity_samples} more from {len(entity_prompts())} openings about countries,"
+        " cities and people"
         if entity_samples
         else ""
     )
@@ -129,7 +129,7 @@ answer must be there (a multi-token answer started right and then misspelled cou
 """
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -163,7 +163,11 @@ def main() -> None:
         default=0,
         help="with --compare-layers: forget this many facts per layer",
     )
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = shlex.join(["python", "benchmarks/train_default.py", *sys.argv[1:]])
 
@@ -222,7 +226,9 @@ def write_card(model, facts, args) -> None:
     """Measure the bottleneck in `args.out` on the example facts; write its card and results."""
     bn = load_bottleneck(args.out)
     result = kept(model, facts, bn)
-    write_text(args.out / "README.md", card(bn, result, args.out, args.entity_samples))
+    # The corpus it was trained on, read back from its recorded command.
+    trained = parser().parse_args(shlex.split(bn.cfg.extra["train"]["command"])[2:])
+    write_text(args.out / "README.md", card(bn, result, args.out, trained.entity_samples))
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary = {
         "command": bn.cfg.extra["train"]["command"],

@@ -13,6 +13,14 @@ from codecut.codebook import (
     load_bottleneck,
     train_bottleneck,
 )
+from codecut.codebook.corpus import (
+    CITIES,
+    COUNTRIES,
+    ENTITY_OPENINGS,
+    ENTITY_OPENINGS_PER_NAME,
+    PEOPLE,
+    entity_prompts,
+)
 from codecut.probes.world import fact_accuracy
 from transformers import AutoModelForCausalLM
 
@@ -402,3 +410,12 @@ def test_wrong_width_or_hook_is_a_clear_error(world, bn, tmp_path):
     with pytest.raises(ValueError, match="unknown hook"):
         attach(model, bn, hook="blocks.99.hook_out")
     assert not model.hook_dict[HOOK]._forward_hooks  # nothing half-installed
+
+
+def test_entity_prompts_cover_every_name_with_distinct_openings():
+    prompts = entity_prompts()
+    assert len(prompts) == len(set(prompts))
+    for kind, names in (("country", COUNTRIES), ("city", CITIES), ("person", PEOPLE)):
+        for name in names:
+            mine = [p for p in prompts if p.replace(name, "{}") in ENTITY_OPENINGS[kind]]
+            assert len(mine) == ENTITY_OPENINGS_PER_NAME[kind], name
