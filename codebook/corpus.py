@@ -86,25 +86,20 @@ PEOPLE = ["Albert Einstein", "Marie Curie", "Isaac Newton", "William Shakespeare
           "Galileo Galilei", "Vincent van Gogh", "Queen Victoria", "Confucius"]  # fmt: skip
 ENTITY_OPENINGS = {
     "country": ["{} is a country", "The history of {}", "Travelling in {},", "The economy of {}",
-                "The people of {}", "In {}, the government", "Shopping in {}, people pay with",
-                "The languages spoken in {}", "The money of {}"],
+                "The people of {}", "In {}, the government"],
     "city": ["{} is a city", "Visitors to {}", "The streets of {}", "Life in {}"],
     "person": ["{} was", "The life of {}", "{} is famous for", "Before {} became famous,"],
 }  # fmt: skip
-# Openings per name: countries carry three relations of the example facts (capital, language,
-# currency), so they get more text each.
-ENTITY_OPENINGS_PER_NAME = {"country": 3, "city": 2, "person": 2}
 
 
 def entity_prompts() -> list[str]:
-    """Openings about countries, cities and people (for `generated_texts(prompts=...)`): each
-    name gets `ENTITY_OPENINGS_PER_NAME` consecutive openings of its kind, rotating."""
+    """Openings about countries, cities and people (for `generated_texts(prompts=...)`)."""
     out = []
     for kind, names in (("country", COUNTRIES), ("city", CITIES), ("person", PEOPLE)):
-        openings = ENTITY_OPENINGS[kind]
         for i, name in enumerate(names):
-            for j in range(ENTITY_OPENINGS_PER_NAME[kind]):
-                out.append(openings[(i + j) % len(openings)].format(name))
+            openings = ENTITY_OPENINGS[kind]
+            out.append(openings[i % len(openings)].format(name))
+            out.append(openings[(i + 1) % len(openings)].format(name))
     return out
 
 
