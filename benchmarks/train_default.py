@@ -204,6 +204,7 @@ def main() -> None:
                         if requests
                         else {}
                     ),
+                    "unlearn_rows": requests,
                 }
             )
             log.info("%s", rows[-1])
