@@ -1,6 +1,7 @@
 """Forget each known fact in turn, one request at a time, and measure what else goes.
 
     python benchmarks/unlearn.py smollm2 [--limit N] [--relations capital,language,currency]
+    python benchmarks/unlearn.py smollm2 --bottleneck DIR   # a bottleneck you trained
     python benchmarks/unlearn.py world [--limit N]
 
 `smollm2`: SmolLM2-135M-Instruct with its shipped bottleneck, over the example facts. `world`:
@@ -10,7 +11,8 @@ its 96 facts (prompts: training templates and held-out paraphrases).
 Per request: success on the prompt and on its paraphrases (the answer is no longer the greedy
 next token), retention of the same subject's other facts and of every other subject's facts
 (greedy accuracy after / before over all their prompts), and the seconds `codecut.unlearn`
-took. Writes benchmarks/results/unlearn_<target>.json and .md, with the machine named.
+took. Writes benchmarks/results/unlearn_<target>.json and .md, with the machine named
+(unlearn_smollm2_<hash>.* for a bottleneck given with --bottleneck).
 """
 
 from __future__ import annotations
@@ -105,11 +107,18 @@ def main() -> None:
     ap.add_argument(
         "--relations", default="", help="comma-separated relations to forget (default: all)"
     )
+    ap.add_argument(
+        "--bottleneck",
+        default=None,
+        help="smollm2 only: a bottleneck directory instead of the shipped one",
+    )
     args = ap.parse_args()
+    if args.bottleneck and args.target != "smollm2":
+        ap.error("--bottleneck works with the smollm2 target only")
 
     if args.target == "smollm2":
         model = codecut.load_model("smollm2-135m-instruct")
-        bn = codecut.load_bottleneck("smollm2-135m-instruct")
+        bn = codecut.load_bottleneck(args.bottleneck or "smollm2-135m-instruct")
         facts = example_facts()
     else:
         from codecut.probes.world import build_world
@@ -124,12 +133,13 @@ def main() -> None:
     facts = [f for f, ok in zip(facts, known["correct"]) if ok]
     targets = spread(facts, args.relations.split(",") if args.relations else None)[: args.limit]
     command = shlex.join(["python", "benchmarks/unlearn.py", *sys.argv[1:]])
+    name = f"{args.target}_{bn.content_hash[:8]}" if args.bottleneck else args.target
     rows = []
     for fact in tqdm(targets, desc="forgetting facts one at a time"):
         rows.append(request(model, bn, fact, facts))
         tqdm.write(str(rows[-1]))
         # Rewritten after every request, so that an interrupted run keeps what it measured.
-        write_results(rows, args.target, bn.content_hash, command, planned=len(targets))
+        write_results(rows, name, bn.content_hash, command, planned=len(targets))
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -148,8 +158,8 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
-def write_results(rows: list[dict], target: str, bn_hash: str, command: str, planned: int) -> None:
-    """benchmarks/results/unlearn_<target>.json and .md: the summary and every request."""
+def write_results(rows: list[dict], name: str, bn_hash: str, command: str, planned: int) -> None:
+    """benchmarks/results/unlearn_<name>.json and .md: the summary and every request."""
     table = pd.DataFrame(rows)
     summary = {**summarize(rows), "requests_planned": planned}
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, no GPU"
@@ -163,13 +173,13 @@ def write_results(rows: list[dict], target: str, bn_hash: str, command: str, pla
         "summary": summary,
         "rows": rows,
     }
-    write_text(RESULTS / f"unlearn_{target}.json", json.dumps(out, indent=1))
-    md = f"# Unlearning benchmark: {target} ({machine})\n\n    {command}\n\n"
+    write_text(RESULTS / f"unlearn_{name}.json", json.dumps(out, indent=1))
+    md = f"# Unlearning benchmark: {name} ({machine})\n\n    {command}\n\n"
     md += "\n".join(
         f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()
     )
     md += "\n\n" + markdown(table) + "\n"
-    write_text(RESULTS / f"unlearn_{target}.md", md)
+    write_text(RESULTS / f"unlearn_{name}.md", md)
 
 
 if __name__ == "__main__":
