@@ -7,7 +7,8 @@ The corpus is what codecut's default gives (model samples, package prose) plus t
 facts' prompts completed with their answers, so the codes cover the facts users will
 ask to forget. Afterwards it measures, in strict mode (no error term), how many of the example
 facts the model still answers, and writes README.md (the card) next to the weights, and a JSON
-copy of the numbers to benchmarks/results/.
+copy of the numbers to benchmarks/results/bottleneck_smollm2.json (bottleneck_smollm2_<hash>.json
+when --out is not the shipped directory).
 
     python benchmarks/train_default.py --measure-only
 
@@ -238,7 +239,11 @@ def write_card(model, facts, args) -> None:
         **bn.cfg.extra,
         "facts": result,
     }
-    write_text(RESULTS / "bottleneck_smollm2.json", json.dumps(summary, indent=1))
+    # Only the shipped bottleneck's summary takes the plain name; a trial run elsewhere is kept
+    # beside it under its content hash.
+    shipped = args.out.resolve() == parser().get_default("out").resolve()
+    name = "bottleneck_smollm2" if shipped else f"bottleneck_smollm2_{bn.content_hash[:8]}"
+    write_text(RESULTS / f"{name}.json", json.dumps(summary, indent=1))
     log.info("done: %s", summary)
 
 
