@@ -129,7 +129,7 @@ def condition_codes(
     last: torch.Tensor,
     fired_other: torch.Tensor,
     max_rate: float = 0.05,
-    top: int = 100,
+    top: int = 1000,
 ) -> list[list[int]]:
     """Code sets that mark the association in the forget prompts.
 
@@ -145,6 +145,9 @@ def condition_codes(
         first: [P, n] first position where each code fired in each forget prompt (or NEVER).
         last: [P] the predicting position of each forget prompt.
         fired_other: [R, n] bool, codes fired in each retain prompt's context.
+        top: candidates (by positions reached) paired at each step. Keep it wide: a subject
+            named late in the prompt ("The official language of Italy is") has codes that reach
+            few positions, and with 100 candidates they were crowded out by generic early codes.
     """
     n_other = max(len(fired_other), 1)
     covered = torch.zeros(len(first), dtype=torch.bool)
