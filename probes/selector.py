@@ -156,9 +156,13 @@ def condition_codes(
         f, end = first[~covered], last[~covered, None]
         span = (end - f + 1).clamp(min=0)  # positions a cut under each single code reaches
         cands = span.sum(0).argsort(descending=True)[:top]
-        fc = f[:, cands]
-        opens = torch.maximum(fc[:, :, None], fc[:, None, :])  # a pair gates from its later code
-        gain = (end[..., None] - opens + 1).clamp(min=0).sum(0).float()  # [m, m]; diagonal: singles
+        # gain[a, b]: positions a cut under the pair reaches, summed over the uncovered prompts
+        # (a pair gates from its later code; the diagonal holds the single codes). One prompt at
+        # a time, so that memory stays [m, m] and not [prompts, m, m].
+        gain = torch.zeros(len(cands), len(cands), dtype=torch.long)
+        for fp, e in zip(f[:, cands], end[:, 0].tolist()):
+            gain += (e - torch.maximum(fp[:, None], fp[None, :]) + 1).clamp(min=0)
+        gain = gain.float()
         o = fired_other[:, cands].float()
         rate = (o.T @ o) / n_other
         gain[rate > max_rate] = 0
