@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from codecut.codebook import atomic
+from codecut.errors import BadInput, NotFound
 
 REQUIRED = ("subject", "relation", "prompt", "answer")
 
@@ -37,44 +38,67 @@ class Fact:
 
 
 def fact_from_dict(obj: object, where: str = "fact") -> Fact:
-    """Validate a JSON object and make a Fact; errors say `where` the object came from."""
+    """Validate a JSON object and make a Fact; errors say `where` the object came from.
+
+    Strings are stripped of leading and trailing whitespace: the answer continues the prompt
+    after exactly one space, which codecut adds itself (a prompt ending in a space or an answer
+    starting with one would be scored against the wrong token). An answer must begin with a
+    letter or digit: one starting with punctuation ("-5", "(Paris)") would be scored as the
+    token " -" or " (", which a model rarely predicts after a space, so a known fact would read
+    as unknown; such a fact is refused, naming where it came from.
+    """
     if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        raise BadInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
     missing = [k for k in REQUIRED if k not in obj]
     if missing:
-        raise ValueError(
-            f"{where}: missing key(s) {', '.join(missing)} (need {', '.join(REQUIRED)})"
-        )
+        raise BadInput(f"{where}: missing key(s) {', '.join(missing)} (need {', '.join(REQUIRED)})")
     for key in REQUIRED:
         if not isinstance(obj[key], str) or not obj[key].strip():
-            raise ValueError(f"{where}: {key!r} must be a non-empty string")
+            raise BadInput(f"{where}: {key!r} must be a non-empty string")
     paraphrases = obj.get("paraphrases", [])
     if not isinstance(paraphrases, list) or not all(
         isinstance(p, str) and p.strip() for p in paraphrases
     ):
-        raise ValueError(f"{where}: 'paraphrases' must be a list of non-empty strings")
+        raise BadInput(f"{where}: 'paraphrases' must be a list of non-empty strings")
     unknown = set(obj) - set(REQUIRED) - {"paraphrases"}
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    return Fact(*(obj[k] for k in REQUIRED), paraphrases=list(paraphrases))
+        raise BadInput(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    answer = obj["answer"].strip()
+    if not answer[0].isalnum():
+        raise BadInput(
+            f"{where}: answer {answer!r} must begin with a letter or digit: it continues the "
+            "prompt after one space (put punctuation at the end of the prompt instead)"
+        )
+    return Fact(
+        *(obj[k].strip() for k in ("subject", "relation", "prompt")),
+        answer,
+        paraphrases=[p.strip() for p in paraphrases],
+    )
 
 
 def load_facts(path: str | os.PathLike) -> list[Fact]:
-    """Read a JSONL file of facts (one object a line; blank lines ignored)."""
+    """Read a JSONL file of facts (UTF-8, one object a line; blank lines ignored); see
+    `fact_from_dict` for what each line may hold. Errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"facts file {path} does not exist")
+        raise NotFound(f"facts file {path} does not exist")
     facts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a BOM some editors write
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise BadInput(f"{path}:{line}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            raise BadInput(f"{path}:{n}: not valid JSON ({e.msg})") from None
         facts.append(fact_from_dict(obj, where=f"{path}:{n}"))
     if not facts:
-        raise ValueError(f"{path}: no facts in file")
+        raise BadInput(f"{path}: no facts in file")
     return facts
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from codecut import Fact, load_facts, save_facts
+from codecut.errors import BadInput
 
 
 def test_round_trip(tmp_path):
@@ -65,3 +66,24 @@ def test_missing_and_empty_files(tmp_path):
 
 def test_blank_lines_are_skipped(tmp_path):
     assert len(load_facts(write(tmp_path, [GOOD, "", GOOD]))) == 2
+
+
+def test_non_utf8_file_names_file_and_line(tmp_path):
+    path = tmp_path / "facts.jsonl"
+    path.write_bytes((GOOD + "\n").encode() + GOOD.replace('"x"', '"Z\xfcrich"').encode("latin-1"))
+    with pytest.raises(BadInput, match=r"facts.jsonl:2: not UTF-8"):
+        load_facts(path)
+
+
+def test_answers_are_stripped_and_must_start_with_a_letter_or_digit(tmp_path):
+    fact = {"subject": " a", "relation": "r ", "prompt": "The p is ", "answer": " Paris "}
+    (loaded,) = load_facts(write(tmp_path, [json.dumps({**fact, "paraphrases": [" q "]})]))
+    assert loaded == Fact("a", "r", "The p is", "Paris", ["q"])
+    assert load_facts(write(tmp_path, [json.dumps({**fact, "answer": "1989"})]))[0].answer == "1989"
+    assert (
+        load_facts(write(tmp_path, [json.dumps({**fact, "answer": "Zürich"})]))[0].answer
+        == "Zürich"
+    )
+    for bad in ("-5", "(Paris)", ".com"):
+        with pytest.raises(BadInput, match=r"facts.jsonl:2: answer .* letter or digit"):
+            load_facts(write(tmp_path, [GOOD, json.dumps({**fact, "answer": bad})]))
