@@ -1,6 +1,9 @@
 """The `codecut` command line. Each command is a function `cmd_<name>(args)`; `main` dispatches.
 
-Bad input ends in one line on stderr, `codecut: error: ...`, and exit status 2.
+Every failure ends in one line on stderr, `codecut: error: ...`, and exit status 2: bad input
+(codecut's own error types, `codecut.errors`) says what to do; Ctrl-C says `interrupted`; any
+other exception is a bug, reported as `internal error (a bug)` with the path of a log file that
+holds its traceback (under `cache_dir()/logs/`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 import codecut
+from codecut.errors import BadInput, CodecutError, NotFound
 from codecut.facts import example_facts
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -36,7 +40,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         (f for f in facts if (f.subject, f.relation) == (args.subject, args.relation)), None
     )
     if target is None:  # before loading anything: bad input fails fast
-        raise ValueError(
+        raise BadInput(
             f"no example fact ({args.subject}, {args.relation}); see `codecut eval --facts`"
         )
     model = codecut.load_model(DEFAULT_MODEL)
@@ -107,9 +111,9 @@ RELATED = {
 def cmd_eval(args: argparse.Namespace) -> None:
     """Does the model answer each fact (prompt and paraphrases)?"""
     if args.strict and not args.bottleneck:
-        raise ValueError("--strict needs --bottleneck")
+        raise BadInput("--strict needs --bottleneck")
     if args.strict and args.plan:
-        raise ValueError("--strict and --plan do not combine: a plan keeps the error term")
+        raise BadInput("--strict and --plan do not combine: a plan keeps the error term")
     facts = codecut.load_facts(args.facts)
     model = codecut.load_model(args.model)
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
@@ -128,17 +132,24 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def read_texts(path: str) -> list[str]:
     """Documents from a text file, separated by blank lines."""
-    docs = [d.strip() for d in Path(path).read_text(encoding="utf-8").split("\n\n")]
+    if not Path(path).is_file():
+        raise NotFound(f"texts file {path} does not exist")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = Path(path).read_bytes()[: e.start].count(b"\n") + 1
+        raise BadInput(f"{path}:{line}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
+    docs = [d.strip() for d in text.split("\n\n")]
     docs = [d for d in docs if d]
     if not docs:
-        raise ValueError(f"{path} holds no text; give documents separated by blank lines")
+        raise BadInput(f"{path} holds no text; give documents separated by blank lines")
     return docs
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a bottleneck at one hook of a model and save it."""
     if Path(args.out).exists() and not (Path(args.out) / "checkpoint").exists():
-        raise ValueError(f"{args.out} exists; choose a new --out directory")
+        raise BadInput(f"{args.out} exists; choose a new --out directory")
     texts = read_texts(args.texts) if args.texts else None
     model = codecut.load_model(args.model)
     bn = codecut.train_bottleneck(
@@ -268,10 +279,52 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as e:
-        print(f"codecut: error: {e}", file=sys.stderr)
+    except CodecutError as e:  # bad input: the message says what to do
+        print(f"codecut: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # files are written atomically: nothing half-written is left
+        print("codecut: error: interrupted", file=sys.stderr)
+        return 2
+    except Exception as e:  # anything else is a bug in codecut: say so, keep the traceback
+        log_file = write_traceback(e)
+        print(
+            f"codecut: error: internal error (a bug): {type(e).__name__}: {one_line(e)}; "
+            f"traceback written to {log_file}",
+            file=sys.stderr,
+        )
         return 2
     return 0
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (long messages shortened)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def write_traceback(e: BaseException) -> Path:
+    """Write `e`'s traceback and the command line to a new log file; return its path.
+
+    The file goes to `cache_dir()/logs/` (a temporary directory if that cannot be written)."""
+    import tempfile
+    import traceback
+
+    from codecut.models import cache_dir
+
+    text = f"codecut {' '.join(sys.argv[1:])}\n\n" + "".join(
+        traceback.format_exception(type(e), e, e.__traceback__)
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"codecut-{stamp}-", suffix=".log", dir=folder)
+            with open(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            return Path(name)
+        except OSError:
+            continue
+    return Path("(nowhere: no writable log folder)")
 
 
 if __name__ == "__main__":

@@ -116,3 +116,64 @@ def test_train_writes_a_bottleneck_from_a_text_file(world, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "other")]) == 2
     assert "holds no text" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_a_bug_is_one_line_naming_its_traceback_log(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CODECUT_CACHE", str(tmp_path))
+
+    def broken(args):
+        raise RuntimeError("something\nwent wrong")
+
+    monkeypatch.setattr("codecut.cli.cmd_eval", broken)
+    assert main(["eval", "--model", "m", "--facts", "f.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        "codecut: error: internal error (a bug): RuntimeError: something went wrong; "
+        "traceback written to "
+    )
+    log = Path(err.strip().rsplit("traceback written to ", 1)[1])
+    assert log.is_file() and log.parent == tmp_path / "logs"
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "in broken" in text
+
+
+def test_ctrl_c_is_one_line(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("codecut.cli.cmd_eval", interrupted)
+    assert main(["eval", "--model", "m", "--facts", "f.jsonl"]) == 2
+    assert capsys.readouterr().err == "codecut: error: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [TypeError("a programming error"), ValueError("x"), FileNotFoundError("y"), IndexError("z")],
+)
+def test_builtin_errors_are_bugs_not_bad_input(error, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CODECUT_CACHE", str(tmp_path))
+
+    def broken(args):
+        raise error
+
+    monkeypatch.setattr("codecut.cli.cmd_eval", broken)
+    assert main(["eval", "--model", "m", "--facts", "f.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"codecut: error: internal error (a bug): {type(error).__name__}: ")
+    assert err.count("\n") == 1
+
+
+def test_bad_input_files_are_one_line(tmp_path, capsys):
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"subject": "Z\xfcrich"}\n')
+    (tmp_path / "latin1.txt").write_bytes(b"some text\n\nZ\xfcrich\n")
+    train = ["train", "--model", "m", "--hook", "h", "--out", str(tmp_path / "out"), "--texts"]
+    for argv, message in [
+        (["eval", "--model", "m", "--facts", str(tmp_path / "latin1.jsonl")], "latin1.jsonl:1:"),
+        (["eval", "--model", "m", "--facts", str(tmp_path / "none.jsonl")], "does not exist"),
+        ([*train, str(tmp_path / "latin1.txt")], "latin1.txt:3: not UTF-8"),
+        ([*train, str(tmp_path / "no.txt")], "texts file"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("codecut: error: ") and err.count("\n") == 1 and message in err
