@@ -10,8 +10,10 @@ One class serves every kind, because they differ only in how codes are chosen:
     jumprelu  a sae-lens JumpReLU SAE (active where the pre-activation exceeds its threshold).
 
 The last two have no fixed k; `encode` returns as many slots as the busiest position needs,
-zero-valued where a position has fewer. All encoding and decoding goes through
-`codecut.kernels` (Triton on GPU, the torch reference elsewhere).
+zero-valued where a position has fewer. `choose_encode` picks how codes are computed: the fused
+encode + top-k kernel (Triton on GPU, within the k it is built for), its torch reference, or,
+for the dense-activation kinds, a plain matmul + activation that keeps the nonzero codes.
+Decoding always goes through `codecut.kernels.sparse_decode`.
 
     bn = Bottleneck(BottleneckConfig(kind="topk", d_in=576, n_codes=8192, k=32))
     codes = bn.encode(x)          # Codes(indices [..., k], values [..., k])
@@ -25,10 +27,29 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import torch
-from codecut.kernels import sparse_decode, topk_encode
+from codecut.kernels import backend, sparse_decode, topk_encode, topk_encode_ref
+from codecut.kernels.topk_encode import TRITON_MAX_K
 from torch import nn
 
 KINDS = ("topk", "codebook", "relu", "jumprelu")
+DENSE_KINDS = ("relu", "jumprelu")  # every code with a positive activation is active
+
+
+def choose_encode(kind: str, k: int | None, device: torch.device | str) -> str:
+    """How `Bottleneck.encode` computes codes for `kind` with `k` candidates on `device`.
+
+    "dense": relu/jumprelu, whose active set is not a top-k (a plain matmul + activation; the
+    top-k kernel would need k = n_codes). "triton_topk": the fused kernel, for CUDA tensors (or
+    `CODECUT_KERNELS=triton`) and k within what it is built for. "torch_topk": the reference,
+    everywhere else.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown bottleneck kind {kind!r}; use one of {', '.join(KINDS)}")
+    if kind in DENSE_KINDS:
+        return "dense"
+    if k is not None and k <= TRITON_MAX_K and backend(device) == "triton":
+        return "triton_topk"
+    return "torch_topk"
 
 
 class Codes(NamedTuple):
@@ -151,22 +172,31 @@ class Bottleneck(nn.Module):
         """
         x = x.to(self.W_enc.dtype)
         kind = self.cfg.kind
-        if kind == "codebook":
-            out = topk_encode(x, self.W_enc, None, k or self.cfg.k, cosine=True)
-            return Codes(out.indices, out.values.relu())
-        if self.cfg.apply_b_dec_to_input:
+        k = k or self.cfg.k
+        route = choose_encode(kind, k, x.device)
+        if kind != "codebook" and self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
-        if kind == "topk":
-            out = topk_encode(x, self.W_enc, self.b_enc, k or self.cfg.k)
-            return Codes(out.indices, out.values.relu())
-        # relu/jumprelu: rank all codes, then keep as many slots as the busiest position needs.
-        out = topk_encode(x, self.W_enc, self.b_enc, self.cfg.n_codes)
-        floor = self.threshold[out.indices] if kind == "jumprelu" else 0.0
-        active = out.values > floor
-        slots = int((active.flip(-1).cumsum(-1) > 0).sum(-1).max()) if active.numel() else 0
-        slots = max(slots, 1)
-        values = torch.where(active, out.values.relu(), torch.zeros_like(out.values))
-        return Codes(out.indices[..., :slots], values[..., :slots])
+        if route == "dense":
+            return self._encode_dense(x)
+        # Past the kernel's k, CUDA tensors take the reference (CPU ones the dispatcher, as ever).
+        wide = route == "torch_topk" and backend(x.device) == "triton"
+        run = topk_encode_ref if wide else topk_encode
+        if kind == "codebook":
+            out = run(x, self.W_enc, None, k, cosine=True)
+        else:
+            out = run(x, self.W_enc, self.b_enc, k)
+        return Codes(out.indices, out.values.relu())
+
+    def _encode_dense(self, x: torch.Tensor) -> Codes:
+        """relu/jumprelu: dense activations, then the active codes as sparse slots (sorted by
+        value, as many as the busiest position needs; zero-valued where a position has fewer)."""
+        pre = x @ self.W_enc + self.b_enc
+        floor = self.threshold if self.cfg.kind == "jumprelu" else 0.0
+        acts = torch.where(pre > floor, pre.relu(), torch.zeros_like(pre))
+        # One host sync per call: the slot count sets the output's shape.
+        slots = max(int((acts > 0).sum(-1).max()) if acts.numel() else 0, 1)
+        values, indices = acts.topk(slots, dim=-1, sorted=True)
+        return Codes(indices, values)
 
     def decode(self, codes: Codes) -> torch.Tensor:
         """The reconstruction [..., d_in] from codes."""

@@ -38,6 +38,9 @@ def topk_encode_ref(
 
 # Kernels are built for the interpreter iff TRITON_INTERPRET=1 when triton was imported.
 INTERPRETED: bool = triton.knobs.runtime.interpret
+# The largest k the kernel is built for: its running top-k lives in registers ([BLOCK_B, K_PAD]
+# int64 keys), so a wider one spills or fails to compile. Callers use the reference beyond it.
+TRITON_MAX_K = 128
 
 # A score and its code index travel together as one int64 sort key, so one bitonic top-k moves
 # both. High 32 bits: the fp32 score's bits mapped to an order-preserving int32. Low 32 bits:
