@@ -89,7 +89,8 @@ class Attachment:
         """Record the token ids; a call without a filled KV cache starts new sequences."""
         ids = kwargs.get("input_ids", args[0] if args else None)
         self._ids = ids if isinstance(ids, torch.Tensor) else None
-        cache = kwargs.get("past_key_values")
+        # transformers 5.24 renamed `past_key_values` to `cache`; read either.
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if cache is None or cache.get_seq_length() == 0:
             self._seen = None
 

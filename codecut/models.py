@@ -84,6 +84,7 @@ class Model:
         tokenizer.padding_side = "right"
         if bridge is not None:
             self.hook_dict: dict[str, nn.Module] = dict(bridge.hook_dict)
+            _hand_cache_to_bridge_attention(bridge)
         else:
             self.hook_dict = self._own_hook_points()
 
@@ -189,6 +190,28 @@ def _route_through(point: HookPoint):
         return point(output)
 
     return hook
+
+
+def _hand_cache_to_bridge_attention(bridge: nn.Module) -> None:
+    """Let the bridge's attention see the KV cache under transformers >= 5.24.
+
+    transformers 5.24 renamed the layers' `past_key_values` argument to `cache`. The bridge's
+    attention (transformer-lens 3.x and 4.x) re-implements attention and looks only for
+    `past_key_values`, so with 5.24 every cached decoding step attended to itself alone and
+    generation went wrong (' Paris---------'). A pre-hook passes the cache under the old name
+    too. Installed once per bridge; harmless on older transformers, which pass the old name.
+    """
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    def hand_over(module, args, kwargs):
+        if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+            return args, {**kwargs, "past_key_values": kwargs["cache"]}
+        return None
+
+    for module in bridge.modules():
+        if isinstance(module, AttentionBridge) and not getattr(module, "_codecut_cache", False):
+            module.register_forward_pre_hook(hand_over, with_kwargs=True)
+            module._codecut_cache = True
 
 
 def decoder_layers(hf: nn.Module) -> nn.ModuleList:
