@@ -31,6 +31,8 @@ from codecut.kernels import backend, sparse_decode, topk_encode, topk_encode_ref
 from codecut.kernels.topk_encode import TRITON_MAX_K
 from torch import nn
 
+from codecut.errors import BadInput
+
 KINDS = ("topk", "codebook", "relu", "jumprelu")
 DENSE_KINDS = ("relu", "jumprelu")  # every code with a positive activation is active
 
@@ -95,11 +97,9 @@ class BottleneckConfig:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(
-                f"unknown bottleneck kind {self.kind!r}; use one of {', '.join(KINDS)}"
-            )
+            raise BadInput(f"unknown bottleneck kind {self.kind!r}; use one of {', '.join(KINDS)}")
         if self.kind in ("topk", "codebook") and not (self.k and 0 < self.k <= self.n_codes):
-            raise ValueError(f"{self.kind} needs 0 < k <= n_codes, got k={self.k}")
+            raise BadInput(f"{self.kind} needs 0 < k <= n_codes, got k={self.k}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

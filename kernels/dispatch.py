@@ -4,10 +4,16 @@ import os
 
 import torch
 
+from codecut.errors import BadInput, CodecutError
+
 from .sparse_decode import sparse_decode_ref, sparse_decode_triton
 from .topk_encode import INTERPRETED, TopK, topk_encode_ref, topk_encode_triton
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class KernelChoiceError(CodecutError, RuntimeError):
+    """`CODECUT_KERNELS` asks for kernels that cannot run here (the message says what to set)."""
 
 
 def backend(device: torch.device | str) -> str:
@@ -22,14 +28,14 @@ def backend(device: torch.device | str) -> str:
         return "torch"
     if forced == "triton":
         if device.type != "cuda" and not INTERPRETED:
-            raise RuntimeError(
+            raise KernelChoiceError(
                 f"CODECUT_KERNELS=triton with {device.type} tensors needs Triton's interpreter: "
                 "set TRITON_INTERPRET=1 before triton and codecut.kernels are first imported, "
                 "or unset CODECUT_KERNELS to use the torch reference"
             )
         return "triton"
     if forced:
-        raise ValueError(f"CODECUT_KERNELS must be 'triton' or 'torch', got {forced!r}")
+        raise BadInput(f"CODECUT_KERNELS must be 'triton' or 'torch', got {forced!r}")
     return "triton" if device.type == "cuda" and torch.cuda.is_available() else "torch"
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from codecut.errors import BadInput, BadType
 from codecut.facts import Fact
 
 KINDS = ("counterfactual", "rationale", "paraphrase")
@@ -160,12 +161,12 @@ def antisamples_table(samples: list[AntiSample]) -> pd.DataFrame:
 
 def _check(fact: Fact, n_counterfactual: int) -> None:
     if not isinstance(fact, Fact):
-        raise TypeError(f"expected a codecut.Fact, got {type(fact).__name__}")
+        raise BadType(f"expected a codecut.Fact, got {type(fact).__name__}")
     for name in ("prompt", "answer"):
         if not isinstance(getattr(fact, name), str) or not getattr(fact, name).strip():
-            raise ValueError(f"fact {fact.subject!r}/{fact.relation!r} has an empty {name}")
+            raise BadInput(f"fact {fact.subject!r}/{fact.relation!r} has an empty {name}")
     if n_counterfactual < 0:
-        raise ValueError(f"n_counterfactual must be >= 0, got {n_counterfactual}")
+        raise BadInput(f"n_counterfactual must be >= 0, got {n_counterfactual}")
 
 
 def _wrong_answers(

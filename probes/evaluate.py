@@ -6,6 +6,7 @@ from contextlib import nullcontext
 
 import pandas as pd
 
+from codecut.errors import BadInput
 from codecut.facts import Fact
 from codecut.models import load_model
 
@@ -31,12 +32,12 @@ def evaluate(
 
     model = load_model(model)
     if not facts:
-        raise ValueError("no facts to evaluate")
+        raise BadInput("no facts to evaluate")
     prompts = [p for f in facts for p in f.prompts]
     answers = [f.answer for f in facts for _ in f.prompts]
     if plan is not None:
         if strict:
-            raise ValueError("strict and plan do not combine: a plan keeps the error term")
+            raise BadInput("strict and plan do not combine: a plan keeps the error term")
         from codecut.probes.plan import apply
 
         plans = plan if isinstance(plan, list | tuple) else [plan]
