@@ -27,6 +27,8 @@ from codecut.codebook.bottleneck import Bottleneck, BottleneckConfig
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from codecut.errors import BadInput, NotFound
+
 log = logging.getLogger(__name__)
 
 CFG, WEIGHTS, STATS = "cfg.json", "sae_weights.safetensors", "code_stats.safetensors"
@@ -40,7 +42,7 @@ ARCHITECTURES = {
 }
 
 
-class BottleneckFileError(ValueError):
+class BottleneckFileError(BadInput):
     """A bottleneck directory that cannot be read; the message names the file."""
 
 
@@ -116,10 +118,11 @@ def load_bottleneck(
         path = Path(spec)
     else:
         names = ", ".join(shipped) or "none shipped"
-        raise FileNotFoundError(
-            f"no bottleneck {str(spec)!r}: not a directory nor a shipped name ({names})"
-        )
-    return _read(path).to(device)
+        raise NotFound(f"no bottleneck {str(spec)!r}: not a directory nor a shipped name ({names})")
+    bn = _read(path).to(device)
+    if str(spec) in shipped:
+        bn.source = str(spec)  # the registry name: what a plan records, valid on any install
+    return bn
 
 
 def _read(path: Path) -> Bottleneck:
@@ -152,6 +155,13 @@ def _read(path: Path) -> Bottleneck:
         )
     state = {name: weights[name].float() for name in expected}
     stats_file = path / STATS
+    if "content_hash" in data.get("codecut", {}) and not stats_file.is_file():
+        # codecut writes the stats with the weights (its content hash covers them); a foreign
+        # sae-lens directory has none and loads without (clamp ablations then refuse).
+        raise NotFound(
+            f"{stats_file} is missing: a codecut bottleneck directory holds {CFG}, {WEIGHTS} "
+            f"and {STATS}; copy the whole directory (or save the bottleneck again)"
+        )
     if stats_file.is_file():
         try:
             stats = load_file(stats_file)

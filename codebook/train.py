@@ -16,6 +16,8 @@ through `codecut.kernels` so training and inference compute the same thing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import shlex
@@ -26,11 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from codecut.codebook import atomic
 from codecut.codebook.ablation import Ablation
 from codecut.codebook.attach import attach
 from codecut.codebook.bottleneck import Bottleneck, BottleneckConfig
 from codecut.kernels import sparse_decode, topk_encode
 from tqdm.auto import tqdm
+
+from codecut.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +108,7 @@ def collect_activations(
         handle.remove()
         bar.close()
     if not rows:
-        raise ValueError("no text to collect activations from")
+        raise BadInput("no text to collect activations from")
     x = torch.cat(rows)[:max_tokens]
     norms = x.float().norm(dim=-1)
     limit = NORM_OUTLIER * norms.median().item()
@@ -206,18 +211,27 @@ def train_bottleneck(
 
     from codecut.models import load_model
 
-    if kind not in ("topk", "codebook"):
-        raise ValueError(f"can train kind 'topk' or 'codebook', not {kind!r}")
+    check_arguments(kind, n_codes, k, tokens, unique_tokens=unique_tokens, batch_size=batch_size)
     model = load_model(model)
     model.check_hook(hook)
     t0 = time.time()
+    ckpt_dir = Path(out) / "checkpoint" if out else None
+    source = {
+        "model": model.name, "d_model": model.d_model, "hook": hook, "kind": kind,
+        "n_codes": n_codes, "k": k, "tokens": tokens, "unique_tokens": unique_tokens,
+        "batch_size": batch_size, "lr": lr, "aux_coef": aux_coef, "seed": seed,
+    }  # fmt: skip
+    if ckpt_dir:  # before the corpus is built: a mismatch fails fast
+        _check_checkpoint(ckpt_dir, source)
     gen = torch.Generator().manual_seed(seed)
     texts = list(texts) if texts is not None else default_corpus(model, seed=seed)
+    source["texts_sha256"] = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+    if ckpt_dir:
+        _check_checkpoint(ckpt_dir, source)
     perm = torch.randperm(len(texts), generator=gen).tolist()
     n_eval = max(1, len(texts) // 20) if len(texts) > 1 else 0
     eval_texts = [texts[i] for i in perm[:n_eval]]
     train_texts = [texts[i] for i in perm[n_eval:]] or eval_texts
-    ckpt_dir = Path(out) / "checkpoint" if out else None
 
     cached = ckpt_dir / "activations.pt" if ckpt_dir else None
     if cached and cached.exists():
@@ -225,9 +239,17 @@ def train_bottleneck(
         log.info("resuming: %d cached activations from %s", len(acts.x), cached)
     else:
         acts = collect_activations(model, hook, train_texts, unique_tokens or tokens)
+        if not len(acts.x):
+            raise BadInput(
+                f"no activations to train on at {hook}: the texts hold no ordinary tokens"
+            )
         if cached:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"x": acts.x, "norm_limit": acts.norm_limit}, cached)
+            # What the checkpoint is made from, first: a checkpoint without it is never used.
+            atomic.write_text(ckpt_dir / SOURCE, json.dumps(source, indent=1))
+            tmp = cached.with_suffix(".tmp")
+            torch.save({"x": acts.x, "norm_limit": acts.norm_limit}, tmp)
+            tmp.replace(cached)
     eval_acts = (
         collect_activations(model, hook, eval_texts, 50_000).x if eval_texts else acts.x[:4096]
     )
@@ -329,6 +351,65 @@ def train_bottleneck(
         if ckpt_dir and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
     return bn
+
+
+# CLI flag of each argument that `check_arguments` checks, for its messages.
+CLI_NAMES = {"n_codes": "--codes", "k": "--k", "tokens": "--tokens", "kind": "--kind"}
+SOURCE = "source.json"  # in the checkpoint folder: the arguments it was made with
+
+
+def check_arguments(
+    kind: str,
+    n_codes: int,
+    k: int,
+    tokens: int,
+    unique_tokens: int | None = None,
+    batch_size: int = 1024,
+    names: dict[str, str] | None = None,
+) -> None:
+    """Raise BadInput for training arguments that cannot work, before anything is loaded.
+
+    `names` maps argument names to what the user typed (`CLI_NAMES` for the command line)."""
+    names = names or {}
+
+    def name(arg: str) -> str:
+        return names.get(arg, arg)
+
+    if kind not in ("topk", "codebook"):
+        raise BadInput(f"{name('kind')}: can train 'topk' or 'codebook', not {kind!r}")
+    for arg, value in [("n_codes", n_codes), ("k", k), ("tokens", tokens),
+                       ("unique_tokens", unique_tokens), ("batch_size", batch_size)]:  # fmt: skip
+        if arg == "unique_tokens" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadInput(f"{name(arg)} must be a positive whole number, got {value!r}")
+    if k > n_codes:
+        raise BadInput(
+            f"{name('k')} {k} is more than {name('n_codes')} {n_codes}: "
+            "the active codes per token are chosen among the codes"
+        )
+
+
+def _check_checkpoint(ckpt_dir: Path, source: dict) -> None:
+    """Refuse to resume from a checkpoint made with other arguments (or that does not say)."""
+    if not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir()):
+        return
+    what = f"use a new --out (out=...) or delete {ckpt_dir} to start over"
+    try:
+        made = json.loads((ckpt_dir / SOURCE).read_text())
+    except (OSError, ValueError):
+        raise BadInput(
+            f"{ckpt_dir} holds a checkpoint that does not record what it was made from; {what}"
+        ) from None
+    diff = [
+        f"{key}={made.get(key)!r} (now {value!r})"
+        for key, value in source.items()
+        if made.get(key) != value
+    ]
+    if diff:
+        raise BadInput(
+            f"{ckpt_dir} holds a checkpoint made with other arguments: {', '.join(diff)}; {what}"
+        )
 
 
 @torch.no_grad()

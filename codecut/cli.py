@@ -24,6 +24,11 @@ from codecut.facts import example_facts
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
+def percent(x) -> str:
+    """A fraction as a percentage; "-" where there is none (a fact without paraphrases)."""
+    return "-" if x is None or x != x else f"{x:.0%}"
+
+
 def print_table(table, columns: list[str]) -> None:
     """A readable fact table on stdout."""
     shown = table[columns].copy()
@@ -123,7 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(json.dumps(codecut.probes.evaluate.to_json(table), indent=1))
         return
     s = codecut.probes.evaluate.summary(table)
-    table["paraphrases"] = table["paraphrase_accuracy"].map("{:.0%}".format)
+    table["paraphrases"] = table["paraphrase_accuracy"].map(percent)
     print_table(
         table, ["subject", "relation", "prompt", "answer", "correct", "p_answer", "paraphrases"]
     )
@@ -148,6 +153,10 @@ def read_texts(path: str) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a bottleneck at one hook of a model and save it."""
+    from codecut.codebook.train import CLI_NAMES, check_arguments
+
+    # Before anything is loaded or collected: a hopeless request fails in a second.
+    check_arguments(args.kind, args.codes, args.k, args.tokens, names=CLI_NAMES)
     if Path(args.out).exists() and not (Path(args.out) / "checkpoint").exists():
         raise BadInput(f"{args.out} exists; choose a new --out directory")
     texts = read_texts(args.texts) if args.texts else None
@@ -189,7 +198,7 @@ def print_plan(plan) -> None:
             "p before": f"{f['before']['p_answer']:.3f}",
             "p after": f"{f['after']['p_answer']:.3f}",
             "answered after": f["after"]["correct"],
-            "paraphrases after": f"{f['after']['paraphrase_accuracy']:.0%}",
+            "paraphrases after": percent(f["after"]["paraphrase_accuracy"]),
             "codes": len(f["selection"]["codes"]),
             "mode": f["selection"]["mode"]
             + (" if subject" if f["selection"]["conditional"] else ""),

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from codecut.codebook import atomic
+from codecut.errors import BadInput, BadType, MissingPackage, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +115,12 @@ class Model:
     def check_hook(self, hook: str) -> None:
         """Raise if `hook` is not a hook of this model (the bridge ignores unknown names)."""
         if hook not in self.hook_dict:
-            outs = [
-                h for h in self.hook_dict if h.startswith("blocks.") and h.endswith(".hook_out")
-            ]
-            raise ValueError(
+            last = self.n_layers - 1
+            raise BadInput(
                 f"unknown hook {hook!r} for {self.name}; residual-stream hooks are "
-                f"{outs[0]} .. {outs[-1]}"
-                if outs
+                f"blocks.0.hook_out .. blocks.{last}.hook_out (after each of its "
+                f"{self.n_layers} layers)"
+                if "blocks.0.hook_out" in self.hook_dict
                 else f"unknown hook {hook!r} for {self.name}"
             )
 
@@ -134,15 +134,39 @@ class Model:
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Right-padded batch: input_ids, attention_mask, and `last` (index of each last token)."""
         enc = self.tokenizer(list(texts), return_tensors="pt", padding=True)
+        self.check_length(enc["attention_mask"], texts)
         batch = {k: enc[k].to(self.device) for k in ("input_ids", "attention_mask")}
         batch["last"] = batch["attention_mask"].sum(1) - 1
         return batch
+
+    @property
+    def max_length(self) -> int | None:
+        """Longest input the model takes, in tokens (its position embeddings; the tokenizer's
+        limit where that is smaller and set); None when neither says."""
+        limits = [getattr(self.hf.config, "max_position_embeddings", None)]
+        limits.append(getattr(self.tokenizer, "model_max_length", None))
+        sane = [n for n in limits if isinstance(n, int) and 0 < n < 10**9]  # 1e30 means unset
+        return min(sane) if sane else None
+
+    def check_length(self, attention_mask: torch.Tensor, texts: list[str]) -> None:
+        """Raise BadInput if a tokenized text is longer than the model's context."""
+        limit = self.max_length
+        lengths = attention_mask.sum(1)
+        if limit is None or not len(lengths) or int(lengths.max()) <= limit:
+            return
+        i = int(lengths.argmax())
+        text = " ".join(texts[i].split())
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise BadInput(
+            f"prompt {shown!r} is {int(lengths[i])} tokens long; {self.name} reads at most "
+            f"{limit}: shorten it"
+        )
 
     def answer_token(self, answer: str) -> int:
         """The first token of " " + answer: the token a known fact's prompt predicts."""
         ids = self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
         if not ids:
-            raise ValueError(f"answer {answer!r} tokenizes to nothing")
+            raise BadInput(f"answer {answer!r} tokenizes to nothing")
         return ids[0]
 
     @torch.no_grad()
@@ -219,7 +243,7 @@ def decoder_layers(hf: nn.Module) -> nn.ModuleList:
     base = getattr(hf, "model", None) or getattr(hf, "transformer", None)
     layers = getattr(base, "layers", None) or getattr(base, "h", None)
     if layers is None:
-        raise ValueError(f"cannot find the decoder layers of {type(hf).__name__}")
+        raise BadInput(f"cannot find the decoder layers of {type(hf).__name__}")
     return layers
 
 
@@ -238,26 +262,22 @@ def load_model(spec, tokenizer=None, device: str | torch.device | None = None) -
     if isinstance(spec, PreTrainedModel):
         if tokenizer is None:
             if not Path(spec.name_or_path or "/nonexistent").is_dir():
-                raise ValueError(
-                    "pass tokenizer=... with a model object not loaded from a directory"
-                )
+                raise BadInput("pass tokenizer=... with a model object not loaded from a directory")
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path)
         return Model(spec.to(device) if device else spec, tokenizer)
     if not isinstance(spec, str | os.PathLike):
-        raise TypeError(f"cannot load a model from {type(spec).__name__}; pass a name or a path")
+        raise BadType(f"cannot load a model from {type(spec).__name__}; pass a name or a path")
     spec = str(spec)
     if spec in REGISTRY:
         path, hf_name = _dequantized_copy(spec), REGISTRY[spec].hf_name
     elif Path(spec).is_dir():
         if not (Path(spec) / "config.json").exists():
-            raise FileNotFoundError(
-                f"{spec} is not a Hugging Face model directory (no config.json)"
-            )
+            raise NotFound(f"{spec} is not a Hugging Face model directory (no config.json)")
         path, hf_name = Path(spec), spec
     else:
-        raise ValueError(
+        raise BadInput(
             f"unknown model {spec!r}: use one of {', '.join(REGISTRY)} or a local HF model directory"
         )
     return _boot(path, hf_name, spec, device)
@@ -281,11 +301,11 @@ def _dequantized_copy(name: str) -> Path:
     entry = REGISTRY[name]
     found = importlib.util.find_spec(entry.package)
     if found is None or not found.submodule_search_locations:
-        raise ModuleNotFoundError(f"model {name!r} needs its package: {entry.pip}")
+        raise MissingPackage(f"model {name!r} needs its package: {entry.pip}")
     pkg_dir = Path(next(iter(found.submodule_search_locations)))
     gguf = pkg_dir / entry.gguf
     if not gguf.exists():
-        raise FileNotFoundError(f"{gguf} is missing; reinstall with: {entry.pip} --force-reinstall")
+        raise NotFound(f"{gguf} is missing; reinstall with: {entry.pip} --force-reinstall")
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache_dir() / "models" / f"{name}-{key}"

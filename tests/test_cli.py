@@ -4,9 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+from codecut.codebook.bottleneck import BottleneckConfig
 
-from codecut import load_bottleneck, save_facts
+from codecut import Bottleneck, load_bottleneck, save_facts
 from codecut.cli import main, parser
+from codecut.errors import BadInput, NotFound
 
 
 def test_help_lists_working_commands(capsys):
@@ -177,3 +179,67 @@ def test_bad_input_files_are_one_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("codecut: error: ") and err.count("\n") == 1 and message in err
+
+
+def error_line(err: str) -> str:
+    """The one error line of a failed command (after any progress bars on stderr)."""
+    assert err.endswith("\n") and err.count("codecut: error:") == 1
+    line = err.splitlines()[-1]
+    assert line.startswith("codecut: error: ")
+    return line
+
+
+def test_eval_shows_a_dash_for_facts_without_paraphrases(world, tmp_path, capsys):
+    model, w = world
+    fact = w.facts("all")[0]
+    fact.paraphrases = []
+    save_facts([fact, w.facts("all")[1]], tmp_path / "f.jsonl")
+    assert main(["eval", "--model", model.name, "--facts", str(tmp_path / "f.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out
+    rows = out.splitlines()[1:3]
+    assert rows[0].split()[-1] == "-" and rows[1].split()[-1].endswith("%")
+
+
+def test_unknown_hook_lists_the_residual_hooks(world, tmp_path, capsys):
+    model, w = world
+    last = f"blocks.{model.n_layers - 1}.hook_out"
+    with pytest.raises(BadInput, match=rf"blocks\.0\.hook_out \.\. {last} \("):
+        model.check_hook("blocks.99.hook_out")
+    argv = ["train", "--model", model.name, "--hook", "blocks.99.hook_out", "--codes", "64"]
+    assert main([*argv, "--k", "4", "--tokens", "512", "--out", str(tmp_path / "bn")]) == 2
+    err = capsys.readouterr().err
+    line = error_line(err)
+    assert f"residual-stream hooks are blocks.0.hook_out .. {last}" in line and "mlp" not in line
+
+
+def test_a_prompt_longer_than_the_context_is_refused(world, tmp_path, capsys):
+    model, w = world
+    limit = model.hf.config.max_position_embeddings
+    assert model.max_length == limit
+    fact = w.facts("all")[0]
+    fact.prompt = " ".join(["the"] * 100_000) + " " + fact.prompt
+    save_facts([fact], tmp_path / "f.jsonl")
+    assert main(["eval", "--model", model.name, "--facts", str(tmp_path / "f.jsonl")]) == 2
+    err = capsys.readouterr().err
+    line = error_line(err)
+    assert line.startswith("codecut: error: prompt 'the the")
+    assert f"tokens long; {model.name} reads at most {limit}" in line
+    with pytest.raises(BadInput, match=f"reads at most {limit}"):
+        model.tokenize(["a", " ".join(["the"] * (limit + 1))])
+    assert model.tokenize([" ".join(["the"] * (limit - 1))])["input_ids"].shape[1] <= limit
+
+
+def test_a_bottleneck_without_its_stats_file_says_so(world, tmp_path, capsys):
+    model, w = world
+    bn = Bottleneck(BottleneckConfig("topk", model.d_model, 16, k=2, hook="blocks.1.hook_out"))
+    bn.save(tmp_path / "bn")
+    (tmp_path / "bn" / "code_stats.safetensors").unlink()
+    with pytest.raises(NotFound, match=r"code_stats.safetensors is missing"):
+        load_bottleneck(tmp_path / "bn")
+    save_facts(w.facts("all")[:1], tmp_path / "f.jsonl")
+    argv = ["eval", "--model", model.name, "--facts", str(tmp_path / "f.jsonl")]
+    assert main([*argv, "--bottleneck", str(tmp_path / "bn")]) == 2
+    err = capsys.readouterr().err
+    line = error_line(err)
+    assert "code_stats.safetensors is missing" in line and "damaged" not in line

@@ -1,0 +1,119 @@
+"""Training arguments and checkpoints: bad requests fail before anything is loaded or collected,
+and a checkpoint is used only with the arguments it was made with."""
+
+import json
+
+import pytest
+from codecut.codebook import train
+
+from codecut import load_bottleneck, train_bottleneck
+from codecut.cli import main
+from codecut.errors import BadInput
+
+HOOK = "blocks.2.hook_out"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"n_codes": 0}, "n_codes must be a positive whole number, got 0"),
+        ({"k": 0}, "k must be a positive whole number, got 0"),
+        ({"tokens": 0}, "tokens must be a positive whole number, got 0"),
+        ({"tokens": -5}, "tokens must be a positive whole number, got -5"),
+        ({"n_codes": 64, "k": 128}, "k 128 is more than n_codes 64"),
+        ({"n_codes": 8.5}, "n_codes must be"),
+        ({"unique_tokens": 0}, "unique_tokens must be"),
+        ({"kind": "relu"}, "can train 'topk' or 'codebook'"),
+    ],
+)
+def test_bad_arguments_fail_before_the_model_loads(args, message, tmp_path):
+    # "no-such-model" would fail to load: the arguments are checked first.
+    args = {"n_codes": 64, "k": 4, "tokens": 4096, **args}
+    with pytest.raises(BadInput, match=message):
+        train_bottleneck("no-such-model", HOOK, out=tmp_path / "bn", **args)
+    assert not (tmp_path / "bn").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--codes", "0"], "--codes must be a positive whole number, got 0"),
+        (["--k", "0"], "--k must be a positive whole number, got 0"),
+        (["--tokens", "0"], "--tokens must be a positive whole number, got 0"),
+        (["--tokens", "-1"], "--tokens must be"),
+        (["--k", "128", "--codes", "64"], "--k 128 is more than --codes 64"),
+    ],
+)
+def test_cli_names_the_bad_flag(flags, message, tmp_path, capsys):
+    argv = ["train", "--model", "no-such-model", "--hook", HOOK, "--out", str(tmp_path / "bn")]
+    assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("codecut: error: ") and message in err and err.count("\n") == 1
+    if flags[0] == "--codes":
+        assert "--k" not in err
+    assert not (tmp_path / "bn").exists()
+
+
+def small(model, w, out, hook=HOOK, **kw):
+    """A seconds-long training run on the world."""
+    kw = {"n_codes": 64, "k": 4, "tokens": 2048, "batch_size": 256, **kw}
+    return train_bottleneck(model, hook, texts=w.sentences(), out=out, **kw)
+
+
+def test_checkpoint_refuses_other_arguments_and_resumes_with_the_same(world, tmp_path, monkeypatch):
+    model, w = world
+    out = tmp_path / "bn"
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # stopped after collecting and training: the checkpoint stays
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "evaluate_bottleneck", crash)
+        with pytest.raises(KeyboardInterrupt):
+            small(model, w, out)
+    ckpt = out / "checkpoint"
+    assert (ckpt / "activations.pt").is_file()
+    source = json.loads((ckpt / "source.json").read_text())
+    assert source["hook"] == HOOK and source["model"] == model.name
+    assert (source["n_codes"], source["k"], source["tokens"], source["seed"]) == (64, 4, 2048, 0)
+    assert len(source["texts_sha256"]) == 64
+
+    def no_collecting(*args, **kwargs):
+        raise AssertionError("collected activations before refusing")
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "collect_activations", no_collecting)
+        for change, message in [
+            ({"hook": "blocks.1.hook_out"}, "hook='blocks.2.hook_out' (now 'blocks.1.hook_out')"),
+            ({"n_codes": 128}, "n_codes=64 (now 128)"),
+            ({"seed": 1}, "seed=0 (now 1)"),
+        ]:
+            with pytest.raises(BadInput, match="made with other arguments") as e:
+                small(model, w, out, **change)
+            assert message in str(e.value) and "delete" in str(e.value)
+        with pytest.raises(BadInput, match=r"texts_sha256="):
+            train_bottleneck(
+                model, HOOK, n_codes=64, k=4, tokens=2048, batch_size=256, texts=["a b"], out=out
+            )
+
+    bn = small(model, w, out)  # the same arguments resume and finish
+    assert not ckpt.exists()
+    assert (bn.hook, bn.n_codes) == (HOOK, 64)
+    assert load_bottleneck(out).content_hash == bn.content_hash
+
+
+def test_a_checkpoint_that_records_nothing_is_refused(world, tmp_path):
+    model, w = world
+    (tmp_path / "bn" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "bn" / "checkpoint" / "activations.pt").write_bytes(b"old")
+    with pytest.raises(BadInput, match="does not record what it was made from.*delete"):
+        small(model, w, tmp_path / "bn")
+
+
+def test_tokens_0_leaves_nothing_behind(world, tmp_path):
+    model, w = world
+    out = tmp_path / "bn"
+    with pytest.raises(BadInput, match="tokens"):
+        small(model, w, out, tokens=0)
+    assert not out.exists()
+    assert small(model, w, out).n_codes == 64  # a re-run with sane arguments works
