@@ -225,9 +225,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(table.drop(columns=["device"]).round(4).to_string(index=False))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line like every other failure (sub-parsers too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"codecut: error: {message} (see `{self.prog} --help`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-parser per command."""
-    p = argparse.ArgumentParser(prog="codecut", description=codecut.__doc__)
+    p = OneLineParser(prog="codecut", description=codecut.__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -243,3 +243,20 @@ def test_a_bottleneck_without_its_stats_file_says_so(world, tmp_path, capsys):
     err = capsys.readouterr().err
     line = error_line(err)
     assert "code_stats.safetensors is missing" in line and "damaged" not in line
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "the following arguments are required: COMMAND (see `codecut --help`)"),
+        (["train"], "required: --model, --hook, --out (see `codecut train --help`)"),
+        (["train", "--model", "m", "--hook", "h", "--out", "o", "--codes", "x"], "invalid int"),
+        (["eval", "--model", "m", "--facts", "f", "--nope"], "unrecognized arguments: --nope"),
+    ],
+)
+def test_usage_errors_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("codecut: error: ") and err.count("\n") == 1 and message in err
