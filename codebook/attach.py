@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 
 import torch
-from codecut.codebook.ablation import Ablation, apply_ablations, extra_candidates
+from codecut.codebook.ablation import Ablation, AblationList, apply_ablations, extra_candidates
 from codecut.codebook.bottleneck import Bottleneck, Codes
+
+from codecut.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,9 @@ class Attachment:
         hook: the hook name it sits at.
         error_term: whether the reconstruction error is added back (outputs unchanged unless
             something is ablated) or not (strict mode).
-        ablations: list of Ablation, applied in order on every forward; mutate it freely.
+        ablations: list of Ablation, applied in order on every forward; mutate it freely (an
+            `AblationList`: each ablation is checked against the bottleneck as it is added, and
+            again only if it was edited in place, never on every forward).
         codes: the clean codes of the most recent forward ([B, T, k]; values keep their autograd
             graph when the forward ran with gradients, for attributions).
         active: bool [B, T], the positions of that forward the bottleneck rewrote.
@@ -50,13 +54,14 @@ class Attachment:
     ):
         self.model, self.bottleneck, self.hook = model, bottleneck, hook
         self.error_term, self.skip_special = error_term, skip_special
-        self.ablations = list(ablations)
+        self.ablations = ablations
         self.codes: Codes | None = None
         self.active: torch.Tensor | None = None
         self._ids: torch.Tensor | None = None  # token ids of the current call
         self._seen: torch.Tensor | None = None  # bool [B, n]: codes fired so far per sequence
         special = getattr(model.tokenizer, "all_special_ids", None) or []
         self._special = torch.tensor(sorted(special), dtype=torch.long)
+        self._special_on: dict[torch.device, torch.Tensor] = {}  # per device, made once
         self._handles = []
         try:
             self._handles.append(
@@ -73,6 +78,17 @@ class Attachment:
         while self._handles:
             self._handles.pop().remove()
         self._ids = self._seen = None
+
+    @property
+    def ablations(self) -> AblationList:
+        return self._ablations
+
+    @ablations.setter
+    def ablations(self, value) -> None:
+        if isinstance(value, AblationList) and value.bottleneck is self.bottleneck:
+            self._ablations = value
+        else:
+            self._ablations = AblationList(value, self.bottleneck)
 
     @property
     def attached(self) -> bool:
@@ -97,8 +113,7 @@ class Attachment:
     def _on_activation(self, module, args, x: torch.Tensor) -> torch.Tensor:
         bn = self.bottleneck
         keep = self._positions(x)
-        for abl in self.ablations:
-            abl.check(bn)
+        self._ablations.ensure_checked()  # plain Python: re-checks only after in-place edits
         k = bn.cfg.k
         # With the error term, x reaches the layers above unchanged, so gradients should reach x
         # only that way (as in the clean model); the codes still get their own gradients.
@@ -133,7 +148,10 @@ class Attachment:
             keep &= x.norm(dim=-1) <= limit
         ids = self._ids
         if self.skip_special and ids is not None and ids.shape == keep.shape:
-            keep &= ~torch.isin(ids, self._special.to(ids.device))
+            special = self._special_on.get(ids.device)
+            if special is None:
+                special = self._special_on[ids.device] = self._special.to(ids.device)
+            keep &= ~torch.isin(ids, special)
         return keep
 
     def _gate(self, when: list[int], indices: torch.Tensor, fired: torch.Tensor):
@@ -183,16 +201,14 @@ def attach(
     model = load_model(model)
     hook = hook or bottleneck.hook
     if not hook:
-        raise ValueError("the bottleneck records no hook; pass hook=...")
+        raise BadInput("the bottleneck records no hook; pass hook=...")
     model.check_hook(hook)
     if bottleneck.cfg.d_in != model.d_model:
         where = f" ({bottleneck.source})" if bottleneck.source else ""
-        raise ValueError(
+        raise BadInput(
             f"bottleneck{where} reads width {bottleneck.cfg.d_in} but {model.name} has "
             f"d_model {model.d_model} at {hook}"
         )
-    ablations = list(ablations or [])
-    for abl in ablations:
-        abl.check(bottleneck)
+    ablations = AblationList(ablations or [], bottleneck)  # checked before anything is installed
     bottleneck.to(model.device)
     return Attachment(model, bottleneck, hook, error_term, skip_special, ablations)

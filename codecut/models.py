@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +77,9 @@ class Model:
     """
 
     def __init__(self, hf: nn.Module, tokenizer, bridge: nn.Module | None = None, name: str = ""):
-        self.hf = hf.eval()
-        self.bridge = bridge.eval() if bridge is not None else None
+        # A user's model keeps its train/eval mode: measurements switch to eval mode and back.
+        self.hf = hf
+        self.bridge = bridge
         self.tokenizer = tokenizer
         self.name = name or type(hf).__name__
         if tokenizer.pad_token is None:
@@ -90,14 +92,35 @@ class Model:
             self.hook_dict = self._own_hook_points()
 
     def _own_hook_points(self) -> dict[str, nn.Module]:
-        """Hook points after each decoder layer, named like the bridge's (`blocks.L.hook_out`)."""
+        """Hook points after each decoder layer, named like the bridge's (`blocks.L.hook_out`).
+
+        Installed once per HF module (one inert forward hook per layer); every later Model of the
+        same module reuses them, so loading a model object again adds no hooks."""
         hooks: dict[str, nn.Module] = {}
         for i, layer in enumerate(decoder_layers(self.hf)):
-            point = HookPoint()
+            point = _installed_point(layer)
+            if point is None:
+                point = HookPoint()
+                layer.register_forward_hook(_route_through(point))
             # Legacy TransformerLens name for the same activation, as the bridge also accepts.
             hooks[f"blocks.{i}.hook_out"] = hooks[f"blocks.{i}.hook_resid_post"] = point
-            layer.register_forward_hook(_route_through(point))
         return hooks
+
+    @contextmanager
+    def eval_mode(self):
+        """Eval mode (no dropout) inside the block; each module's own mode is restored after."""
+        roots = [m for m in (self.hf, self.bridge) if m is not None]
+        if not any(m.training for m in roots):  # the usual case: nothing to switch
+            yield
+            return
+        training = [m for root in roots for m in root.modules() if m.training]
+        for m in training:
+            m.training = False
+        try:
+            yield
+        finally:
+            for m in training:
+                m.training = True
 
     # --- basic facts -------------------------------------------------------------------------
     @property
@@ -126,10 +149,12 @@ class Model:
 
     # --- forward passes ----------------------------------------------------------------------
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """Logits [B, T, vocab] for token ids (through the bridge when there is one)."""
-        if self.bridge is not None:
-            return self.bridge(input_ids, attention_mask=attention_mask, return_type="logits")
-        return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+        """Logits [B, T, vocab] for token ids (through the bridge when there is one), in eval
+        mode (a model left training is switched for the call and back)."""
+        with self.eval_mode():
+            if self.bridge is not None:
+                return self.bridge(input_ids, attention_mask=attention_mask, return_type="logits")
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Right-padded batch: input_ids, attention_mask, and `last` (index of each last token)."""
@@ -213,7 +238,17 @@ def _route_through(point: HookPoint):
             return (point(output[0]), *output[1:])
         return point(output)
 
+    hook.codecut_point = point  # how a later Model finds the point already installed
     return hook
+
+
+def _installed_point(layer: nn.Module) -> HookPoint | None:
+    """The hook point codecut already routes `layer`'s output through, if any."""
+    for hook in layer._forward_hooks.values():
+        point = getattr(hook, "codecut_point", None)
+        if isinstance(point, HookPoint):
+            return point
+    return None
 
 
 def _hand_cache_to_bridge_attention(bridge: nn.Module) -> None:
@@ -293,6 +328,8 @@ def _boot(path: Path, hf_name: str, name: str, device) -> Model:
     if device is not None:
         hf = hf.to(device)
     bridge = TransformerBridge.boot_transformers(hf_name, hf_model=hf, tokenizer=tok)
+    hf.eval()  # codecut's own copy: eval mode for good
+    bridge.eval()
     return Model(hf, tok, bridge=bridge, name=name)
 
 
