@@ -215,14 +215,19 @@ class Model:
         return p, logp.argmax(-1) == targets
 
     @torch.no_grad()
-    def generate(self, prompt: str, max_new_tokens: int = 20) -> str:
-        """Greedy continuation of `prompt` (KV cache; hooks see one position per step)."""
+    def generate(self, prompt: str, max_new_tokens: int = 20, use_cache: bool = True) -> str:
+        """Greedy continuation of `prompt`.
+
+        With the KV cache (the default) hooks see one position per step after the prompt;
+        `use_cache=False` re-reads the whole sequence each step (slower, same tokens).
+        """
         batch = self.tokenize([prompt])
         out = self.hf.generate(
             batch["input_ids"],
             attention_mask=batch["attention_mask"],
             max_new_tokens=max_new_tokens,
             do_sample=False,
+            use_cache=use_cache,
             pad_token_id=self.tokenizer.pad_token_id,
         )
         return self.tokenizer.decode(

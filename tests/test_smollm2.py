@@ -71,3 +71,39 @@ def test_forgets_france_capital_and_keeps_its_neighbours(smol):
         kept["correct"].all()
         and (kept["paraphrase_accuracy"] >= before.iloc[1:]["paraphrase_accuracy"] - 0.34).all()
     )
+
+
+GENERATION_PROMPTS = [
+    "The capital of France is",
+    "Q: What is the official language of Brazil?\nA:",
+    "Once upon a time, in a small village,",
+]
+
+
+@pytest.mark.parametrize("prompt", GENERATION_PROMPTS)
+def test_cached_and_uncached_generation_agree(smol, prompt):
+    """Greedy generation with the KV cache gives the tokens of cache-free generation: bare,
+    with the bottleneck attached (error term and strict), and under a conditional cut.
+    (transformers 5.24 renamed the cache argument; the bridge's attention then lost its cache.)"""
+    import codecut
+    from codecut.codebook import Ablation
+
+    def both():
+        cached = smol.generate(prompt, max_new_tokens=12)
+        assert cached == smol.generate(prompt, max_new_tokens=12, use_cache=False)
+        return cached
+
+    bare = both()
+    assert len(bare.strip()) > 0 and len(set(bare.strip())) > 3  # words, not one repeated char
+    bn = codecut.load_bottleneck("smollm2-135m-instruct")
+    with codecut.attach(smol, bn) as handle:
+        assert both() == bare  # the error term keeps outputs unchanged
+        smol(**{k: v for k, v in smol.tokenize([prompt]).items() if k != "last"})
+        early = handle.codes.indices[0, 2, 0].item()  # fires at the prompt's third token
+        late = handle.codes.indices[0, -1, :8].tolist()  # fire where the answer is read
+        clean = smol.next_token_logprobs([prompt])
+        handle.ablations.append(Ablation(late, mode="zero", when=[early]))
+        assert (smol.next_token_logprobs([prompt]) - clean).abs().max() > 1e-2  # the cut acts
+        both()
+    with codecut.attach(smol, bn, error_term=False):
+        both()
