@@ -201,19 +201,23 @@ def test_conditional_ablation_fires_only_after_condition(model, bn, world):
     assert torch.equal(changed[t0:], fires[t0:].to(changed.device))
 
 
-def test_conditional_ablation_across_kv_cache_steps(model, bn, world):
-    """Generation with a KV cache keeps the per-sequence state: the same tokens as a
-    cache-free greedy loop with the same conditional ablation."""
-    prompt = world[1].facts()[3].prompt
+@pytest.mark.parametrize("fact, seed", [(3, 0), (7, 1), (11, 2), (19, 3)])
+def test_conditional_ablation_across_kv_cache_steps(model, bn, world, fact, seed):
+    """Generation with a KV cache keeps the per-sequence state: the same tokens as cache-free
+    generation with the same conditional ablation (several prompts and random cuts)."""
+    prompt = world[1].facts()[fact].prompt
     batch = model.tokenize([prompt])
     with attach(model, bn) as handle:
         model(batch["input_ids"], batch["attention_mask"])
         first = handle.codes.indices[0, 1, 0].item()  # fires early in the prompt
-    ablation = Ablation(list(range(0, 512, 3)), mode="clamp", c=2.0, when=[first])
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randperm(bn.n_codes, generator=gen)[:170].tolist()
+    ablation = Ablation(codes, mode="clamp", c=2.0, when=[first])
     with attach(model, bn, error_term=False, ablations=[ablation]):
         cached = model.generate(prompt, max_new_tokens=4)
+        assert cached == model.generate(prompt, max_new_tokens=4, use_cache=False)
         ids = batch["input_ids"]
-        for _ in range(4):
+        for _ in range(4):  # a plain loop through Model.__call__ (the bridge, when there is one)
             ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)
     uncached = model.tokenizer.decode(
         ids[0, batch["input_ids"].shape[1] :], skip_special_tokens=True
