@@ -26,7 +26,12 @@ def evaluate(
 
     Columns: subject, relation, prompt, answer, correct (answer's first token is the greedy next
     token), p_answer (its probability), paraphrases (list of {"prompt", "correct", "p_answer"}),
-    paraphrase_accuracy (fraction of paraphrases answered; NaN when there are none).
+    paraphrase_accuracy (fraction of paraphrases answered; NaN when there are none). These always
+    describe the state evaluated: with a bottleneck or plan attached.
+
+    With a plan, the table is its before/after: `correct_before`, `p_answer_before` and
+    `paraphrase_accuracy_before` are the same measurements on the model without the plan (a
+    plan keeps the error term, so that is also the model with the bare bottleneck).
     """
     from codecut.codebook import attach
 
@@ -35,12 +40,14 @@ def evaluate(
         raise BadInput("no facts to evaluate")
     prompts = [p for f in facts for p in f.prompts]
     answers = [f.answer for f in facts for _ in f.prompts]
+    before = None  # with a plan: (p, correct) without it
     if plan is not None:
         if strict:
             raise BadInput("strict and plan do not combine: a plan keeps the error term")
         from codecut.probes.plan import apply
 
         plans = plan if isinstance(plan, list | tuple) else [plan]
+        before = model.answer_scores(prompts, answers)  # measured before the plan goes in
         ctx = apply(model, *plans, bottleneck=bottleneck)
     elif bottleneck is not None:
         ctx = attach(model, bottleneck, error_term=not strict)
@@ -69,23 +76,36 @@ def evaluate(
                 else float("nan"),
             }
         )
+        if before is not None:
+            p0, ok0 = before[0][i : i + n], before[1][i : i + n]
+            rows[-1].update(
+                correct_before=bool(ok0[0]),
+                p_answer_before=float(p0[0]),
+                paraphrase_accuracy_before=float(ok0[1:].float().mean()) if n > 1 else float("nan"),
+            )
         i += n
     return pd.DataFrame(rows)
 
 
 def summary(table: pd.DataFrame) -> dict:
-    """Accuracy and mean probability over an `evaluate` table."""
+    """Accuracy and mean probability over an `evaluate` table (+ `accuracy_before` with a plan)."""
     para = [q for ps in table["paraphrases"] for q in ps]
-    return {
+    out = {
         "n_facts": len(table),
         "accuracy": float(table["correct"].mean()),
         "mean_p_answer": float(table["p_answer"].mean()),
         "n_paraphrases": len(para),
         "paraphrase_accuracy": sum(q["correct"] for q in para) / len(para) if para else None,
     }
+    if "correct_before" in table:
+        out["accuracy_before"] = float(table["correct_before"].mean())
+    return out
 
 
 def to_json(table: pd.DataFrame) -> dict:
-    """The `codecut eval --json` object: {"facts": [...], "summary": {...}}."""
+    """The `codecut eval --json` object: {"facts": [...], "summary": {...}}; `correct` and
+    `p_answer` are the state evaluated, with `correct_before` / `p_answer_before` beside them
+    when a plan was applied."""
     keys = ["subject", "relation", "prompt", "answer", "correct", "p_answer", "paraphrases"]
+    keys += [k for k in ("correct_before", "p_answer_before") if k in table]
     return {"facts": table[keys].to_dict("records"), "summary": summary(table)}

@@ -18,8 +18,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codecut.codebook import Ablation, Attachment, Bottleneck, atomic, attach, load_bottleneck
+from codecut.codebook import (
+    Ablation,
+    Attachment,
+    Bottleneck,
+    atomic,
+    attach,
+    load_bottleneck,
+    saefile,
+)
 
+from codecut.errors import BadInput, BadType, NotFound
 from codecut.facts import Fact, fact_from_dict
 
 FORMAT = "codecut-plan/1"
@@ -31,7 +40,10 @@ class UnlearnPlan:
 
     Attributes:
         bottleneck_hash: content hash of the bottleneck the codes belong to.
-        bottleneck_source: where to load that bottleneck from (directory or registry name).
+        bottleneck_source: where to load that bottleneck from: a shipped bottleneck's registry
+            name, or a directory ("" for one never saved). A saved plan stores a directory
+            relative to the plan file ("./bn", "../bn"), so plan and bottleneck can move
+            together; `load_plan` resolves it (and reads older plans' absolute paths).
         hook: the hook it sits at.
         ablations: the cuts, applied in order.
         facts: the forget facts it was made for.
@@ -69,33 +81,79 @@ class UnlearnPlan:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the plan as JSON, atomically."""
-        atomic.write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
+        """Write the plan as JSON, atomically; a bottleneck directory is stored relative to it."""
+        data = self.to_dict()
+        data["bottleneck_source"] = _portable_source(self.bottleneck_source, Path(path).parent)
+        atomic.write_text(Path(path), json.dumps(data, indent=1) + "\n")
+
+
+def _portable_source(source: str, plan_dir: Path) -> str:
+    """How a plan file names its bottleneck: a registry name as is (a shipped directory by its
+    name), any other directory relative to the plan's directory, "" as is."""
+    if not source or source in saefile.registry():
+        return source
+    where = Path(source).resolve()
+    for name, shipped in saefile.registry().items():
+        if shipped.resolve() == where:
+            return name
+    rel = os.path.relpath(where, plan_dir.resolve())
+    return rel if rel.startswith("..") else f"./{rel}"
+
+
+def _resolve_source(source, plan_dir: Path) -> str:
+    """The bottleneck a plan file names, for `load_bottleneck`: a registry name, or a directory
+    (relative ones are relative to the plan file). Older plans stored absolute paths; one into
+    another install's shipped bottlenecks (`.../shipped/<name>`) is read as that name."""
+    if not isinstance(source, str):
+        raise TypeError(f"bottleneck_source must be a string, got {source!r}")
+    if not source or source in saefile.registry():
+        return source
+    path = Path(source)
+    if not path.is_absolute():
+        return str(plan_dir / path)
+    if not path.is_dir() and path.parent.name == "shipped" and path.name in saefile.registry():
+        return path.name
+    return source
 
 
 def load_plan(path: str | os.PathLike) -> UnlearnPlan:
     """Read a plan file; a bad one is an error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"plan file {path} does not exist")
+        raise NotFound(f"plan file {path} does not exist")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not a plan file (invalid JSON: {e.msg})") from None
+        raise BadInput(f"{path}: not a plan file (invalid JSON: {e.msg})") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not a plan file (not UTF-8 text)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a codecut plan (expected format {FORMAT!r})")
+        raise BadInput(f"{path}: not a codecut plan (expected format {FORMAT!r})")
     try:
+        for key in ("bottleneck_hash", "hook"):
+            if not isinstance(data[key], str) or not data[key]:
+                raise TypeError(f"{key} must be a non-empty string, got {data[key]!r}")
+        if not isinstance(data["ablations"], list):
+            raise TypeError(f"ablations must be a list, got {data['ablations']!r}")
+        ablations = []
+        for i, a in enumerate(data["ablations"]):
+            try:
+                ablations.append(Ablation.from_dict(a))
+            except (ValueError, TypeError) as e:
+                raise BadInput(f"{path}: ablations[{i}]: {e}") from None
         return UnlearnPlan(
             bottleneck_hash=data["bottleneck_hash"],
-            bottleneck_source=data["bottleneck_source"],
+            bottleneck_source=_resolve_source(data["bottleneck_source"], path.parent),
             hook=data["hook"],
-            ablations=[Ablation.from_dict(a) for a in data["ablations"]],
+            ablations=ablations,
             facts=[fact_from_dict(f, where=f"{path}: facts") for f in data["facts"]],
             results=data.get("results", {}),
             seconds=data.get("seconds", 0.0),
         )
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: malformed plan ({e})") from None
+    except KeyError as e:
+        raise BadInput(f"{path}: malformed plan (missing {e})") from None
+    except TypeError as e:
+        raise BadInput(f"{path}: malformed plan ({e})") from None
 
 
 def apply(model, *plans: UnlearnPlan, bottleneck: Bottleneck | None = None) -> Attachment:
@@ -106,18 +164,33 @@ def apply(model, *plans: UnlearnPlan, bottleneck: Bottleneck | None = None) -> A
     made for (same content hash), else this is an error.
     """
     if not plans:
-        raise ValueError("apply needs at least one plan")
+        raise BadInput("apply needs at least one plan")
+    for p in plans:
+        if not isinstance(p, UnlearnPlan):
+            raise BadType(f"apply takes UnlearnPlan objects, got {type(p).__name__}")
     hashes = {p.bottleneck_hash for p in plans}
     if len(hashes) > 1:
-        raise ValueError(f"plans for different bottlenecks cannot compose: {sorted(hashes)}")
+        raise BadInput(f"plans for different bottlenecks cannot compose: {sorted(hashes)}")
     hooks = {p.hook for p in plans}
     if len(hooks) > 1:
-        raise ValueError(f"plans for different hooks cannot compose: {sorted(hooks)}")
-    bn = bottleneck or plans[0].bottleneck or load_bottleneck(plans[0].bottleneck_source)
+        raise BadInput(f"plans for different hooks cannot compose: {sorted(hooks)}")
+    bn = bottleneck or plans[0].bottleneck
+    if bn is None:
+        if not plans[0].bottleneck_source:
+            raise BadInput(
+                "the plan names no bottleneck file (it was made with one never saved): "
+                "pass bottleneck=..."
+            )
+        bn = load_bottleneck(plans[0].bottleneck_source)
     if bn.content_hash != plans[0].bottleneck_hash:
-        raise ValueError(
+        raise BadInput(
             f"the plan was made for bottleneck {plans[0].bottleneck_hash}, not for "
             f"{bn.content_hash} ({bn.source or 'in memory'}); make a new plan for this bottleneck"
+        )
+    if bn.hook and plans[0].hook != bn.hook:
+        raise BadInput(
+            f"the plan cuts at {plans[0].hook} but its bottleneck was trained at {bn.hook}; "
+            "a plan's hook must be its bottleneck's (was the plan file edited?)"
         )
     ablations = [a for p in plans for a in p.ablations]
     return attach(model, bn, hook=plans[0].hook, error_term=True, ablations=ablations)

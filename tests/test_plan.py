@@ -1,11 +1,15 @@
 """Plans: save/load round trip, apply and revert, composition, and refusals."""
 
 import json
+import shutil
 
 import pytest
 import torch
+from codecut.probes.evaluate import to_json
 
-from codecut import Ablation, UnlearnPlan, apply, load_plan
+import codecut
+from codecut import Ablation, UnlearnPlan, apply, load_bottleneck, load_plan
+from codecut.errors import BadInput, NotFound
 
 
 def make_plan(bn, codes, facts):
@@ -81,3 +85,124 @@ def test_bad_plan_files(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ValueError, match=message):
         load_plan(path)
+
+
+def test_edited_hook_is_refused(world, world_bottleneck):
+    model, w = world
+    plan = make_plan(world_bottleneck, [1], w.facts()[:1])
+    plan.hook = "blocks.1.hook_out"  # another layer than the bottleneck's
+    with pytest.raises(BadInput, match=r"cuts at blocks.1.hook_out.*trained at blocks.2.hook_out"):
+        apply(model, plan)
+    assert not any(p._forward_hooks for p in model.hook_dict.values())
+
+
+def test_saved_plan_names_its_bottleneck_relative_to_itself(world, world_bottleneck, tmp_path):
+    model, w = world
+    world_bottleneck.save(tmp_path / "a" / "bn")
+    bn = load_bottleneck(tmp_path / "a" / "bn")
+    (tmp_path / "a" / "plans").mkdir()
+    make_plan(bn, [1], w.facts()[:1]).save(tmp_path / "a" / "plans" / "plan.json")
+    stored = json.loads((tmp_path / "a" / "plans" / "plan.json").read_text())
+    assert stored["bottleneck_source"] == "../bn"
+    shutil.move(tmp_path / "a", tmp_path / "moved")  # another install: the old path is gone
+    plan = load_plan(tmp_path / "moved" / "plans" / "plan.json")
+    with apply(model, plan) as handle:
+        assert handle.bottleneck.content_hash == bn.content_hash
+    # a bottleneck beside the plan file
+    bn.save(tmp_path / "moved" / "plans" / "bn")
+    make_plan(load_bottleneck(tmp_path / "moved" / "plans" / "bn"), [1], []).save(
+        tmp_path / "moved" / "plans" / "p2.json"
+    )
+    assert (
+        json.loads((tmp_path / "moved" / "plans" / "p2.json").read_text())["bottleneck_source"]
+        == "./bn"
+    )
+
+
+def test_shipped_bottleneck_is_named_by_registry_name(tmp_path):
+    bn = load_bottleneck("smollm2-135m-instruct")
+    assert bn.source == "smollm2-135m-instruct"
+    plan = make_plan(bn, [1], [])
+    plan.save(tmp_path / "plan.json")
+    assert json.loads((tmp_path / "plan.json").read_text())["bottleneck_source"] == bn.source
+    assert load_plan(tmp_path / "plan.json").bottleneck_source == "smollm2-135m-instruct"
+    # an older plan written on another install stored the shipped directory's absolute path
+    old = json.loads((tmp_path / "plan.json").read_text())
+    old["bottleneck_source"] = "/elsewhere/site-packages/codecut/codebook/shipped/" + bn.source
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_plan(tmp_path / "old.json").bottleneck_source == "smollm2-135m-instruct"
+    plan = load_plan(tmp_path / "old.json")
+    assert load_bottleneck(plan.bottleneck_source).content_hash == plan.bottleneck_hash
+
+
+def test_plan_never_saved_bottleneck_says_pass_it(world, world_bottleneck):
+    model, w = world
+    plan = make_plan(world_bottleneck, [1], w.facts()[:1])
+    plan.bottleneck = None  # as if loaded from a file: the bottleneck was never saved
+    with pytest.raises(BadInput, match="pass bottleneck="):
+        apply(model, plan)
+    with apply(model, plan, bottleneck=world_bottleneck):
+        pass
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"c": "abc"}, r"Ablation c: expected a number, got 'abc'"),
+        ({"codes": [1.7, "12"]}, r"Ablation codes: code ids must be integers"),
+        ({"codes": [True]}, r"Ablation codes: code ids must be integers, got True"),
+        ({"when": ["3"]}, r"Ablation when: code ids must be integers"),
+        ({"mode": "cut"}, r"Ablation mode: unknown mode 'cut'"),
+        ({"mode": 3}, r"Ablation mode: unknown mode 3"),
+        ({"min_value": None}, r"Ablation min_value: expected a number"),
+        ({"c": float("nan")}, r"Ablation c: expected a finite number"),
+        ({"codes": "12"}, r"Ablation codes: expected a list of code ids"),
+        ({"codes": [-3]}, r"Ablation codes: code ids must be >= 0"),
+        ({"size": 3}, r"unknown Ablation key"),
+    ],
+)
+def test_plan_file_ablation_types_are_checked(tmp_path, world_bottleneck, edit, message):
+    plan = make_plan(world_bottleneck, [1, 2], [])
+    data = plan.to_dict()
+    data["ablations"][0].update(edit)
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(BadInput, match=rf"plan.json: ablations\[0\]: {message}"):
+        load_plan(tmp_path / "plan.json")
+
+
+def test_plan_file_errors_name_the_file(tmp_path):
+    (tmp_path / "plan.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(BadInput, match="plan.json: not a plan file"):
+        load_plan(tmp_path / "plan.json")
+    with pytest.raises(NotFound, match="missing.json does not exist"):
+        load_plan(tmp_path / "missing.json")
+    base = {"format": "codecut-plan/1", "bottleneck_hash": "0" * 16, "bottleneck_source": "",
+            "hook": "blocks.2.hook_out", "facts": []}  # fmt: skip
+    for broken in ({**base, "ablations": {"codes": [1]}}, {**base, "ablations": [[1]]}):
+        (tmp_path / "plan.json").write_text(json.dumps(broken))
+        with pytest.raises(BadInput, match=r"plan.json: .*(ablations|Ablation)"):
+            load_plan(tmp_path / "plan.json")
+
+
+def test_evaluate_with_a_plan_gives_before_and_after(world, world_bottleneck):
+    model, w = world
+    facts = w.facts()[:6]
+    codes = world_bottleneck.act_mean.argsort(descending=True)[:8].tolist()
+    plan = make_plan(world_bottleneck, codes, facts[:1])
+    plain = codecut.evaluate(model, facts)
+    table = codecut.evaluate(model, facts, plan=plan)
+    with apply(model, plan):
+        after = codecut.evaluate(model, facts)
+    # the plain columns are the state evaluated (with the plan), the _before ones without it
+    assert table["p_answer"].tolist() == pytest.approx(after["p_answer"].tolist(), abs=1e-6)
+    assert table["correct"].tolist() == after["correct"].tolist()
+    assert table["p_answer_before"].tolist() == pytest.approx(plain["p_answer"].tolist(), abs=1e-6)
+    assert table["correct_before"].tolist() == plain["correct"].tolist()
+    assert table["paraphrase_accuracy_before"].tolist() == pytest.approx(
+        plain["paraphrase_accuracy"].tolist(), nan_ok=True
+    )
+    assert table["p_answer"].tolist() != pytest.approx(table["p_answer_before"].tolist())
+    out = to_json(table)
+    assert {"correct", "p_answer", "correct_before", "p_answer_before"} <= set(out["facts"][0])
+    assert out["summary"]["accuracy_before"] == plain["correct"].mean()
+    assert "correct_before" not in plain and "correct_before" not in to_json(plain)["facts"][0]
