@@ -129,10 +129,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
         return
     s = codecut.probes.evaluate.summary(table)
     table["paraphrases"] = table["paraphrase_accuracy"].map(percent)
+    before = ["correct_before", "p_answer_before"] if "correct_before" in table else []  # a plan
     print_table(
-        table, ["subject", "relation", "prompt", "answer", "correct", "p_answer", "paraphrases"]
+        table,
+        ["subject", "relation", "prompt", "answer", *before, "correct", "p_answer", "paraphrases"],
     )
-    print(f"\naccuracy {s['accuracy']:.0%} on {s['n_facts']} facts")
+    was = f"{s['accuracy_before']:.0%} without the plan, " if before else ""
+    print(f"\naccuracy {was}{s['accuracy']:.0%} on {s['n_facts']} facts")
 
 
 def read_texts(path: str) -> list[str]:

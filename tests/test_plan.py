@@ -206,3 +206,18 @@ def test_evaluate_with_a_plan_gives_before_and_after(world, world_bottleneck):
     assert {"correct", "p_answer", "correct_before", "p_answer_before"} <= set(out["facts"][0])
     assert out["summary"]["accuracy_before"] == plain["correct"].mean()
     assert "correct_before" not in plain and "correct_before" not in to_json(plain)["facts"][0]
+
+
+def test_cli_eval_with_a_plan_prints_before_and_after(world, world_bottleneck, tmp_path, capsys):
+    from codecut.cli import main
+
+    model, w = world
+    world_bottleneck.save(tmp_path / "bn")
+    codes = world_bottleneck.act_mean.argsort(descending=True)[:8].tolist()
+    make_plan(load_bottleneck(tmp_path / "bn"), codes, w.facts()[:1]).save(tmp_path / "plan.json")
+    codecut.save_facts(w.facts()[:3], tmp_path / "f.jsonl")
+    argv = ["eval", "--model", model.name, "--facts", str(tmp_path / "f.jsonl")]
+    assert main([*argv, "--plan", str(tmp_path / "plan.json")]) == 0
+    out = capsys.readouterr().out
+    assert "correct_before" in out and "p_answer_before" in out
+    assert "without the plan" in out
