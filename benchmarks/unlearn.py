@@ -121,13 +121,10 @@ def main() -> None:
         bn = codecut.load_bottleneck(args.bottleneck or "smollm2-135m-instruct")
         facts = example_facts()
     else:
-        from codecut.probes.world import build_world
+        from codecut.probes.world import build_world, world_bottleneck
 
         model, w = build_world(seed=0)
-        bn = codecut.train_bottleneck(
-            model, "blocks.2.hook_out", "topk", n_codes=1024, k=16, tokens=200_000,
-            texts=w.corpus(), batch_size=512,
-        )  # fmt: skip
+        bn = world_bottleneck(model, w)
         facts = w.facts("all")
     known = codecut.evaluate(model, facts)
     facts = [f for f, ok in zip(facts, known["correct"]) if ok]

@@ -209,6 +209,8 @@ class Model:
         self, prompts: list[str], answers: list[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(p of each answer's first token, whether it is the greedy next token), per prompt."""
+        if not prompts:
+            return torch.empty(0), torch.empty(0, dtype=torch.bool)
         logp = self.next_token_logprobs(prompts)
         targets = torch.tensor([self.answer_token(a) for a in answers])
         p = logp.gather(1, targets[:, None]).squeeze(1).exp()

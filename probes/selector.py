@@ -43,6 +43,7 @@ from codecut.probes.antisamples import make_antisamples
 from codecut.probes.plan import UnlearnPlan
 from tqdm.auto import tqdm
 
+from codecut.errors import BadInput, BadType
 from codecut.facts import Fact, example_facts
 from codecut.models import Model, load_model
 
@@ -231,7 +232,7 @@ def select(
     anti = make_antisamples(model, fact, pool=pool)
     wrong = sorted({a.answer for a in anti if a.kind == "counterfactual"})
     if not wrong:
-        raise ValueError(
+        raise BadInput(
             f"no anti-answers for {fact.prompt!r}: give a pool of facts of the same relation"
         )
     # The forget probe: the prompt, its paraphrases and the model-checked generated paraphrases
@@ -323,6 +324,10 @@ def select(
                     break
                 tried.append(code)
                 trial = run(build(chosen + [code], mode, c, conditional))
+                log.debug(
+                    "try code %d: forget %.2f retain %.2f held %d", code,
+                    trial.forget_accuracy, trial.retain_accuracy, int(trial.held.sum()),
+                )  # fmt: skip
                 if trial.retain_accuracy < base_retain - retain_budget:
                     continue  # this code costs retain accuracy: skip it
                 chosen, result = chosen + [code], trial
@@ -349,7 +354,7 @@ def select(
             if entry["success"]:
                 break
     if best is None:
-        raise ValueError(f"no code could be cut for {fact.prompt!r} within the retain budget")
+        raise BadInput(f"no code could be cut for {fact.prompt!r} within the retain budget")
     entry = best[1]
     ablations = build(entry["codes"], entry["mode"], entry["c"], entry["conditional"])
     report = {**entry, "condition_codes": cond if entry["conditional"] else []}
@@ -371,7 +376,7 @@ def unlearn(
         bottleneck: the bottleneck to cut codes in (its hook is used).
         forget: facts to forget; each must be known by the model (greedy answer).
         retain: facts that must survive; default: the known facts of `pool` that share a subject
-            or a relation with a forget fact.
+            or a relation with a forget fact (every other known fact of `pool` when none does).
         pool: known facts to draw counterfactual answers and the default retain set from;
             default: `retain`, else the shipped example facts.
         options: passed to `select` (max_codes, retain_budget, p_threshold, ...).
@@ -381,9 +386,9 @@ def unlearn(
     t0 = time.time()
     model = load_model(model)
     if not forget:
-        raise ValueError("nothing to forget: the forget set is empty")
+        raise BadInput("nothing to forget: the forget set is empty")
     if not all(isinstance(f, Fact) for f in forget):
-        raise TypeError(
+        raise BadType(
             "forget must be a list of codecut.Fact (read a JSONL file with codecut.load_facts)"
         )
     if pool is None:
@@ -391,18 +396,16 @@ def unlearn(
     before = evaluate(model, forget)
     unknown = before.loc[~before["correct"], "prompt"].tolist()
     if unknown:
-        raise ValueError(
+        raise BadInput(
             f"the model does not know {unknown[0]!r} (greedy answer differs): nothing to forget"
         )
     forget_keys = {(f.subject, f.relation) for f in forget}
     if retain is None:
         subjects, relations = {f.subject for f in forget}, {f.relation for f in forget}
-        near = [
-            f
-            for f in pool
-            if (f.subject, f.relation) not in forget_keys
-            and (f.subject in subjects or f.relation in relations)
-        ]
+        others = [f for f in pool if (f.subject, f.relation) not in forget_keys]
+        # The neighbours that a cut is likeliest to hurt; with none (a relation and subjects the
+        # pool does not hold), every other fact of the pool guards against a careless cut.
+        near = [f for f in others if f.subject in subjects or f.relation in relations] or others
         retain = [f for f, ok in zip(near, evaluate(model, near)["correct"]) if ok] if near else []
     retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
     ablations: list[Ablation] = []

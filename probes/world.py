@@ -255,3 +255,14 @@ def fact_accuracy(model: Model, facts: list[Fact]) -> float:
     answers = [f.answer for f in facts for _ in f.prompts]
     _, correct = model.answer_scores(prompts, answers)
     return correct.float().mean().item()
+
+
+def world_bottleneck(model: Model, world: World, seed: int = 0):
+    """The tests' and benchmarks' bottleneck for a world: TopK, 1024 codes, k=16, at layer 2,
+    trained on 200k activations of the world's corpus (seconds on a CPU)."""
+    from codecut.codebook import train_bottleneck
+
+    return train_bottleneck(
+        model, "blocks.2.hook_out", "topk", n_codes=1024, k=16, tokens=200_000,
+        texts=world.corpus(), batch_size=512, seed=seed,
+    )  # fmt: skip

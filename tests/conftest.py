@@ -2,6 +2,7 @@
 
 import pytest
 from codecut.probes.world import build_world
+from codecut.probes.world import world_bottleneck as world_bottleneck_for
 
 
 @pytest.fixture(scope="session")
@@ -12,11 +13,5 @@ def world():
 
 @pytest.fixture(scope="session")
 def world_bottleneck(world):
-    """A TopK bottleneck (1024 codes, k=16) at layer 2 of the world model, trained once per run."""
-    from codecut import train_bottleneck
-
-    model, w = world
-    return train_bottleneck(
-        model, "blocks.2.hook_out", "topk", n_codes=1024, k=16, tokens=200_000,
-        texts=w.corpus(), batch_size=512,
-    )  # fmt: skip
+    """The world's TopK bottleneck (1024 codes, k=16) at layer 2, trained once per run."""
+    return world_bottleneck_for(*world, seed=0)

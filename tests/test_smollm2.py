@@ -85,8 +85,9 @@ def test_cached_and_uncached_generation_agree(smol, prompt):
     """Greedy generation with the KV cache gives the tokens of cache-free generation: bare,
     with the bottleneck attached (error term and strict), and under a conditional cut.
     (transformers 5.24 renamed the cache argument; the bridge's attention then lost its cache.)"""
-    import codecut
     from codecut.codebook import Ablation
+
+    import codecut
 
     def both():
         cached = smol.generate(prompt, max_new_tokens=12)
