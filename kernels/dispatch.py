@@ -7,7 +7,7 @@ import torch
 from codecut.errors import BadInput, CodecutError
 
 from .sparse_decode import sparse_decode_ref, sparse_decode_triton
-from .topk_encode import INTERPRETED, TopK, topk_encode_ref, topk_encode_triton
+from .topk_encode import INTERPRETED, TRITON_MAX_K, TopK, topk_encode_ref, topk_encode_triton
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -67,7 +67,9 @@ def topk_encode(
         raise ValueError(f"k must be an int in [1, n={n}], got {k!r}")
     if x.device != W_enc.device:
         raise ValueError(f"x is on {x.device} but W_enc on {W_enc.device}")
-    if backend(x.device) == "triton":
+    # The kernel keeps a running top-k in registers sized for k <= TRITON_MAX_K; a wider k (AuxK
+    # over hundreds of dead codes, say) takes the reference, also on CUDA.
+    if backend(x.device) == "triton" and k <= TRITON_MAX_K:
         return topk_encode_triton(x, W_enc, b_enc, k, cosine)
     return topk_encode_ref(x, W_enc, b_enc, k, cosine)
 

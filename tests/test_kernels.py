@@ -328,3 +328,22 @@ def test_torch_path_is_the_reference(monkeypatch):
 def test_bad_arguments_raise(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_wide_k_takes_the_reference_even_where_triton_runs(monkeypatch):
+    """A k past the kernel's register-sized top-k (AuxK over hundreds of dead codes) must not
+    reach the Triton kernel, on CUDA too: the dispatch decision, checked on CPU."""
+    from codecut.kernels import dispatch
+    from codecut.kernels.topk_encode import TRITON_MAX_K, topk_encode_ref
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Triton top-k was asked for a k it is not built for")
+
+    monkeypatch.setattr(dispatch, "backend", lambda device: "triton")
+    monkeypatch.setattr(dispatch, "topk_encode_triton", refuse)
+    x, W = torch.randn(4, 16), torch.randn(16, 512)
+    got = dispatch.topk_encode(x, W, None, TRITON_MAX_K + 72)
+    want = topk_encode_ref(x, W, None, TRITON_MAX_K + 72)
+    assert torch.equal(got.indices, want.indices) and torch.equal(got.values, want.values)
+    with pytest.raises(AssertionError, match="not built for"):
+        dispatch.topk_encode(x, W, None, TRITON_MAX_K)  # up to the limit it is the kernel's
