@@ -2,19 +2,40 @@
 
 import pytest
 import torch
-from codecut.probes.world import fact_accuracy
+from codecut.probes.world import build_world, fact_accuracy
+from codecut.probes.world import world_bottleneck as world_bottleneck_for
 
 from codecut import Fact, apply, evaluate, load_plan, unlearn
 
+# The unlearning properties must hold for any reasonable training run, not one lucky seed: each
+# seed trains its own world (other names, other facts) and its own bottleneck. Seed 2 is a known
+# selector failure (issue 13's note): no cut forgets a colour there within the retain budget.
+SEEDS = [
+    0,
+    1,
+    pytest.param(
+        2, marks=pytest.mark.xfail(reason="selector defect on world seed 2, see issue 13")
+    ),
+]
 
-@pytest.fixture(scope="module")
-def forgotten(world, world_bottleneck):
-    """Forget Findar's favourite colour; the world's facts with all their templates as the pool."""
-    model, w = world
+
+@pytest.fixture(scope="module", params=SEEDS, ids=["seed0", "seed1", "seed2"])
+def forgotten(request, world, world_bottleneck):
+    """Forget one subject's favourite colour, the world's facts with all their templates as the
+    pool. The subject: the first, from the fourth by name on (Findar in seed 0), whose colour
+    the world model answers on every template, as the checks below need."""
+    seed = request.param
+    if seed == 0:
+        model, w = world
+        bn = world_bottleneck
+    else:
+        model, w = build_world(seed=seed)
+        bn = world_bottleneck_for(model, w, seed=seed)
     facts = w.facts("all")
-    target = next(f for f in facts if f.subject == "Findar" and f.relation == "color")
+    colours = {f.subject: f for f in facts if f.relation == "color"}
+    target = next(colours[s] for s in w.subjects[3:] if fact_accuracy(model, [colours[s]]) == 1)
     weights = {k: v.clone() for k, v in model.hf.state_dict().items()}
-    plan = unlearn(model, world_bottleneck, [target], pool=facts)
+    plan = unlearn(model, bn, [target], pool=facts)
     return model, facts, target, plan, weights
 
 
@@ -59,3 +80,15 @@ def test_bad_input(world, world_bottleneck):
     unknown = Fact(fact.subject, fact.relation, fact.prompt, wrong)
     with pytest.raises(ValueError, match="does not know"):
         unlearn(model, world_bottleneck, [unknown], pool=w.facts())
+
+
+def test_a_relation_and_subject_the_pool_does_not_hold(world, world_bottleneck):
+    """Nothing in the pool shares the fact's subject or relation: the wrong answers come from
+    the model itself and every other pool fact is kept (this crashed with an IndexError)."""
+    model, w = world
+    facts = w.facts()
+    target = next(f for f in facts if f.subject == w.subjects[3] and f.relation == "color")
+    others = [f for f in facts if f.relation != "color" and f.subject != target.subject][:24]
+    plan = unlearn(model, world_bottleneck, [target], pool=[target, *others])
+    assert plan.results["retain"]["before"]["n_facts"] == len(others)
+    assert plan.results["facts"][0]["selection"]["codes"]
