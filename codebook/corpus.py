@@ -152,13 +152,14 @@ def generated_texts(
     try:
         for i in tqdm(range(0, n_texts, batch_size), desc="sampling corpus", leave=False):
             enc = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True)
-            gen = model.hf.generate(
-                **{k: v.to(model.device) for k, v in enc.items()},
-                max_new_tokens=max_new_tokens,
-                do_sample=True,
-                top_p=0.95,
-                pad_token_id=tok.pad_token_id,
-            )
+            with model.eval_mode():  # no dropout in a model left training
+                gen = model.hf.generate(
+                    **{k: v.to(model.device) for k, v in enc.items()},
+                    max_new_tokens=max_new_tokens,
+                    do_sample=True,
+                    top_p=0.95,
+                    pad_token_id=tok.pad_token_id,
+                )
             out += tok.batch_decode(gen, skip_special_tokens=True)
     finally:
         tok.padding_side = old_side

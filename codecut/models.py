@@ -224,14 +224,15 @@ class Model:
         `use_cache=False` re-reads the whole sequence each step (slower, same tokens).
         """
         batch = self.tokenize([prompt])
-        out = self.hf.generate(
-            batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            use_cache=use_cache,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
+        with self.eval_mode():  # no dropout in a model the user left training
+            out = self.hf.generate(
+                batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                use_cache=use_cache,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
         return self.tokenizer.decode(
             out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True
         )

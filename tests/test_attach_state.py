@@ -123,3 +123,17 @@ def test_bare_hf_model_is_left_as_found(world, bn):
     _forward(model, world)
     h.remove()
     assert len(seen) == 1
+
+
+def test_generation_of_a_model_left_training_has_no_dropout(world):
+    """`Model.generate` runs in eval mode and gives the model back in training mode."""
+    bridged, w = world
+    hf = AutoModelForCausalLM.from_pretrained(bridged.name)
+    for layer in decoder_layers(hf):
+        layer.self_attn.attention_dropout = 0.9  # dropout that would scramble the answer
+    prompt = w.facts()[0].prompt
+    want = load_model(hf).generate(prompt, max_new_tokens=4)  # loaded in eval mode
+    hf.train()
+    model = load_model(hf, tokenizer=bridged.tokenizer)
+    assert [model.generate(prompt, max_new_tokens=4) for _ in range(3)] == [want] * 3
+    assert hf.training
