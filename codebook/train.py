@@ -79,10 +79,12 @@ def _ordinary(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def collect_activations(
-    model, hook: str, texts: list[str], max_tokens: int, ctx: int = 128, batch_size: int = 16
-) -> Activations:
-    """Activations at `hook` for ordinary tokens of `texts`, up to `max_tokens` of them."""
+def iter_activations(
+    model, hook: str, texts: list[str], ctx: int = 128, batch_size: int = 16,
+    dtype: torch.dtype = torch.bfloat16, skip: int = 0,
+):  # fmt: skip
+    """Activations at `hook` for ordinary tokens of `texts`, a CPU tensor [n, d] per batch, in
+    order; the first `skip` of them are left out (batches wholly inside them are not run)."""
     got: list[torch.Tensor] = []
 
     def grab(module, args, out):
@@ -90,33 +92,62 @@ def collect_activations(
         raise _Stop
 
     handle = model.hook_dict[hook].register_forward_hook(grab)
-    rows, n = [], 0
-    bar = tqdm(total=max_tokens, desc=f"activations at {hook}", leave=False)
     try:
         for ids, mask in _batches(model, texts, ctx, batch_size):
+            ordinary = _ordinary(model, ids, mask)
+            n = int(ordinary.sum())
+            if skip >= n:
+                skip -= n
+                continue
             try:
                 model(ids, mask)
             except _Stop:
                 pass
-            x = got.pop()[_ordinary(model, ids, mask)].to(torch.bfloat16).cpu()
+            yield got.pop()[ordinary].to(dtype).cpu()[skip:]
+            skip = 0
+    finally:
+        handle.remove()
+
+
+def outlier_limit(norms: torch.Tensor) -> float:
+    """The norm above which positions are left out: NORM_OUTLIER x the median of `norms`."""
+    return NORM_OUTLIER * norms.median().item()
+
+
+@torch.no_grad()
+def collect_activations(
+    model, hook: str, texts: list[str], max_tokens: int, ctx: int = 128, batch_size: int = 16
+) -> Activations:
+    """Activations at `hook` for ordinary tokens of `texts`, up to `max_tokens` of them."""
+    rows, n = [], 0
+    bar = tqdm(total=max_tokens, desc=f"activations at {hook}", leave=False)
+    try:
+        for x in iter_activations(model, hook, texts, ctx, batch_size):
             rows.append(x)
             n += len(x)
             bar.update(len(x))
             if n >= max_tokens:
                 break
     finally:
-        handle.remove()
         bar.close()
     if not rows:
         raise BadInput("no text to collect activations from")
     x = torch.cat(rows)[:max_tokens]
     norms = x.float().norm(dim=-1)
-    limit = NORM_OUTLIER * norms.median().item()
+    limit = outlier_limit(norms)
     outliers = norms > limit
     log.info(
         "collected %d activations; %d outliers (> %.1f) left out", len(x), outliers.sum(), limit
     )
     return Activations(x[~outliers], limit)
+
+
+def split_texts(texts: list[str], gen: torch.Generator) -> tuple[list[str], list[str]]:
+    """(train, eval) texts: 5% of them, chosen with `gen`, held out for evaluation."""
+    perm = torch.randperm(len(texts), generator=gen).tolist()
+    n_eval = max(1, len(texts) // 20) if len(texts) > 1 else 0
+    eval_texts = [texts[i] for i in perm[:n_eval]]
+    return [texts[i] for i in perm[n_eval:]] or eval_texts, eval_texts
 
 
 @torch.no_grad()
@@ -167,9 +198,81 @@ def _step_unit_norm(bn: Bottleneck, opt: torch.optim.Optimizer) -> None:
         bn.normalize_decoder()
 
 
+class _InMemory:
+    """Training batches from a tensor: each epoch a new random order of all its rows."""
+
+    def __init__(self, x: torch.Tensor, gen: torch.Generator):
+        self.x, self.gen = x, gen
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        self.order = torch.randperm(len(self.x), generator=self.gen)
+
+    def get(self, pos: int, n: int) -> torch.Tensor:
+        return self.x[self.order[pos : pos + n]]
+
+    def state(self) -> dict:
+        return {"order": self.order}
+
+    def load_state(self, state: dict) -> None:
+        self.order = state["order"]
+
+
+class _Streamed:
+    """Training batches from `ActivationShards`, one shard in memory at a time: each epoch visits
+    the shards in a random order and each shard's rows in a random order. With one shard this
+    is `_InMemory`'s order (the same draws from `gen`)."""
+
+    def __init__(self, shards, gen: torch.Generator):
+        self.shards, self.gen = shards, gen
+        self.loaded: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        sizes = self.shards.sizes
+        if len(sizes) == 1:
+            self.order, self.seeds = [0], [None]
+            self.perm0 = torch.randperm(sizes[0], generator=self.gen)
+        else:
+            self.order = torch.randperm(len(sizes), generator=self.gen).tolist()
+            self.seeds = torch.randint(2**62, (len(sizes),), generator=self.gen).tolist()
+            self.perm0 = None
+        self.loaded = None
+
+    def _shard(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.loaded is None or self.loaded[0] != i:
+            self.loaded = None  # let the previous shard go before the next is read
+            x = self.shards.load(i)
+            perm = self.perm0
+            if perm is None:
+                own = torch.Generator().manual_seed(self.seeds[i])
+                perm = torch.randperm(len(x), generator=own)
+            self.loaded = (i, x, perm)
+        return self.loaded[1], self.loaded[2]
+
+    def get(self, pos: int, n: int) -> torch.Tensor:
+        """Rows pos .. pos + n of this epoch's order (fewer at its end)."""
+        out, start = [], 0
+        for i in self.order:
+            size = self.shards.sizes[i]
+            lo, hi = max(pos, start), min(pos + n, start + size)
+            if lo < hi:
+                x, perm = self._shard(i)
+                out.append(x[perm[lo - start : hi - start]])
+            start += size
+        return torch.cat(out)
+
+    def state(self) -> dict:
+        return {"order": self.order, "seeds": self.seeds, "perm0": self.perm0}
+
+    def load_state(self, state: dict) -> None:
+        self.order, self.seeds, self.perm0 = state["order"], state["seeds"], state["perm0"]
+        self.loaded = None
+
+
 def train_bottleneck(
-    model,
-    hook: str = "blocks.12.hook_out",
+    model=None,
+    hook: str | None = None,
     kind: str = "topk",
     n_codes: int = 8192,
     k: int = 32,
@@ -185,12 +288,14 @@ def train_bottleneck(
     seed: int = 0,
     command: str | None = None,
     time_limit: float | None = None,
+    activations: str | Path | None = None,
 ) -> Bottleneck:
     """Train a `kind` bottleneck ("topk" or "codebook") at `hook` of `model`.
 
     Args:
-        model: anything `codecut.load_model` accepts.
-        hook, kind, n_codes, k: what to train.
+        model: anything `codecut.load_model` accepts; may be None with `activations`.
+        hook, kind, n_codes, k: what to train (hook default: "blocks.12.hook_out", or with
+            `activations` the one they were collected at).
         tokens: training steps x batch size (activations seen, with repeats).
         texts: the corpus; default `corpus.default_corpus(model)` (model samples + package prose).
         unique_tokens: distinct activations to collect (default: `tokens`); fewer means epochs.
@@ -204,6 +309,13 @@ def train_bottleneck(
         command: the command line to record (default: this process's argv).
         time_limit: stop the optimization after this many seconds of wall time (counted from
             the call), with fewer than `tokens` seen; the recorded numbers say how many.
+        activations: a folder written by `activations.collect_to_disk` to train from instead of
+            collecting, streamed one shard at a time (with one shard, the same steps as direct
+            training on the same activations; with several, each epoch visits the shards in a
+            random order and each shard's activations in a random order). The model is then
+            needed only for the CE metrics (with the texts the shards came from, for the
+            held-out ones): without it, FVU and L0 are measured on the first 4096 training
+            activations instead of held-out ones, and the CE metrics are left out.
 
     Returns the trained Bottleneck, with `cfg.extra["metrics"]` filled in.
     """
@@ -212,29 +324,68 @@ def train_bottleneck(
     from codecut.models import load_model
 
     check_arguments(kind, n_codes, k, tokens, unique_tokens=unique_tokens, batch_size=batch_size)
-    model = load_model(model)
-    model.check_hook(hook)
+    shards = man = None
+    if activations is not None:
+        from codecut.codebook.activations import ActivationShards
+
+        shards = ActivationShards(activations)
+        man = shards.manifest
+        if hook is not None and hook != man.hook:
+            raise BadInput(f"hook {hook!r}: the activations in {activations} are at {man.hook!r}")
+        hook = man.hook
+        if model is not None:
+            model = load_model(model)
+            if model.name != man.model:
+                raise BadInput(
+                    f"the activations in {activations} are {man.model}'s, not {model.name}'s"
+                )
+        model_name, d_model = man.model, man.d_model
+    else:
+        if model is None:
+            raise BadInput("a model is needed (or activations=DIR written by collect_to_disk)")
+        hook = hook or "blocks.12.hook_out"
+        model = load_model(model)
+        model.check_hook(hook)
+        model_name, d_model = model.name, model.d_model
     t0 = time.time()
     ckpt_dir = Path(out) / "checkpoint" if out else None
     source = {
-        "model": model.name, "d_model": model.d_model, "hook": hook, "kind": kind,
+        "model": model_name, "d_model": d_model, "hook": hook, "kind": kind,
         "n_codes": n_codes, "k": k, "tokens": tokens, "unique_tokens": unique_tokens,
         "batch_size": batch_size, "lr": lr, "aux_coef": aux_coef, "seed": seed,
     }  # fmt: skip
+    if man:
+        source["activations"] = str(Path(activations).resolve())
+        source["texts_sha256"] = man.texts_sha256
     if ckpt_dir:  # before the corpus is built: a mismatch fails fast
         _check_checkpoint(ckpt_dir, source)
     gen = torch.Generator().manual_seed(seed)
-    texts = list(texts) if texts is not None else default_corpus(model, seed=seed)
-    source["texts_sha256"] = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
-    if ckpt_dir:
-        _check_checkpoint(ckpt_dir, source)
-    perm = torch.randperm(len(texts), generator=gen).tolist()
-    n_eval = max(1, len(texts) // 20) if len(texts) > 1 else 0
-    eval_texts = [texts[i] for i in perm[:n_eval]]
-    train_texts = [texts[i] for i in perm[n_eval:]] or eval_texts
+    if man:
+        torch.randperm(man.n_texts, generator=gen)  # the split's draw: gen goes on as direct
+        eval_texts, n_texts = [], man.n_texts
+        if model is not None:
+            texts = list(texts) if texts is not None else default_corpus(model, seed=man.seed)
+            if hashlib.sha256(json.dumps(texts).encode()).hexdigest() != man.texts_sha256:
+                raise BadInput(
+                    f"the texts differ from those {activations} was collected from; "
+                    "pass the same texts (or no model: the CE metrics are then left out)"
+                )
+            eval_texts = split_texts(texts, torch.Generator().manual_seed(man.seed))[1]
+        if ckpt_dir:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(ckpt_dir / SOURCE, json.dumps(source, indent=1))
+    else:
+        texts = list(texts) if texts is not None else default_corpus(model, seed=seed)
+        n_texts = len(texts)
+        source["texts_sha256"] = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+        if ckpt_dir:
+            _check_checkpoint(ckpt_dir, source)
+        train_texts, eval_texts = split_texts(texts, gen)
 
-    cached = ckpt_dir / "activations.pt" if ckpt_dir else None
-    if cached and cached.exists():
+    cached = ckpt_dir / "activations.pt" if ckpt_dir and not man else None
+    if man:
+        acts = None
+    elif cached and cached.exists():
         acts = Activations(**torch.load(cached))
         log.info("resuming: %d cached activations from %s", len(acts.x), cached)
     else:
@@ -250,33 +401,36 @@ def train_bottleneck(
             tmp = cached.with_suffix(".tmp")
             torch.save({"x": acts.x, "norm_limit": acts.norm_limit}, tmp)
             tmp.replace(cached)
+    x_all = shards if man else acts.x  # a tensor, or shards read one at a time
+    head = shards.head(65536) if man else x_all[:65536]
     eval_acts = (
-        collect_activations(model, hook, eval_texts, 50_000).x if eval_texts else acts.x[:4096]
+        collect_activations(model, hook, eval_texts, 50_000).x if eval_texts else head[:4096]
     )
 
     # Train on x / scale (unit mean squared norm per dimension) so one learning rate fits every
     # model; the scale is folded back into the biases at the end (values scale with it).
-    x_all = acts.x
-    scale = x_all[:65536].float().pow(2).sum(-1).mean().div(model.d_model).sqrt().item()
+    scale = head.float().pow(2).sum(-1).mean().div(d_model).sqrt().item()
     cfg = BottleneckConfig(
-        kind=kind, d_in=model.d_model, n_codes=n_codes, k=k, hook=hook, model=model.name,
-        apply_b_dec_to_input=kind == "topk", norm_limit=acts.norm_limit,
+        kind=kind, d_in=d_model, n_codes=n_codes, k=k, hook=hook, model=model_name,
+        apply_b_dec_to_input=kind == "topk", norm_limit=man.norm_limit if man else acts.norm_limit,
     )  # fmt: skip
-    bn = _init(cfg, x_all[:65536].float() / scale, gen)
+    bn = _init(cfg, head.float() / scale, gen)
+    del head
     lr = lr or 1e-3 / math.sqrt(n_codes / 16384)
     opt = torch.optim.Adam(bn.parameters(), lr=lr, betas=(0.9, 0.999))
     steps = max(1, tokens // batch_size)
     # A code is dead when it has not fired for this many activations (sparsify uses 10M).
     dead_after = max(20 * batch_size, min(1_000_000, tokens // 10))
     last_fired = torch.zeros(n_codes, dtype=torch.long)
-    order = torch.randperm(len(x_all), generator=gen)
+    rows = _Streamed(shards, gen) if man else _InMemory(x_all, gen)
     start = 0
     state_file = ckpt_dir / "state.pt" if ckpt_dir else None
     if state_file and state_file.exists():
         state = torch.load(state_file)
         bn.load_state_dict(state["bottleneck"])
         opt.load_state_dict(state["optimizer"])
-        last_fired, start, order = state["last_fired"], state["step"], state["order"]
+        last_fired, start = state["last_fired"], state["step"]
+        rows.load_state(state.get("rows") or {"order": state["order"]})
         gen.set_state(state["gen"])
         log.info("resuming at step %d of %d", start, steps)
 
@@ -291,8 +445,8 @@ def train_bottleneck(
         done = step + 1
         pos = (step * batch_size) % len(x_all)
         if step > 0 and pos < batch_size:  # a new epoch: reshuffle
-            order = torch.randperm(len(x_all), generator=gen)
-        x = x_all[order[pos : pos + batch_size]].float() / scale
+            rows.new_epoch()
+        x = rows.get(pos, batch_size).float() / scale
         codes = bn.encode(x)
         x_hat = bn.decode(codes)
         err = x - x_hat
@@ -318,7 +472,7 @@ def train_bottleneck(
             tmp = state_file.with_suffix(".tmp")
             torch.save(
                 {"bottleneck": bn.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
-                 "last_fired": last_fired, "gen": gen.get_state(), "order": order},
+                 "last_fired": last_fired, "gen": gen.get_state(), "rows": rows.state()},
                 tmp,
             )  # fmt: skip
             tmp.replace(state_file)
@@ -340,10 +494,10 @@ def train_bottleneck(
             "batch_size": batch_size,
             "lr": lr,
             "seed": seed,
-            "texts": len(texts),
+            "texts": n_texts,
             "seconds": round(train_seconds, 1),
         },
-        "metrics": evaluate_bottleneck(model, bn, acts.x, eval_acts, eval_texts),
+        "metrics": evaluate_bottleneck(model, bn, x_all, eval_acts, eval_texts),
     }
     log.info("trained %r in %.0f s: %s", bn, train_seconds, bn.cfg.extra["metrics"])
     if out:
@@ -433,8 +587,8 @@ def evaluate_bottleneck(
 ) -> dict[str, float]:
     """Fill in the code statistics (on up to 200k training activations) and measure: FVU and
     L0 on held-out activations, dead fraction, next-token CE clean / strict / mean-ablated."""
-    pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))
-    sample = train_x[pick[:200_000]]
+    pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:200_000]
+    sample = train_x[pick] if isinstance(train_x, torch.Tensor) else train_x.take(pick)
     fire_rate, act_mean = code_stats(bn, sample)
     bn.fire_rate.copy_(fire_rate)
     bn.act_mean.copy_(act_mean)

@@ -162,11 +162,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     check_arguments(args.kind, args.codes, args.k, args.tokens, names=CLI_NAMES)
     if Path(args.out).exists() and not (Path(args.out) / "checkpoint").exists():
         raise BadInput(f"{args.out} exists; choose a new --out directory")
+    if args.activations:
+        from codecut.codebook.activations import ActivationShards
+
+        ActivationShards(args.activations)  # a missing or unfinished folder fails before loading
+    elif not (args.model and args.hook):
+        raise BadInput(
+            "--model and --hook are needed (or --activations DIR from `codecut collect`)"
+        )
     texts = read_texts(args.texts) if args.texts else None
-    model = codecut.load_model(args.model)
+    model = codecut.load_model(args.model) if args.model else None
     bn = codecut.train_bottleneck(
         model, args.hook, args.kind, n_codes=args.codes, k=args.k, tokens=args.tokens,
-        texts=texts, out=args.out,
+        texts=texts, out=args.out, activations=args.activations,
     )  # fmt: skip
     metrics = bn.cfg.extra.get("metrics", {})
     print(f"saved {bn} to {args.out}")
@@ -175,6 +183,24 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.json
         else "\n".join(f"{k}: {v}" for k, v in metrics.items())
     )
+
+
+COLLECT_NAMES = {"tokens": "--tokens", "shard_tokens": "--shard-tokens", "dtype": "--dtype"}
+
+
+def cmd_collect(args: argparse.Namespace) -> None:
+    """Collect activations at one hook of a model into safetensors shards."""
+    from codecut.codebook.activations import check_collect_arguments, collect_to_disk
+
+    check_collect_arguments(args.tokens, args.shard_tokens, args.dtype, names=COLLECT_NAMES)
+    texts = read_texts(args.texts) if args.texts else None
+    m = collect_to_disk(
+        args.model, args.hook, args.tokens, args.out, texts=texts, dtype=args.dtype,
+        shard_tokens=args.shard_tokens,
+    )  # fmt: skip
+    kept = sum(s.tokens for s in m.shards)
+    print(f"{kept} activations ({m.positions - kept} outliers left out) in {len(m.shards)} "
+          f"shards at {args.out}")  # fmt: skip
 
 
 def cmd_unlearn(args: argparse.Namespace) -> None:
@@ -256,8 +282,12 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_eval)
 
     s = sub.add_parser("train", help="train a bottleneck at one hook of a model")
-    s.add_argument("--model", required=True, help="registry name or local HF directory")
-    s.add_argument("--hook", required=True, help="hook name, e.g. blocks.12.hook_out")
+    s.add_argument(
+        "--model",
+        help="registry name or local HF directory (with --activations: only for the CE metrics)",
+    )
+    s.add_argument("--hook", help="hook name, e.g. blocks.12.hook_out")
+    s.add_argument("--activations", help="train from a `codecut collect` folder, streamed")
     s.add_argument("--kind", choices=["topk", "codebook"], default="topk")
     s.add_argument("--codes", type=int, default=8192, help="number of codes n")
     s.add_argument("--k", type=int, default=32, help="active codes per token")
@@ -270,6 +300,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="directory to write (resumes from its checkpoint)")
     s.add_argument("--json", action="store_true", help="print the metrics as JSON")
     s.set_defaults(run=cmd_train)
+
+    s = sub.add_parser("collect", help="collect activations at one hook into safetensors shards")
+    s.add_argument("--model", required=True, help="registry name or local HF directory")
+    s.add_argument("--hook", required=True, help="hook name, e.g. blocks.12.hook_out")
+    s.add_argument("--tokens", type=int, required=True, help="activations to collect")
+    s.add_argument("--out", required=True, help="folder to write (resumes what it holds)")
+    s.add_argument("--texts", help="text file, documents separated by blank lines")
+    s.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    s.add_argument("--shard-tokens", type=int, default=100_000, help="activations per shard")
+    s.set_defaults(run=cmd_collect)
 
     s = sub.add_parser("unlearn", help="choose the codes to cut so the model forgets facts")
     s.add_argument("--model", required=True, help="registry name or local HF directory")

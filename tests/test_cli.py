@@ -249,7 +249,7 @@ def test_a_bottleneck_without_its_stats_file_says_so(world, tmp_path, capsys):
     "argv, message",
     [
         ([], "the following arguments are required: COMMAND (see `codecut --help`)"),
-        (["train"], "required: --model, --hook, --out (see `codecut train --help`)"),
+        (["train"], "required: --out (see `codecut train --help`)"),  # --model: or --activations
         (["train", "--model", "m", "--hook", "h", "--out", "o", "--codes", "x"], "invalid int"),
         (["eval", "--model", "m", "--facts", "f", "--nope"], "unrecognized arguments: --nope"),
     ],
