@@ -12,13 +12,14 @@ anti-sample paraphrases the model still answers) and R the retain facts' prompts
 
     score(c) = mean_{p in F} attr_p(c) - lambda * max_{r in R'} max(attr_r(c), 0)
 
-R' is every retain prompt for an unconditional cut, and only the same subject's retain prompts
-for a conditional one (the condition already spares the other subjects).
+R' is every retain prompt for an unconditional cut, and only the retain prompts where a condition
+holds for a conditional one (the condition spares the others).
 
 Conditions make the cut an association rather than an entity or a relation. Condition sets are
-codes that fire in the context (before the predicting position) of the forget prompts and in at
-most 5% of other subjects' retain prompts: single codes first, then AND pairs, chosen by greedy
-set cover so that every forget prompt contains one. Each set becomes an `Ablation(..., when=set)`,
+codes that fire in the context (before the predicting position) of the forget prompts and, all
+sets together, in at most 5% of other subjects' retain prompts: single codes, AND pairs (or
+triples when nothing smaller fits), chosen by greedy set cover so that every forget prompt
+contains one. Each set becomes an `Ablation(..., when=set)`,
 so the cut codes are suppressed only in sequences where the subject showed up (an OR over the
 sets, an AND with the cut itself). When no cover exists only unconditional cuts are tried.
 
@@ -131,51 +132,88 @@ def condition_codes(
     fired_other: torch.Tensor,
     max_rate: float = 0.05,
     top: int = 1000,
+    top_triples: int = 64,
 ) -> list[list[int]]:
     """Code sets that mark the association in the forget prompts.
 
-    Each set (one code, or an AND pair) fires in the context of some forget prompts and in at
-    most `max_rate` of the retain prompts (other subjects with the same relation, the same
-    subject with other relations): in practice a subject code with a relation code, or a code
-    for their conjunction. A cut under the set acts from the position where its last code
-    fires to the end, so the greedy cover picks the set that opens the most positions over the
-    uncovered prompts (earlier is better: the answer is read from the subject's position on),
-    until every forget prompt is covered; [] if they cannot be.
+    Each set (one code, or an AND of two or three) fires in the context of some forget prompts.
+    The cut acts wherever any chosen set holds, so the sets *together* may hold in at most
+    `max_rate` of the other subjects' retain prompts (a bound on each set alone let five sets
+    reach 5% each, and the cut then took other subjects' answers of the same relation with it).
+    The same subject's other facts are not counted: a subject code is the natural condition, and
+    what the cut costs them is scored and verified by the selection.
+
+    The greedy cover takes, at each step, the set that holds in the fewest other prompts not yet
+    reached (the condition's job is to mark the subject), and among those the one that opens the
+    most positions over the uncovered prompts (a cut under a set acts from the position where its
+    last code fires to the end; earlier is better: the answer is read from the subject's position
+    on), until every forget prompt is covered; [] if they cannot be. Triples matter where a
+    subject follows generic context ("people say that the colour Finvo likes is") and no code or
+    pair of its own marks it.
 
     Args:
         first: [P, n] first position where each code fired in each forget prompt (or NEVER).
         last: [P] the predicting position of each forget prompt.
-        fired_other: [R, n] bool, codes fired in each retain prompt's context.
+        fired_other: [R, n] bool, codes fired in the context of each retain prompt of another
+            subject.
         top: candidates (by positions reached) paired at each step. Keep it wide: a subject
             named late in the prompt ("The official language of Italy is") has codes that reach
             few positions, and with 100 candidates they were crowded out by generic early codes.
+        top_triples: candidates combined three at a time.
     """
-    n_other = max(len(fired_other), 1)
+    budget = int(max_rate * len(fired_other))  # other prompts the sets may hold in, together
     covered = torch.zeros(len(first), dtype=torch.bool)
+    reached = torch.zeros(len(fired_other), dtype=torch.bool)  # other prompts a set holds in
     chosen: list[list[int]] = []
     while not covered.all():
-        f, end = first[~covered], last[~covered, None]
-        span = (end - f + 1).clamp(min=0)  # positions a cut under each single code reaches
-        cands = span.sum(0).argsort(descending=True)[:top]
-        # gain[a, b]: positions a cut under the pair reaches, summed over the uncovered prompts
-        # (a pair gates from its later code; the diagonal holds the single codes). One prompt at
-        # a time, so that memory stays [m, m] and not [prompts, m, m].
-        gain = torch.zeros(len(cands), len(cands), dtype=torch.long)
-        for fp, e in zip(f[:, cands], end[:, 0].tolist()):
-            gain += (e - torch.maximum(fp[:, None], fp[None, :]) + 1).clamp(min=0)
-        gain = gain.float()
-        o = fired_other[:, cands].float()
-        rate = (o.T @ o) / n_other
-        gain[rate > max_rate] = 0
-        gain -= 1e-3 * (1 - torch.eye(len(cands)))  # a single code over a pair that does as well
-        best = int(gain.argmax())
-        a, b = divmod(best, len(cands))
-        if gain.flatten()[best] <= 0:
+        f, end = first[~covered], last[~covered]
+        span = (end[:, None] - f + 1).clamp(min=0)  # positions a cut under each single code reaches
+        other = fired_other[~reached].float()
+        spare = budget - int(reached.sum())
+        found = [
+            _best_set(f, end, other, spare, span.sum(0).argsort(descending=True)[:m], triples)
+            for m, triples in ((top, False), (top_triples, True))
+        ]
+        found = [x for x in found if x is not None]
+        if not found:
             return []
-        codes = sorted({int(cands[a]), int(cands[b])})
+        codes = min(found, key=lambda x: (x[1], -x[2]))[0]
         chosen.append(codes)
         covered |= (first[:, codes] < NEVER).all(1)
+        reached |= fired_other[:, codes].all(1)
     return chosen
+
+
+def _best_set(f, end, other, spare: int, cands, triples: bool):
+    """(codes, other prompts it holds in, positions it opens) of the best single code or AND pair
+    of `cands` (AND triples with `triples`) over the prompts `f`, among the sets that open some
+    position and hold in at most `spare` of the `other` prompts; None if there is none."""
+    fc, o = f[:, cands], other[:, cands]
+    best = None
+    for a in range(len(cands)) if triples else [None]:
+        # gain[b, c]: positions a cut under the set reaches, summed over the prompts (a set gates
+        # from its latest code; the diagonal holds singles, or pairs with a). One prompt at a
+        # time, so that memory stays [m, m] and not [prompts, m, m].
+        gain = torch.zeros(len(cands), len(cands), dtype=torch.long)
+        for fp, e in zip(fc, end.tolist()):
+            later = torch.maximum(fp[:, None], fp[None, :])
+            if a is not None:
+                later = later.clamp(min=int(fp[a]))
+            gain += (e - later + 1).clamp(min=0)
+        oa = o if a is None else o * o[:, a : a + 1]
+        leaks = oa.T @ o  # [m, m] other prompts where the whole set holds
+        # Fewest leaks first, then most positions; among equals a smaller set (diagonal).
+        score = gain.float() - 1e-3 * (1 - torch.eye(len(cands))) - (gain.max() + 1) * leaks
+        score[(leaks > spare) | (gain <= 0)] = -float("inf")
+        i = int(score.argmax())
+        if score.flatten()[i] == -float("inf"):
+            continue
+        b, c = divmod(i, len(cands))
+        codes = sorted({int(cands[x]) for x in (b, c) + ((a,) if a is not None else ())})
+        entry = (codes, int(leaks.flatten()[i]), int(gain.flatten()[i]))
+        if best is None or (entry[1], -entry[2]) < (best[1], -best[2]):
+            best = entry
+    return best
 
 
 def _measure(model: Model, probe: Probe) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,7 +293,8 @@ def select(
         else:
             attr_r, first_keep = torch.zeros(0, attr.numel()), torch.zeros(0, attr.numel())
         attr_r, fired_keep = attr_r.clamp(min=0), first_keep < NEVER
-        cond = condition_codes(first, last, fired_keep)
+        same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
+        cond = condition_codes(first, last, fired_keep[~same])
         # A conditional cut acts only where its condition holds, so only the retain prompts
         # where it does can suffer from it; an unconditional cut can hurt every retain prompt.
         gated = torch.zeros(len(fired_keep), dtype=torch.bool)
@@ -269,7 +308,6 @@ def select(
         # Each trial re-measures the retain prompts that a cut can reach: the same subject's, those
         # where a condition holds, and the main prompt of every other fact (for unconditional
         # cuts). The plan's results measure every prompt.
-        same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
         rows = (same | gated | keep.main).nonzero().flatten().tolist()
         keep = keep.subset(rows)
         _, base_ok = _measure(model, keep)

@@ -8,18 +8,11 @@ from codecut.probes.world import world_bottleneck as world_bottleneck_for
 from codecut import Fact, apply, evaluate, load_plan, unlearn
 
 # The unlearning properties must hold for any reasonable training run, not one lucky seed: each
-# seed trains its own world (other names, other facts) and its own bottleneck. Seed 2 is a known
-# selector failure (issue 13's note): no cut forgets a colour there within the retain budget.
-SEEDS = [
-    0,
-    1,
-    pytest.param(
-        2, marks=pytest.mark.xfail(reason="selector defect on world seed 2, see issue 13")
-    ),
-]
+# seed trains its own world (other names, other facts) and its own bottleneck.
+SEEDS = [0, 1, 2]
 
 
-@pytest.fixture(scope="module", params=SEEDS, ids=["seed0", "seed1", "seed2"])
+@pytest.fixture(scope="module", params=SEEDS, ids=[f"seed{s}" for s in SEEDS])
 def forgotten(request, world, world_bottleneck):
     """Forget one subject's favourite colour, the world's facts with all their templates as the
     pool. The subject: the first, from the fourth by name on (Findar in seed 0), whose colour
