@@ -16,7 +16,6 @@ after it: an interrupted collection, run again with the same arguments, goes on 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -25,7 +24,13 @@ from pathlib import Path
 
 import torch
 from codecut.codebook import atomic
-from codecut.codebook.train import iter_activations, outlier_limit, split_texts
+from codecut.codebook.train import (
+    check_positive,
+    iter_activations,
+    outlier_limit,
+    split_texts,
+    texts_hash,
+)
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
@@ -151,8 +156,7 @@ def check_collect_arguments(
     (`names`: what the user typed for each argument, for the messages)."""
     names = names or {}
     for arg, value in [("tokens", tokens), ("shard_tokens", shard_tokens)]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise BadInput(f"{names.get(arg, arg)} must be a positive whole number, got {value!r}")
+        check_positive(arg, value, names)
     if dtype not in DTYPES:
         raise BadInput(
             f"{names.get('dtype', 'dtype')} must be one of {', '.join(DTYPES)}, not {dtype!r}"
@@ -216,7 +220,7 @@ def collect_to_disk(
     model = load_model(model)
     model.check_hook(hook)
     texts = list(texts) if texts is not None else default_corpus(model, seed=seed)
-    sha = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+    sha = texts_hash(texts)
     if made:
         _refuse_other(made, {"model": model.name, "d_model": model.d_model,
                              "texts_sha256": sha}, out)  # fmt: skip

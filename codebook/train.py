@@ -365,7 +365,7 @@ def train_bottleneck(
         eval_texts, n_texts = [], man.n_texts
         if model is not None:
             texts = list(texts) if texts is not None else default_corpus(model, seed=man.seed)
-            if hashlib.sha256(json.dumps(texts).encode()).hexdigest() != man.texts_sha256:
+            if texts_hash(texts) != man.texts_sha256:
                 raise BadInput(
                     f"the texts differ from those {activations} was collected from; "
                     "pass the same texts (or no model: the CE metrics are then left out)"
@@ -377,7 +377,7 @@ def train_bottleneck(
     else:
         texts = list(texts) if texts is not None else default_corpus(model, seed=seed)
         n_texts = len(texts)
-        source["texts_sha256"] = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+        source["texts_sha256"] = texts_hash(texts)
         if ckpt_dir:
             _check_checkpoint(ckpt_dir, source)
         train_texts, eval_texts = split_texts(texts, gen)
@@ -512,6 +512,18 @@ CLI_NAMES = {"n_codes": "--codes", "k": "--k", "tokens": "--tokens", "kind": "--
 SOURCE = "source.json"  # in the checkpoint folder: the arguments it was made with
 
 
+def texts_hash(texts: list[str]) -> str:
+    """sha256 of a list of texts: what a checkpoint or an activations folder was made from."""
+    return hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+
+
+def check_positive(arg: str, value, names: dict[str, str] | None = None) -> None:
+    """Raise BadInput unless `value` is a whole number >= 1 (`names`: what the user typed)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        shown = (names or {}).get(arg, arg)
+        raise BadInput(f"{shown} must be a positive whole number, got {value!r}")
+
+
 def check_arguments(
     kind: str,
     n_codes: int,
@@ -535,8 +547,7 @@ def check_arguments(
                        ("unique_tokens", unique_tokens), ("batch_size", batch_size)]:  # fmt: skip
         if arg == "unique_tokens" and value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise BadInput(f"{name(arg)} must be a positive whole number, got {value!r}")
+        check_positive(arg, value, names)
     if k > n_codes:
         raise BadInput(
             f"{name('k')} {k} is more than {name('n_codes')} {n_codes}: "
