@@ -15,3 +15,22 @@ def world():
 def world_bottleneck(world):
     """The world's TopK bottleneck (1024 codes, k=16) at layer 2, trained once per run."""
     return world_bottleneck_for(*world, seed=0)
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """`interrupt_at(module, name, n)`: the n-th call of `module.name` raises KeyboardInterrupt
+    (a Ctrl-C) instead of running; every other call runs as usual, so a resumed run goes on."""
+
+    def patch(module, name: str, n: int) -> None:
+        real, calls = getattr(module, name), []
+
+        def once_interrupted(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, once_interrupted)
+
+    return patch

@@ -52,22 +52,12 @@ def test_collect_writes_shards_and_a_manifest_of_the_training_activations(world,
     assert sum(s.tokens for s in m.shards) == len(direct.x)
 
 
-def test_an_interrupted_collection_resumes_to_the_same_shards(world, tmp_path, monkeypatch):
+def test_an_interrupted_collection_resumes_to_the_same_shards(world, tmp_path, interrupt_at):
     model, w = world
     whole = collect(model, w, tmp_path / "whole")
-    write = activations._write_shard
-    calls = []
-
-    def stop_at_the_second(path, x):
-        calls.append(path)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        write(path, x)
-
-    with monkeypatch.context() as m:
-        m.setattr(activations, "_write_shard", stop_at_the_second)
-        with pytest.raises(KeyboardInterrupt):
-            collect(model, w, tmp_path / "cut")
+    interrupt_at(activations, "_write_shard", 2)  # Ctrl-C as the second shard is written
+    with pytest.raises(KeyboardInterrupt):
+        collect(model, w, tmp_path / "cut")
     cut = Manifest.read(tmp_path / "cut")
     assert len(cut.shards) == 1 and not cut.complete
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == [
@@ -131,7 +121,7 @@ def test_training_from_shards_matches_direct_training(world, tmp_path):
 
 
 def test_streamed_training_over_shards_reads_them_each_epoch_and_resumes(
-    world, tmp_path, monkeypatch
+    world, tmp_path, monkeypatch, interrupt_at
 ):
     model, w = world
     collect(model, w, tmp_path / "acts", tokens=1200, shard_tokens=300)
@@ -147,19 +137,9 @@ def test_streamed_training_over_shards_reads_them_each_epoch_and_resumes(
     whole = train_bottleneck(out=tmp_path / "whole", **args)
     assert len(set(loads)) == 4 and len(loads) > 4  # every shard read, again each epoch
 
-    step = train._step_unit_norm
-    calls = []
-
-    def stop_at_step_10(bn, opt):
-        calls.append(1)
-        if len(calls) == 10:
-            raise KeyboardInterrupt
-        step(bn, opt)
-
-    with monkeypatch.context() as m:
-        m.setattr(train, "_step_unit_norm", stop_at_step_10)
-        with pytest.raises(KeyboardInterrupt):
-            train_bottleneck(out=tmp_path / "cut", **args)
+    interrupt_at(train, "_step_unit_norm", 10)
+    with pytest.raises(KeyboardInterrupt):
+        train_bottleneck(out=tmp_path / "cut", **args)
     source = json.loads((tmp_path / "cut" / "checkpoint" / "source.json").read_text())
     assert source["activations"] == str((tmp_path / "acts").resolve())
     resumed = train_bottleneck(out=tmp_path / "cut", **args)

@@ -301,27 +301,18 @@ def test_save_load_round_trip_exact_and_sae_lens_reads_it(bn, tmp_path):
     )
 
 
-def test_interrupted_training_resumes_to_the_same_weights(world, tmp_path, monkeypatch):
+def test_interrupted_training_resumes_to_the_same_weights(world, tmp_path, interrupt_at):
     import codecut.codebook.train as train
 
     model, w = world
     args = dict(n_codes=64, k=4, tokens=20 * 256, texts=w.sentences(), batch_size=256)
     whole = train_bottleneck(model, HOOK, "topk", out=tmp_path / "whole", **args)
 
-    real_step, calls = train._step_unit_norm, []
-
-    def interrupt_at_step_13(bn, opt):
-        calls.append(1)
-        if len(calls) == 13:
-            raise KeyboardInterrupt
-        real_step(bn, opt)
-
-    monkeypatch.setattr(train, "_step_unit_norm", interrupt_at_step_13)
+    interrupt_at(train, "_step_unit_norm", 13)
     with pytest.raises(KeyboardInterrupt):
         train_bottleneck(model, HOOK, "topk", out=tmp_path / "cut", checkpoint_every=5, **args)
     assert (tmp_path / "cut" / "checkpoint" / "state.pt").exists()
     assert not (tmp_path / "cut" / "cfg.json").exists()  # nothing half-written
-    monkeypatch.setattr(train, "_step_unit_norm", real_step)
     resumed = train_bottleneck(model, HOOK, "topk", out=tmp_path / "cut", **args)
     assert not (tmp_path / "cut" / "checkpoint").exists()
     assert resumed.cfg.extra["train"]["steps"] == 20
