@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 import codecut
-from codecut.errors import BadInput, CodecutError, NotFound
-from codecut.facts import example_facts
+from codecut.errors import BadInput, CodecutError
+from codecut.facts import example_facts, read_utf8
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -140,14 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def read_texts(path: str) -> list[str]:
     """Documents from a text file, separated by blank lines."""
-    if not Path(path).is_file():
-        raise NotFound(f"texts file {path} does not exist")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        line = Path(path).read_bytes()[: e.start].count(b"\n") + 1
-        raise BadInput(f"{path}:{line}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
-    docs = [d.strip() for d in text.split("\n\n")]
+    docs = [d.strip() for d in read_utf8(path, "texts").split("\n\n")]
     docs = [d for d in docs if d]
     if not docs:
         raise BadInput(f"{path} holds no text; give documents separated by blank lines")

@@ -76,19 +76,26 @@ def fact_from_dict(obj: object, where: str = "fact") -> Fact:
     )
 
 
+def read_utf8(path: str | os.PathLike, what: str) -> str:
+    """The text of a user's file (`what`: "facts", "texts", ... for the messages), UTF-8 with an
+    optional BOM; a missing file or a bad byte is an error naming the file (and the line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"{what} file {path} does not exist")
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a BOM some editors write
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise BadInput(f"{path}:{line}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
+
+
 def load_facts(path: str | os.PathLike) -> list[Fact]:
     """Read a JSONL file of facts (UTF-8, one object a line; blank lines ignored); see
     `fact_from_dict` for what each line may hold. Errors name the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise NotFound(f"facts file {path} does not exist")
+    text = read_utf8(path, "facts")
     facts = []
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a BOM some editors write
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise BadInput(f"{path}:{line}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
