@@ -12,6 +12,9 @@ import torch
 from codecut.probes.attacks.copies import copied
 from codecut.probes.evaluate import answered, fact_accuracy
 from codecut.probes.finetune import METHODS, run, save
+from codecut.probes.finetune.data import Batch, Sequences, positions
+from codecut.probes.finetune.losses import DIVERGENCES
+from codecut.probes.finetune.params import own_names
 
 from codecut import Fact, apply, finetune_unlearn, load_model, save_facts, unlearn
 from codecut.cli import main
@@ -60,6 +63,7 @@ def runs(request, task):
         return done[method]
 
     run.weights = {k: v.clone() for k, v in model.hf.state_dict().items()}
+    run.weights_by_name = {k: v.clone() for k, v in own_names(model.hf).items()}
     return run
 
 
@@ -94,6 +98,86 @@ def test_bake_forgets_with_no_hook_like_the_plan(runs, task, plan):
     assert not answered(result.model, [target]).any()  # and so does the student, hook-free
     assert not result.model.hook_dict[plan.hook]._forward_hooks  # the teacher's hook is gone
     assert not result.model.hf._forward_pre_hooks
+
+
+@pytest.mark.parametrize("keeper", ["graddiff", "snap"])
+def test_a_retain_term_keeps_the_neighbours_better_than_ga(runs, keeper):
+    """Same settings and stopping rule for both (each stops once the fact is forgotten): ga
+    takes the neighbours down, the methods that train on them keep most of them."""
+    ga, kept = runs("ga").record, runs(keeper).record
+    assert ga.forget_accuracy.after == kept.forget_accuracy.after == 0.0
+    assert ga.retain_accuracy.after < 0.6  # ga visibly damages them (before: all answered)
+    assert kept.retain_accuracy.after > ga.retain_accuracy.after + 0.3
+
+
+@pytest.mark.parametrize("name", list(DIVERGENCES))
+def test_flat_divergences_raise_the_template_and_lower_the_answer(name):
+    """FLAT's loss -g*(P_e) + f*(g*(P_f)) falls as the template's probability P_e rises and
+    as the forget answer's P_f falls, anywhere in [0, 1], for every divergence."""
+    activation, conjugate = DIVERGENCES[name]
+    p = torch.linspace(0, 1, 101, requires_grad=True)
+    (up,) = torch.autograd.grad(activation(p).sum(), p)
+    (down,) = torch.autograd.grad(conjugate(p).sum(), p)
+    assert (up > 0).all() and (down > 0).all()
+    if name == "js":  # f*(t) = -log(2 - exp(t)) at t = g*(v), f-GAN's conjugate, written out
+        v = torch.linspace(-3, 3, 13)
+        expected = -torch.log(2 - activation(v).exp())
+        assert torch.allclose(conjugate(v), expected, atol=1e-5)
+
+
+def test_lora_trains_only_adapters_and_saves_a_plain_model(task, runs, tmp_path):
+    model, target, neighbours = task
+    out = tmp_path / "m"
+    result = finetune_unlearn(model, [target], neighbours, method="graddiff", params="lora:2",
+                              steps=3, min_steps=3, lr=LR, save_dir=out)  # fmt: skip
+    assert result.record.config.params == "lora:2"
+    weights = own_names(result.model.hf)
+    assert not any("lora" in k or "base_layer" in k for k in weights)  # adapters merged
+    changed = {k for k, v in weights.items() if not torch.equal(v, runs.weights_by_name[k])}
+    assert changed and all(".layers." in k and k.endswith("proj.weight") for k in changed)
+    for k in changed:  # each change is one adapter's: rank <= 2
+        delta = weights[k] - runs.weights_by_name[k]
+        assert torch.linalg.matrix_rank(delta) <= 2, k
+    loaded = load_model(out)
+    prompts = target.prompts
+    assert torch.allclose(
+        loaded.next_token_logprobs(prompts), result.model.next_token_logprobs(prompts), atol=1e-5
+    )
+    assert all(torch.equal(v, runs.weights[k]) for k, v in model.hf.state_dict().items())
+
+
+def test_batches_pass_every_row_once_an_epoch():
+    seqs = Sequences(*(torch.arange(7)[:, None].expand(7, 3),) * 4)
+    other = Sequences(*(torch.arange(7)[:, None].expand(7, 3),) * 4)
+    batch, seen = Batch(3, seed=1), []
+    for _ in range(2):
+        batch.next()
+        rows = batch.rows(seqs)
+        assert torch.equal(rows, batch.rows(seqs)) and len(rows) == 3  # fixed within a step
+        assert torch.equal(batch.take(seqs).ids[:, 0], rows)
+        batch.rows(other)  # another set draws its own rows
+        seen += rows.tolist()
+    assert len(set(seen)) == 6  # two steps of an epoch: no row twice
+    assert Batch(None).rows(seqs) == slice(None) and Batch(7).rows(seqs) == slice(None)
+
+
+def test_fixed_values_are_read_back_for_a_batch_of_rows():
+    """What rmu and bake compute once on x[where] is read for some rows at the right places."""
+    where = torch.rand(5, 6, generator=torch.Generator().manual_seed(0)) > 0.4
+    x = torch.randn(5, 6, 2)
+    fixed, index = x[where], positions(where)
+    rows = torch.tensor([1, 3, 4])
+    assert torch.equal(fixed[index[rows][where[rows]]], x[rows][where[rows]])
+    assert torch.equal(fixed[index[slice(None)][where]], fixed)
+
+
+def test_mini_batches_still_forget(task):
+    model, target, neighbours = task
+    result = finetune_unlearn(model, [target], neighbours, method="graddiff", steps=STEPS,
+                              lr=LR, batch_size=4)  # fmt: skip
+    r = result.record
+    assert r.config.batch_size == 4 and r.forget_accuracy.after == 0.0
+    assert not answered(result.model, [target]).any()
 
 
 def test_rmu_trains_only_the_mlps_up_to_its_layer(runs):
@@ -151,7 +235,11 @@ def test_cli_round_trip(task, tmp_path, capsys):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("method", "unknown method 'flat'; known methods: ga, graddiff, npo, simnpo, rmu, bake"),
+        (
+            "method",
+            "unknown method 'forget'; known methods: ga, graddiff, npo, simnpo, rmu, "
+            "flat, snap, antisample, bake",
+        ),
         ("unknown", "the model does not know"),
         ("out", "exists and is not empty"),
         ("bake", "method bake needs a plan"),
@@ -169,7 +257,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(task, tmp_path, capsys, ca
     if case == "out":
         out.mkdir()
         (out / "keep.txt").write_text("mine")
-    method = {"method": "flat", "bake": "bake", "retain": "graddiff"}.get(case, "ga")
+    method = {"method": "forget", "bake": "bake", "retain": "graddiff"}.get(case, "ga")
     argv = ["finetune", "--model", model.name, "--method", method, "--forget",
             str(tmp_path / "f.jsonl"), "--steps", "2", "--out", str(out)]  # fmt: skip
     before = sorted(p.name for p in tmp_path.rglob("*"))
@@ -193,6 +281,20 @@ def test_api_bad_input(task):
         finetune_unlearn(model, [target], method="ga", params="last:9")
     with pytest.raises(BadInput, match="params 'some'"):
         finetune_unlearn(model, [target], method="ga", params="some")
+    with pytest.raises(BadInput, match="divergence 'hellinger': use one of tv, kl, js, pearson"):
+        finetune_unlearn(model, [target], method="flat", divergence="hellinger")
+    with pytest.raises(BadInput, match="method flat: template must be a non-empty answer"):
+        finetune_unlearn(model, [target], method="flat", template=" ")
+    with pytest.raises(BadInput, match="n_wrong must be a whole number >= 1"):
+        finetune_unlearn(model, [target], method="antisample", n_wrong=0)
+    with pytest.raises(BadInput, match="method flat has no option alpha; its options: template"):
+        finetune_unlearn(model, [target], method="flat", alpha=1.0)
+    with pytest.raises(BadInput, match="the LoRA rank must be >= 1"):
+        finetune_unlearn(model, [target], method="ga", params="lora:0")
+    with pytest.raises(BadInput, match="batch_size must be a whole number >= 1"):
+        finetune_unlearn(model, [target], method="ga", batch_size=0)
+    with pytest.raises(BadInput, match="method snap needs retain facts"):
+        finetune_unlearn(model, [target], method="snap")
 
 
 @pytest.mark.parametrize("where", ["training", "saving"])

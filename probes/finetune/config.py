@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from codecut.probes.finetune import params as params_
-from codecut.probes.finetune.losses import METHODS, NEEDS_RETAIN
+from codecut.probes.finetune.losses import FROM_RUN, METHODS, NEEDS_RETAIN, check_options
 from codecut.probes.plan import UnlearnPlan
 
 from codecut.errors import BadInput, BadType
@@ -18,15 +18,15 @@ from codecut.facts import Fact
 STEPS = 100  # at most; a run stops early once the forget answer is gone
 LR = 1e-5
 MIN_STEPS = 5  # before an early stop (or every step, when fewer): one lucky step does not end it
-NOT_OPTIONS = {"plan", "bottleneck", "seed"}  # keyword arguments that are not hyper-parameters
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """What a run does: the method and its hyper-parameters (recorded in the model's card).
 
-    `params` is None until a run resolves it ("all", or RMU's MLPs); `options` are the method's
-    own hyper-parameters with its defaults filled in (`losses` names them)."""
+    `params` is None until a run resolves it ("all", or RMU's MLPs); `batch_size` None is
+    full batch; `options` are the method's own hyper-parameters with its defaults filled in
+    (`losses` names them)."""
 
     method: str
     params: str | None
@@ -34,6 +34,7 @@ class FinetuneConfig:
     lr: float
     min_steps: int
     seed: int
+    batch_size: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def method_options(method: str) -> dict[str, Any]:
     return {
         name: p.default
         for name, p in signature.parameters.items()
-        if p.kind is p.KEYWORD_ONLY and name not in NOT_OPTIONS
+        if p.kind is p.KEYWORD_ONLY and name not in FROM_RUN
     }
 
 
@@ -63,6 +64,7 @@ def finetune_config(
     inplace: bool = False,
     seed: int = 0,
     save_dir: str | os.PathLike | None = None,
+    batch_size: int | None = None,
     **options,
 ) -> FinetuneConfig:
     """Check a request (the arguments of `finetune_unlearn` but the model) and return its
@@ -91,6 +93,7 @@ def finetune_config(
             f"method {method} has no option {', '.join(unknown)}; its options: "
             f"{', '.join(known) or 'none'}"
         )
+    check_options(method, options)
     if not (isinstance(steps, int) and steps >= 1):
         raise BadInput(f"steps must be a whole number >= 1, got {steps!r}")
     if min_steps is None:
@@ -99,9 +102,13 @@ def finetune_config(
         raise BadInput(f"min_steps must be a whole number from 0 to steps ({steps})")
     if not lr > 0:
         raise BadInput(f"lr must be > 0, got {lr!r}")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise BadInput(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     if params is not None:
         params_.parse(params)
     if save_dir is not None and Path(save_dir).exists():
         if not Path(save_dir).is_dir() or any(Path(save_dir).iterdir()):
             raise BadInput(f"{save_dir} exists and is not empty; choose a new directory")
-    return FinetuneConfig(method, params, steps, lr, min_steps, seed, {**known, **options})
+    return FinetuneConfig(
+        method, params, steps, lr, min_steps, seed, batch_size, {**known, **options}
+    )

@@ -38,10 +38,65 @@ class Sequences(NamedTuple):
 
 
 class Data(NamedTuple):
-    """What a method trains on: the forget facts' sequences and the retain facts' (or None)."""
+    """What a method trains on: the forget facts' sequences and the retain facts' (or None),
+    and the facts themselves (a method that builds sequences of its own starts from them)."""
 
     forget: Sequences
     retain: Sequences | None
+    forget_facts: list[Fact]
+    retain_facts: list[Fact]
+
+
+def take(seqs: Sequences, rows: slice | torch.Tensor) -> Sequences:
+    """The sequences' rows `rows` (a slice(None) keeps all of them as they are)."""
+    return Sequences(*(t[rows] for t in seqs))
+
+
+def positions(where: torch.Tensor) -> torch.Tensor:
+    """[N, T] long: the rank of each True entry of `where` in `where`'s row-major order, so a
+    tensor computed once on `x[where]` is read for some rows as `fixed[index[rows][where[rows]]]`."""
+    index = torch.zeros(where.shape, dtype=torch.long, device=where.device)
+    index[where] = torch.arange(int(where.sum()), device=where.device)
+    return index
+
+
+class Batch:
+    """Which rows of each set of sequences one step reads.
+
+    Without `size` (the default), every row every step: full-batch training. With `size`,
+    each set larger than `size` gives `size` rows a step, in a shuffled order (drawn from
+    `seed`) that passes every row once per epoch, less the remainder of a set `size` does not
+    divide, before it is reshuffled. Sequences aligned row for row with a set (the same
+    prompts with another answer) read the rows of that set: `rows(that_set)`."""
+
+    def __init__(self, size: int | None = None, seed: int = 0):
+        self.size = size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.orders: dict[int, tuple[torch.Tensor, int]] = {}  # id(set) -> (order, next start)
+        self.chosen: dict[int, slice | torch.Tensor] = {}
+
+    def next(self) -> None:
+        """Start a step: each set gives its next rows on first use."""
+        self.chosen = {}
+
+    def rows(self, seqs: Sequences) -> slice | torch.Tensor:
+        """This step's rows of `seqs` (sorted), or slice(None) for all of them."""
+        n = len(seqs.ids)
+        if self.size is None or self.size >= n:
+            return slice(None)
+        key = id(seqs)
+        if key not in self.chosen:
+            order, start = self.orders.get(key, (None, n))
+            if start + self.size > n:
+                order, start = torch.randperm(n, generator=self.generator), 0
+            self.orders[key] = (order, start + self.size)
+            picked = order[start : start + self.size].sort().values
+            self.chosen[key] = picked.to(seqs.ids.device)
+        return self.chosen[key]
+
+    def take(self, seqs: Sequences) -> Sequences:
+        """This step's rows of `seqs`."""
+        return take(seqs, self.rows(seqs))
 
 
 def sequences(model: Model, facts: list[Fact]) -> Sequences:
@@ -73,10 +128,15 @@ def logits(model: Model, seqs: Sequences) -> torch.Tensor:
     return model(seqs.ids, seqs.mask)
 
 
+def token_logprobs(model: Model, seqs: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p of each token given what precedes it, whether it is an answer token), each
+    [N, T - 1] (position t holds token t + 1)."""
+    logp = logits(model, seqs)[:, :-1].float().log_softmax(-1)
+    return logp.gather(-1, seqs.ids[:, 1:, None]).squeeze(-1), seqs.answer[:, 1:]
+
+
 def answer_logprobs(model: Model, seqs: Sequences) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of log p of the answer's tokens given what precedes them, number of answer tokens),
     each [N]: log p(y | x) of each sequence's answer."""
-    logp = logits(model, seqs)[:, :-1].float().log_softmax(-1)
-    token = logp.gather(-1, seqs.ids[:, 1:, None]).squeeze(-1)
-    where = seqs.answer[:, 1:]
+    token, where = token_logprobs(model, seqs)
     return (token * where).sum(1), where.sum(1)

@@ -3,23 +3,41 @@
 Each function takes the model being trained and its `Data`, computes once what stays fixed
 (a frozen reference's log-probabilities, a teacher's distributions, frozen activations: the
 reference model and the inputs never change, so nothing has to run twice), and returns the
-loss as a function of no argument that `run` calls once per step. Keyword arguments are the
-method's own hyper-parameters; their defaults are the ones recorded when a caller gives none.
+loss as a function of the step's `Batch` (which rows of each set it reads; all of them unless
+the run has a batch size) that `run` calls once per step. Keyword arguments are the method's
+own hyper-parameters; their defaults are the ones recorded when a caller gives none (`plan`,
+`bottleneck`, `seed` and `weights` come from the run, not the caller's options).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from codecut.codebook import Bottleneck
-from codecut.probes.finetune.data import Data, Sequences, answer_logprobs, logits
+from codecut.probes.antisamples import make_antisamples
+from codecut.probes.finetune.data import (
+    Batch,
+    Data,
+    Sequences,
+    answer_logprobs,
+    logits,
+    positions,
+    sequences,
+    take,
+    token_logprobs,
+)
 from codecut.probes.plan import UnlearnPlan, apply
+from torch import nn
 
+from codecut.errors import BadInput
+from codecut.facts import Fact
 from codecut.models import Model
 
-Loss = Callable[[], torch.Tensor]
+Loss = Callable[[Batch], torch.Tensor]
+TEMPLATE = "I don't know"  # the obliterated answer FLAT and SNAP train toward
 
 
 def _mean_logprob(model: Model, seqs: Sequences) -> torch.Tensor:
@@ -36,7 +54,7 @@ def ga(model: Model, data: Data) -> Loss:
 
     i.e. the next-token loss with its sign flipped. Nothing holds the rest of the model in place.
     """
-    return lambda: _mean_logprob(model, data.forget)
+    return lambda batch: _mean_logprob(model, batch.take(data.forget))
 
 
 def graddiff(model: Model, data: Data, *, alpha: float = 1.0) -> Loss:
@@ -46,7 +64,12 @@ def graddiff(model: Model, data: Data, *, alpha: float = 1.0) -> Loss:
 
         L = mean_forget log p_theta(y_t | ...) - alpha * mean_retain log p_theta(y_t | ...)
     """
-    return lambda: _mean_logprob(model, data.forget) - alpha * _mean_logprob(model, data.retain)
+
+    def loss(batch: Batch) -> torch.Tensor:
+        forget = _mean_logprob(model, batch.take(data.forget))
+        return forget - alpha * _mean_logprob(model, batch.take(data.retain))
+
+    return loss
 
 
 def npo(model: Model, data: Data, *, beta: float = 0.1) -> Loss:
@@ -63,9 +86,10 @@ def npo(model: Model, data: Data, *, beta: float = 0.1) -> Loss:
     with torch.no_grad():
         ref, _ = answer_logprobs(model, data.forget)
 
-    def loss() -> torch.Tensor:
-        now, _ = answer_logprobs(model, data.forget)
-        return -(2 / beta) * F.logsigmoid(-beta * (now - ref)).mean()
+    def loss(batch: Batch) -> torch.Tensor:
+        rows = batch.rows(data.forget)
+        now, _ = answer_logprobs(model, take(data.forget, rows))
+        return -(2 / beta) * F.logsigmoid(-beta * (now - ref[rows])).mean()
 
     return loss
 
@@ -78,8 +102,8 @@ def simnpo(model: Model, data: Data, *, beta: float = 2.5, gamma: float = 0.0) -
         L = -(2 / beta) * mean_(x,y) log sigmoid(-(beta / |y|) * log p_theta(y|x) - gamma)
     """
 
-    def loss() -> torch.Tensor:
-        total, count = answer_logprobs(model, data.forget)
+    def loss(batch: Batch) -> torch.Tensor:
+        total, count = answer_logprobs(model, batch.take(data.forget))
         return -(2 / beta) * F.logsigmoid(-beta * total / count - gamma).mean()
 
     return loss
@@ -129,13 +153,17 @@ def rmu(
     with torch.no_grad():
         frozen_retain = hidden(data.retain)
         norm = hidden(data.forget).norm(dim=-1).mean()
+    index = positions(data.retain.words)
     u = torch.rand(model.d_model, generator=torch.Generator().manual_seed(seed))
     target = (scale * norm * u / u.norm()).to(norm.device)
 
-    def loss() -> torch.Tensor:
-        forget = hidden(data.forget)
+    def loss(batch: Batch) -> torch.Tensor:
+        forget = hidden(batch.take(data.forget))
         steer = F.mse_loss(forget, target.expand_as(forget))
-        return steer + alpha * F.mse_loss(hidden(data.retain), frozen_retain)
+        rows = batch.rows(data.retain)
+        retain = take(data.retain, rows)
+        frozen = frozen_retain[index[rows][retain.words]]
+        return steer + alpha * F.mse_loss(hidden(retain), frozen)
 
     return loss
 
@@ -158,12 +186,149 @@ def bake(
     parts = [s for s in (data.forget, data.retain) if s is not None]
     with torch.no_grad(), apply(model, plan, bottleneck=bottleneck):
         teachers = [logits(model, s)[s.prompt].float().log_softmax(-1) for s in parts]
+    indices = [positions(s.prompt) for s in parts]
 
-    def loss() -> torch.Tensor:
+    def loss(batch: Batch) -> torch.Tensor:
         total = torch.zeros((), device=model.device)
-        for seqs, teacher in zip(parts, teachers):
-            student = logits(model, seqs)[seqs.prompt].float().log_softmax(-1)
-            total = total + F.kl_div(student, teacher, log_target=True, reduction="batchmean")
+        for seqs, teacher, index in zip(parts, teachers, indices):
+            rows = batch.rows(seqs)
+            some = take(seqs, rows)
+            student = logits(model, some)[some.prompt].float().log_softmax(-1)
+            fixed = teacher[index[rows][some.prompt]]
+            total = total + F.kl_div(student, fixed, log_target=True, reduction="batchmean")
+        return total
+
+    return loss
+
+
+def _with_answer(model: Model, facts: list[Fact], answer: str) -> Sequences:
+    """The facts' prompts followed by `answer` instead of theirs, row for row with
+    `sequences(model, facts)`."""
+    return sequences(
+        model, [Fact(f.subject, f.relation, f.prompt, answer, f.paraphrases) for f in facts]
+    )
+
+
+def _mean_token_p(model: Model, seqs: Sequences) -> torch.Tensor:
+    """[N]: each answer's mean token probability, (1/|y|) sum_t p_theta(y_t | x, y_<t)."""
+    token, where = token_logprobs(model, seqs)
+    return (token.exp() * where).sum(1) / where.sum(1)
+
+
+# FLAT's f-divergences in their variational form (the table of f-GAN, Nowozin et al. 2016):
+# name -> (g*, the activation a score passes through; f*(g*(.)), the conjugate after it).
+DIVERGENCES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], ...]] = {
+    "tv": (lambda v: torch.tanh(v) / 2, lambda v: torch.tanh(v) / 2),
+    "kl": (lambda v: v, lambda v: torch.exp(v - 1)),
+    "js": (lambda v: math.log(2) + F.logsigmoid(v), lambda v: F.softplus(v) - math.log(2)),
+    "pearson": (lambda v: v, lambda v: v * v / 4 + v),
+}
+
+
+def flat(model: Model, data: Data, *, template: str = TEMPLATE, divergence: str = "tv") -> Loss:
+    """Loss adjustment with only forget data (Wang et al. 2025, "LLM Unlearning via Loss
+    Adjustment with Only Forget Data", arXiv 2410.11143): maximise an f-divergence between the
+    template answer e ("I don't know") and the forget answer y on the forget prompts, through
+    its variational form, with the model's own scores as the variational function:
+
+        L = - mean_x g*(P_theta(e | x)) + mean_x f*(g*(P_theta(y | x)))
+
+    P_theta(y | x) = (1/|y|) sum_t p_theta(y_t | x, y_<t), the answer's mean token probability
+    (as the paper); g* and f* the activation and conjugate of the divergence (f-GAN's table):
+    tv (the paper's default) g*(v) = tanh(v)/2, f*(t) = t; kl g*(v) = v, f*(t) = exp(t - 1);
+    js g*(v) = log 2 - log(1 + exp(-v)), f*(t) = -log(2 - exp(t)); pearson g*(v) = v,
+    f*(t) = t^2/4 + t. Minimising raises the template's probability and lowers the answer's,
+    each weighed by the divergence's slope; no retain data.
+    """
+    activation, conjugate = DIVERGENCES[divergence]
+    templates = _with_answer(model, data.forget_facts, template)  # row for row with forget
+
+    def loss(batch: Batch) -> torch.Tensor:
+        rows = batch.rows(data.forget)
+        good = _mean_token_p(model, take(templates, rows))
+        bad = _mean_token_p(model, take(data.forget, rows))
+        return (conjugate(bad) - activation(good)).mean()
+
+    return loss
+
+
+def snap(
+    model: Model,
+    data: Data,
+    *,
+    template: str = TEMPLATE,
+    alpha: float = 1.0,
+    penalty: float = 0.01,
+    weights: list[nn.Parameter],
+) -> Loss:
+    """Negative instructions, hard positives and a weight penalty (Choi et al. 2024, "SNAP:
+    Unlearning Selective Knowledge in Large Language Models with Negative Instructions",
+    arXiv 2406.12329):
+
+        L = - mean over the forget prompts' template tokens log p_theta(e_t | x, e_<t)
+            - alpha * mean over R's answer tokens log p_theta(y_t | x, y_<t)
+            + penalty * sum_i (theta_i - theta0_i)^2
+
+    The negative instructions are the forget prompts answered with the obliterated `template`
+    ("I don't know"; the paper has GPT-4 write varied questions and refusals); the hard
+    positives are the retain facts with their own answers (the paper generates questions near
+    the forget target; pass the neighbours as retain facts). The paper's Wasserstein
+    regulariser between the initial and current weights is replaced here by the squared L2
+    distance between them, the squared 2-Wasserstein distance between the point masses at
+    theta0 and theta, summed over the trained weights (for LoRA: the adapters' weights).
+    """
+    negatives = _with_answer(model, data.forget_facts, template)
+    initial = [w.detach().clone() for w in weights]
+
+    def loss(batch: Batch) -> torch.Tensor:
+        refuse = _mean_logprob(model, batch.take(negatives))
+        keep = _mean_logprob(model, batch.take(data.retain))
+        drift = sum(((w - w0) ** 2).sum() for w, w0 in zip(weights, initial))
+        return -refuse - alpha * keep + penalty * drift
+
+    return loss
+
+
+def antisample(
+    model: Model,
+    data: Data,
+    *,
+    n_wrong: int = 4,
+    rationales: bool = True,
+    alpha: float = 0.0,
+    seed: int = 0,
+) -> Loss:
+    """Training on anti-samples (Sinha et al. 2024, "UnSTAR: Unlearning with Self-Taught
+    Anti-Sample Reasoning for LLMs", arXiv 2410.17050): raise the likelihood of misleading
+    answers to the fact's questions,
+
+        L = - mean over the anti-samples' answer tokens log p_theta(a_t | x~, a_<t)
+            - alpha * mean over R's answer tokens log p_theta(y_t | x, y_<t)
+
+    The anti-samples are codecut's own (`make_antisamples`, computed once): each forget prompt
+    and paraphrase x with `n_wrong` wrong answers a of the same relation (drawn from the forget
+    and retain facts, else the model's own next guesses; `seed` picks them), and, with
+    `rationales`, x behind a misleading rationale for a (x~ = the rationale then x); only
+    the answer's tokens are trained. UnSTAR has an LLM write the rationales and trains on
+    them too; alpha = 0 is its forget-only form, alpha > 0 adds the retain facts' NLL.
+    """
+    pool = data.forget_facts + data.retain_facts
+    samples = []
+    for f in data.forget_facts:
+        samples += make_antisamples(
+            model, f, pool, n_counterfactual=n_wrong, rationales=rationales, paraphrases=False,
+            seed=seed,
+        )  # fmt: skip
+    if not samples:
+        raise BadInput("no anti-samples: no wrong answer found for the forget facts")
+    anti = sequences(
+        model, [Fact(s.fact.subject, s.fact.relation, s.prompt, s.answer) for s in samples]
+    )
+
+    def loss(batch: Batch) -> torch.Tensor:
+        total = -_mean_logprob(model, batch.take(anti))
+        if alpha and data.retain is not None:
+            total = total - alpha * _mean_logprob(model, batch.take(data.retain))
         return total
 
     return loss
@@ -175,6 +340,24 @@ METHODS: dict[str, Callable[..., Loss]] = {
     "npo": npo,
     "simnpo": simnpo,
     "rmu": rmu,
+    "flat": flat,
+    "snap": snap,
+    "antisample": antisample,
     "bake": bake,
 }
-NEEDS_RETAIN = {"graddiff", "rmu"}  # their loss has a retain term
+NEEDS_RETAIN = {"graddiff", "rmu", "snap"}  # their loss has a retain term
+FROM_RUN = {"plan", "bottleneck", "seed", "weights"}  # keyword arguments that are not options
+
+
+def check_options(method: str, options: dict) -> None:
+    """A one-line error for an option value the method cannot use."""
+    if "divergence" in options and options["divergence"] not in DIVERGENCES:
+        raise BadInput(f"divergence {options['divergence']!r}: use one of {', '.join(DIVERGENCES)}")
+    if "template" in options and not (
+        isinstance(options["template"], str) and options["template"].strip()
+    ):
+        raise BadInput(f"method {method}: template must be a non-empty answer")
+    if "n_wrong" in options and not (
+        isinstance(options["n_wrong"], int) and options["n_wrong"] >= 1
+    ):
+        raise BadInput(f"method {method}: n_wrong must be a whole number >= 1")

@@ -3,11 +3,16 @@
 "all"        every weight of the model
 "last:N"     the last N transformer blocks
 "mlp:A-B"    the MLPs of blocks A to B (RMU's default: the three blocks up to its layer)
+"lora[:R]"   LoRA adapters of rank R (default 8) on every linear layer of every block (peft),
+             merged into those layers' weights after training: the model keeps its own class
+             and a saved model needs no peft to load
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -15,19 +20,70 @@ from torch import nn
 from codecut.errors import BadInput
 from codecut.models import Model, decoder_layers
 
-FORMS = '"all", "last:N" (the last N blocks) or "mlp:A-B" (the MLPs of blocks A to B)'
+FORMS = (
+    '"all", "last:N" (the last N blocks), "mlp:A-B" (the MLPs of blocks A to B) or "lora[:R]" '
+    "(LoRA adapters of rank R, default 8)"
+)
+LORA_RANK = 8
 
 
 def parse(spec: str) -> tuple[str, int, int]:
-    """(kind, a, b) of a spec: ("all", 0, 0), ("last", N, 0) or ("mlp", A, B); checked for
-    its form only (the model's depth is checked by `trainable`)."""
+    """(kind, a, b) of a spec: ("all", 0, 0), ("last", N, 0), ("mlp", A, B) or ("lora", R, 0);
+    checked for its form only (the model's depth is checked by `trainable`)."""
     if spec == "all":
         return "all", 0, 0
     if m := re.fullmatch(r"last:(\d+)", spec):
         return "last", int(m[1]), 0
     if m := re.fullmatch(r"mlp:(\d+)-(\d+)", spec):
         return "mlp", int(m[1]), int(m[2])
+    if m := re.fullmatch(r"lora(?::(\d+))?", spec):
+        rank = int(m[1] or LORA_RANK)
+        if rank < 1:
+            raise BadInput(f"params {spec!r}: the LoRA rank must be >= 1")
+        return "lora", rank, 0
     raise BadInput(f"params {spec!r}: use {FORMS}")
+
+
+@contextmanager
+def adapted(model: Model, spec: str, seed: int = 0) -> Iterator[list[nn.Parameter]]:
+    """The parameters to train for `spec`, for the duration of the block.
+
+    For "lora[:R]", LoRA adapters (peft's `lora.Linear`, lora_alpha = R: scale 1) wrap every
+    linear layer of every block while the block runs; the parameters are the adapters'. If
+    the block ends normally each adapter is merged into its layer's weight; either way the
+    layers are put back, so the model holds no peft module after (an error or Ctrl-C leaves
+    the weights as they were). The adapters' random start is drawn from `seed`.
+    """
+    kind, rank, _ = parse(spec)
+    if kind != "lora":
+        yield trainable(model, spec)
+        return
+    from peft import LoraConfig
+    from peft.tuners.lora import Linear as LoraLinear
+
+    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0)
+    targets = [
+        (parent, name, child)
+        for layer in decoder_layers(model.hf)
+        for parent in layer.modules()
+        for name, child in parent.named_children()
+        if type(child) is nn.Linear
+    ]
+    adapters: list[tuple[nn.Module, str, LoraLinear]] = []
+    try:
+        with torch.random.fork_rng(devices=[]):  # peft draws A from the global generator
+            torch.manual_seed(seed)
+            for parent, name, child in targets:
+                adapter = LoraLinear(child, "default", config=config, r=rank, lora_alpha=rank)
+                setattr(parent, name, adapter)
+                adapters.append((parent, name, adapter))
+        yield [p for _, _, a in adapters for p in (*a.lora_A.parameters(), *a.lora_B.parameters())]
+        with torch.no_grad():
+            for _, _, adapter in adapters:
+                adapter.merge()
+    finally:
+        for parent, name, adapter in adapters:
+            setattr(parent, name, adapter.get_base_layer())
 
 
 def own_names(hf: nn.Module) -> dict[str, torch.Tensor]:
@@ -53,6 +109,8 @@ def trainable(model: Model, spec: str) -> list[nn.Parameter]:
 
 def _named(model: Model, spec: str) -> list[nn.Parameter]:
     kind, a, b = parse(spec)
+    if kind == "lora":
+        raise ValueError("LoRA adapters exist only inside `adapted`")
     if kind == "all":
         return list(model.hf.parameters())
     layers = decoder_layers(model.hf)

@@ -4,13 +4,15 @@
     result.model                      # the unlearned Model (a copy unless inplace=True)
     result.record.forget_accuracy     # (before, after): share of the forget prompts answered
 
-The run: check the request, copy the model, build the sequences, let the method compute what
-stays fixed, then full-batch Adam steps on the chosen weights, stopping early once no forget
-prompt (prompt or paraphrase) is answered any more and `min_steps` have run.
+The run: check the request, copy the model, build the sequences, pick the weights (LoRA
+adapters: added now, merged after), let the method compute what stays fixed, then Adam steps
+on those weights (full batch unless `batch_size`), stopping early once no forget prompt
+(prompt or paraphrase) is answered any more and `min_steps` have run.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -22,9 +24,9 @@ from codecut.probes.attacks.copies import copied
 from codecut.probes.evaluate import answered, prompts_and_answers
 from codecut.probes.finetune import save
 from codecut.probes.finetune.config import LR, STEPS, FinetuneConfig, finetune_config
-from codecut.probes.finetune.data import Data, sequences
-from codecut.probes.finetune.losses import METHODS, NEEDS_RETAIN, Loss, rmu_layer
-from codecut.probes.finetune.params import trainable
+from codecut.probes.finetune.data import Batch, Data, sequences
+from codecut.probes.finetune.losses import FROM_RUN, METHODS, NEEDS_RETAIN, Loss, rmu_layer
+from codecut.probes.finetune.params import adapted
 from codecut.probes.plan import UnlearnPlan
 from tqdm.auto import tqdm
 
@@ -100,6 +102,7 @@ def finetune_unlearn(
     inplace: bool = False,
     seed: int = 0,
     save_dir: str | os.PathLike | None = None,
+    batch_size: int | None = None,
     **options,
 ) -> FinetuneResult:
     """Fine-tune the model's weights so it forgets `forget` (the baseline the zero-shot path is
@@ -109,30 +112,35 @@ def finetune_unlearn(
         model: a model that knows every forget fact (greedy answer on its prompt).
         forget: the facts to forget; it trains on every prompt and paraphrase of each.
         retain: facts to keep: trained on by the methods with a retain term (graddiff, rmu,
-            bake), measured for every method. Facts with a forget fact's (subject, relation)
-            are left out.
-        method: "ga", "graddiff", "npo", "simnpo", "rmu" or "bake" (each loss is written out
-            in its function in `codecut.probes.finetune.losses`).
-        params: which weights change: "all", "last:N" or "mlp:A-B" (see `params.py`); default
-            "all", for rmu the MLPs of the three blocks up to its layer, as in its paper.
-        steps: the most optimizer steps (full batch, Adam); fewer when the forget answers go.
+            snap, bake; antisample with alpha > 0), measured for every method. Facts with a
+            forget fact's (subject, relation) are left out.
+        method: one of `METHODS`: "ga", "graddiff", "npo", "simnpo", "rmu", "flat", "snap",
+            "antisample" or "bake" (each loss is written out in its function in
+            `codecut.probes.finetune.losses`).
+        params: which weights change: "all", "last:N", "mlp:A-B" or "lora[:R]" (see
+            `params.py`); default "all", for rmu the MLPs of the three blocks up to its
+            layer, as in its paper.
+        steps: the most optimizer steps (Adam); fewer when the forget answers go.
         lr: Adam's learning rate.
         min_steps: steps to run before an early stop (default 5, or `steps` when fewer).
         plan: for "bake": the plan to make permanent; `bottleneck` is its bottleneck when the
             plan does not hold it.
         inplace: change `model`'s own weights; by default a deep copy is trained and `model`
             is left as it was. (An interrupted in-place run leaves the weights part-trained.)
-        seed: RMU's random direction (nothing else draws random numbers).
+        seed: RMU's random direction, the anti-samples' wrong answers, LoRA's start and the
+            mini-batches' order (nothing else draws random numbers).
         save_dir: also write the model there (see `save.save_model`); it must not exist or be
             empty. Nothing is written if the run fails or is interrupted.
-        **options: the method's own hyper-parameters (beta, gamma, alpha, layer, scale).
+        batch_size: at most this many sequences of each set (forget, retain, a method's own)
+            a step, shuffled; default: every sequence every step (full batch).
+        **options: the method's own hyper-parameters (`method_options` lists them).
 
     Returns a FinetuneResult: the unlearned model and its record.
     """
     t0 = time.time()
     config = finetune_config(
         forget, retain, method, params, steps, lr, min_steps, plan, bottleneck, inplace, seed,
-        save_dir, **options,
+        save_dir, batch_size, **options,
     )  # fmt: skip
     keys = {(f.subject, f.relation) for f in forget}
     retain = [f for f in retain or [] if (f.subject, f.relation) not in keys]
@@ -149,11 +157,15 @@ def finetune_unlearn(
         first += len(f.prompts)
     student = model if inplace else copied(model)
     config = _resolved(student, config)
-    data = Data(sequences(student, forget), sequences(student, retain) if retain else None)
-    extra = {"plan": plan, "bottleneck": bottleneck} if method == "bake" else {}
-    extra |= {"seed": seed} if method == "rmu" else {}
-    loss = METHODS[method](student, data, **config.options, **extra)
-    losses, stopped = _train(student, loss, trainable(student, config.params), config, forget)
+    data = Data(
+        sequences(student, forget), sequences(student, retain) if retain else None, forget, retain
+    )
+    wanted = inspect.signature(METHODS[method]).parameters
+    with adapted(student, config.params, seed) as weights:
+        given = {"plan": plan, "bottleneck": bottleneck, "seed": seed, "weights": weights}
+        extra = {k: v for k, v in given.items() if k in wanted and k in FROM_RUN}
+        loss = METHODS[method](student, data, **config.options, **extra)
+        losses, stopped = _train(student, loss, weights, config, forget)
     after = _measure(student, forget, retain)
     record = FinetuneRecord(
         config=config,
@@ -210,12 +222,14 @@ def _train(
     for p in flags:
         p.requires_grad_(id(p) in chosen)
     optimizer = torch.optim.Adam(weights, lr=config.lr)
+    batch = Batch(config.batch_size, config.seed)
     losses: list[float] = []
     try:
         with torch.enable_grad():
             bar = tqdm(range(config.steps), desc=f"finetune {config.method}", leave=False)
             for step in bar:
-                value = loss()
+                batch.next()
+                value = loss(batch)
                 optimizer.zero_grad()
                 value.backward()
                 if step == 0 and all(p.grad is None for p in weights):
