@@ -308,7 +308,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     retain = codecut.load_facts(args.retain) if args.retain else None
     plan = codecut.load_plan(args.plan) if args.plan else None
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
-    options = {"params": args.params, "steps": args.steps, "lr": args.lr}
+    options = {
+        "params": args.params, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size
+    }  # fmt: skip
     result = codecut.finetune_unlearn(
         args.model, forget, retain, method=args.method, plan=plan, bottleneck=bottleneck,
         save_dir=args.out, **{k: v for k, v in options.items() if v is not None},
@@ -432,14 +434,20 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("finetune", help="fine-tune a model's weights so it forgets facts")
     s.add_argument("--model", required=True, help="registry name or local HF directory")
-    s.add_argument("--method", required=True, help="ga, graddiff, npo, simnpo, rmu or bake")
+    s.add_argument(
+        "--method", required=True,
+        help="ga, graddiff, npo, simnpo, rmu, flat, snap, antisample or bake",
+    )  # fmt: skip
     s.add_argument("--forget", required=True, help="JSONL file of facts to forget")
-    s.add_argument("--retain", help="JSONL file of facts to keep (graddiff and rmu need it)")
+    s.add_argument("--retain", help="JSONL file of facts to keep (graddiff, rmu, snap need it)")
     s.add_argument("--plan", help="for bake: the plan to make permanent")
     s.add_argument("--bottleneck", help="for bake: the plan's bottleneck (default: its own)")
-    s.add_argument("--params", help='weights to train: "all", "last:N" or "mlp:A-B"')
+    s.add_argument(
+        "--params", help='weights to train: "all", "last:N", "mlp:A-B" or "lora[:R]" (merged)'
+    )
     s.add_argument("--steps", type=int, help="most optimizer steps (stops early once forgotten)")
     s.add_argument("--lr", type=float, help="learning rate")
+    s.add_argument("--batch-size", type=int, help="sequences per set a step (default: all)")
     s.add_argument("--out", required=True, help="model directory to write (new or empty)")
     s.add_argument("--json", action="store_true", help="print the run's record as JSON")
     s.set_defaults(run=cmd_finetune)
