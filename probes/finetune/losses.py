@@ -235,7 +235,7 @@ def flat(model: Model, data: Data, *, template: str = TEMPLATE, divergence: str 
 
     P_theta(y | x) = (1/|y|) sum_t p_theta(y_t | x, y_<t), the answer's mean token probability
     (as the paper); g* and f* the activation and conjugate of the divergence (f-GAN's table):
-    tv (the paper's default) g*(v) = tanh(v)/2, f*(t) = t; kl g*(v) = v, f*(t) = exp(t - 1);
+    tv (its code's default) g*(v) = tanh(v)/2, f*(t) = t; kl g*(v) = v, f*(t) = exp(t - 1);
     js g*(v) = log 2 - log(1 + exp(-v)), f*(t) = -log(2 - exp(t)); pearson g*(v) = v,
     f*(t) = t^2/4 + t. Minimising raises the template's probability and lowers the answer's,
     each weighed by the divergence's slope; no retain data.

@@ -51,12 +51,13 @@ def readme(record: FinetuneRecord) -> str:
         f"| {name} | {fmt.format(v.before)} | {fmt.format(v.after)} |" for name, v, fmt in rows
     )
     stop = "stopped early: no forget prompt answered" if record.stopped_early else "ran every step"
+    batch = "full-batch" if c.batch_size is None else f"mini-batch ({c.batch_size} sequences)"
     return f"""# {record.source}, fine-tuned to forget ({c.method})
 
 Made by `codecut.finetune_unlearn` from `{record.source}`. Load it with
 `codecut.load_model("<this directory>")`; `{CARD}` holds this card as JSON.
 
-Method `{c.method}`, weights `{c.params}`, at most {c.steps} full-batch Adam steps at
+Method `{c.method}`, weights `{c.params}`, at most {c.steps} {batch} Adam steps at
 lr = {c.lr:g} (at least {c.min_steps}), seed {c.seed}; options: {options}.
 Ran {record.steps_run} steps in {record.seconds:.1f} s ({stop}); loss
 {record.losses[0]:.4g} -> {record.losses[-1]:.4g}.
