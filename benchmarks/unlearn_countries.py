@@ -1,0 +1,255 @@
+"""Unlearning benchmark on the country facts: one request at a time, every format, every row.
+
+    python benchmarks/unlearn_countries.py [--requests 60] [--seed 0] [--max-seconds S]
+
+Facts: benchmarks/data/country_facts.jsonl (built by benchmarks/country_facts.py from the
+`countryinfo` package: the facts SmolLM2-135M-Instruct knows). Model: SmolLM2-135M-Instruct
+with its shipped bottleneck. Each request is `codecut.unlearn(model, bn, [fact], pool=facts)`:
+the library's default retain set drawn from the other country facts, as benchmarks/unlearn.py
+does.
+
+Requests, fixed before any result was seen: each relation's facts shuffled with `--seed`, then
+taken round-robin across relations (so every prefix is stratified by relation), the first N.
+
+Per request:
+- success: the answer is no longer the greedy next token on the prompt, on every paraphrase,
+  and in every format on every prompt that format answered before the cut. Formats
+  (`codecut.probes.attacks.format.variant_prompts`, the other country facts as context):
+  question ("Q: <prompt> what?\\nA:"), chat (the chat template, assistant turn begun with the
+  prompt), few-shot (3 other facts of the relation first), helpful (a true fact about the same
+  subject first). `<format>_forgotten`: the fraction of that format's prompts answered before
+  that are not after (empty when none was answered before).
+- retention, on the plain prompts (the prompt and paraphrases) of the other facts: prompts
+  answered with the plan / answered without it, for the same subject's other facts, other
+  subjects' facts of the same relation, and unrelated facts (other subject, other relation).
+- seconds: the time `codecut.unlearn` took (the measuring around it is not counted).
+A request that raises is a row with its error and success False.
+
+Writes benchmarks/results/unlearn_countries.json and .md (the summary and every row), rewritten
+after each request so an interrupted run keeps what it measured, with the machine named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from codecut.probes.attacks.format import variant_prompts
+from codecut.probes.evaluate import answered
+from codecut.probes.search import SelectConfig
+from tqdm.auto import tqdm
+
+import codecut
+from codecut.facts import Fact
+from codecut.io import markdown_table, write_text
+
+HERE = Path(__file__).resolve().parent
+FACTS = HERE / "data" / "country_facts.jsonl"
+RESULTS = HERE / "results"
+FORMATS = ("question", "chat", "few-shot", "helpful")
+SHOTS = 3
+
+
+@dataclass
+class Row:
+    """One request: what was forgotten, what was kept, how long it took."""
+
+    subject: str
+    relation: str
+    answer: str
+    success: bool
+    forgot_prompt: bool
+    paraphrases_forgotten: float | None
+    question_forgotten: float | None
+    chat_forgotten: float | None
+    few_shot_forgotten: float | None
+    helpful_forgotten: float | None
+    same_subject_retention: float | None
+    same_relation_retention: float | None
+    unrelated_retention: float | None
+    codes: int | None
+    selector_success: bool | None
+    seconds: float | None
+    error: str = ""
+
+
+def pick_requests(facts: list[Fact], n: int, seed: int) -> list[Fact]:
+    """The first `n` facts of each relation's seeded shuffle, taken round-robin by relation."""
+    by_relation: dict[str, list[Fact]] = {}
+    for f in facts:
+        by_relation.setdefault(f.relation, []).append(f)
+    rng = random.Random(seed)
+    for group in by_relation.values():
+        rng.shuffle(group)
+    out, i = [], 0
+    while len(out) < n and any(i < len(g) for g in by_relation.values()):
+        out += [g[i] for g in by_relation.values() if i < len(g)]
+        i += 1
+    return out[:n]
+
+
+def format_prompts(model, fact: Fact, others: list[Fact]) -> dict[str, list[str]]:
+    """The fact's prompts asked in each format (see the module docstring)."""
+    return {v: variant_prompts(model, fact, others, v, SHOTS) for v in FORMATS}
+
+
+def answered_prompts(model, prompts: list[str], answer: str) -> list[bool]:
+    """Whether the answer is the greedy next token after each prompt."""
+    if not prompts:
+        return []
+    return model.answer_scores(prompts, [answer] * len(prompts))[1].tolist()
+
+
+class Baseline:
+    """Which plain prompt of every fact the clean model answers (measured once)."""
+
+    def __init__(self, model, facts: list[Fact]):
+        ok = answered(model, facts).tolist()
+        self.ok: dict[int, list[bool]] = {}
+        i = 0
+        for f in facts:
+            self.ok[id(f)] = ok[i : i + len(f.prompts)]
+            i += len(f.prompts)
+
+    def count(self, facts: list[Fact]) -> int:
+        return sum(sum(self.ok[id(f)]) for f in facts)
+
+
+def request(model, bn, fact: Fact, facts: list[Fact], base: Baseline, config) -> Row:
+    """Forget `fact` (the other `facts` as the pool) and measure what changed."""
+    others = [f for f in facts if f is not fact]
+    groups = {
+        "same_subject": [f for f in others if f.subject == fact.subject],
+        "same_relation": [
+            f for f in others if f.relation == fact.relation and f.subject != fact.subject
+        ],
+        "unrelated": [
+            f for f in others if f.relation != fact.relation and f.subject != fact.subject
+        ],
+    }
+    formats = format_prompts(model, fact, others)
+    before = {v: answered_prompts(model, ps, fact.answer) for v, ps in formats.items()}
+    t0 = time.time()
+    try:
+        plan = codecut.unlearn(model, bn, [fact], pool=facts, config=config)
+    except Exception as e:  # a crash is a failed request, reported as its row
+        return Row(
+            fact.subject, fact.relation, fact.answer, False, False,
+            *[None] * 10, round(time.time() - t0, 1), f"{type(e).__name__}: {e}",
+        )  # fmt: skip
+    seconds = time.time() - t0
+    with codecut.apply(model, plan):
+        plain = answered(model, [fact]).tolist()
+        after = {v: answered_prompts(model, ps, fact.answer) for v, ps in formats.items()}
+        kept = {k: answered(model, g) if g else None for k, g in groups.items()}
+    forgotten = {}
+    for v in FORMATS:
+        asked = [a for b, a in zip(before[v], after[v]) if b]
+        forgotten[v] = sum(not a for a in asked) / len(asked) if asked else None
+    retention = {
+        k: int(kept[k].sum()) / max(base.count(g), 1) if g else None for k, g in groups.items()
+    }
+    sel = plan.results.facts[0].selection
+    success = not any(plain) and all(f in (None, 1.0) for f in forgotten.values())
+    para = [not a for a in plain[1:]]
+    return Row(
+        fact.subject, fact.relation, fact.answer, success, not plain[0],
+        sum(para) / len(para) if para else None,
+        forgotten["question"], forgotten["chat"], forgotten["few-shot"], forgotten["helpful"],
+        retention["same_subject"], retention["same_relation"], retention["unrelated"],
+        len(sel.codes), sel.success, round(seconds, 1),
+    )  # fmt: skip
+
+
+def summarize(rows: list[Row]) -> dict:
+    """Success rate, mean retention per group, and seconds over the requests so far."""
+    t = pd.DataFrame([asdict(r) for r in rows])
+    seconds = t["seconds"].dropna()
+    return {
+        "requests": len(t),
+        "errors": int((t["error"] != "").sum()),
+        "success_rate": float(t["success"].mean()),
+        "success_rate_prompt": float(t["forgot_prompt"].mean()),
+        **{
+            f"mean_{k}_retention": float(t[f"{k}_retention"].mean())
+            for k in ("same_subject", "same_relation", "unrelated")
+        },
+        "median_seconds": float(seconds.median()) if len(seconds) else None,
+        "worst_seconds": float(seconds.max()) if len(seconds) else None,
+        "success_rate_by_relation": t.groupby("relation")["success"].mean().round(3).to_dict(),
+    }
+
+
+def machine() -> str:
+    """The machine, named as benchmarks/unlearn.py names it."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, no GPU"
+
+
+def write_results(rows: list[Row], bn_hash: str, command: str, planned: int, n_facts: int) -> None:
+    """benchmarks/results/unlearn_countries.json and .md: the summary and every request."""
+    summary = {**summarize(rows), "requests_planned": planned, "facts_in_pool": n_facts}
+    out = {
+        "machine": machine(),
+        "command": command,
+        "bottleneck": bn_hash,
+        "facts": str(FACTS.relative_to(HERE.parent)),
+        "summary": summary,
+        "rows": [asdict(r) for r in rows],
+    }
+    write_text(RESULTS / "unlearn_countries.json", json.dumps(out, indent=1))
+    md = f"# Unlearning benchmark: country facts ({machine()})\n\n    {command}\n\n"
+    md += "\n".join(
+        f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()
+    )
+    md += "\n\n" + markdown_table(pd.DataFrame([asdict(r) for r in rows]), "{:.3f}") + "\n"
+    write_text(RESULTS / "unlearn_countries.md", md)
+
+
+def select_config(max_seconds: float | None) -> SelectConfig | None:
+    """The selector's config: the default, with `max_seconds` where the selector has it."""
+    if max_seconds is None:
+        return None
+    if "max_seconds" not in {f.name for f in dataclasses.fields(SelectConfig)}:
+        raise SystemExit("--max-seconds: this codecut's SelectConfig has no max_seconds yet")
+    return SelectConfig(max_seconds=max_seconds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--requests", type=int, default=60, help="how many facts to forget")
+    ap.add_argument("--seed", type=int, default=0, help="the shuffle that picks the requests")
+    ap.add_argument(
+        "--max-seconds", type=float, default=None, help="the selector's time budget per request"
+    )
+    args = ap.parse_args()
+    config = select_config(args.max_seconds)
+    facts = codecut.load_facts(FACTS)
+    model = codecut.load_model("smollm2-135m-instruct")
+    bn = codecut.load_bottleneck("smollm2-135m-instruct")
+    targets = pick_requests(facts, args.requests, args.seed)
+    command = shlex.join(["python", "benchmarks/unlearn_countries.py", *sys.argv[1:]])
+    base = Baseline(model, facts)
+    rows = []
+    for fact in tqdm(targets, desc="forgetting country facts one at a time"):
+        rows.append(request(model, bn, fact, facts, base, config))
+        tqdm.write(str(rows[-1]))
+        write_results(rows, bn.content_hash, command, len(targets), len(facts))
+
+
+if __name__ == "__main__":
+    main()
