@@ -44,6 +44,10 @@ RATIONALE_TEMPLATES = (
 # mid-sentence (it starts lower-case or with the subject).
 PARAPHRASE_PREFIXES = ("Question:", "Fact:", "Trivia:", "people say that")
 
+# How many of the model's top next tokens are looked at for wrong answers when the pool has too
+# few of the fact's relation.
+RANKED_CANDIDATES = 200
+
 # How many wrong answers get a rationale written by the host model (a generate call each).
 MODEL_RATIONALES = 2
 RATIONALE_TOKENS = 16
@@ -187,22 +191,38 @@ def _wrong_answers(
             used.add(token)
     if len(wrong) < n:
         # Too few facts of this relation: take what the model itself would say instead.
-        logp = model.next_token_logprobs([fact.prompt])[0]
-        for token in logp.argsort(descending=True).tolist():
-            if len(wrong) == n:
-                break
-            word = model.tokenizer.decode([token]).strip()
-            if (
-                token in used
-                or not word.strip(string.punctuation)
-                or not _known(model.tokenizer, word)
-            ):
-                continue
-            # The word must round-trip to the same token, or p_anti would score another one.
-            if model.answer_token(word) == token:
-                wrong.append(word)
-                used.add(token)
+        wrong += _ranked_answers(model, fact, n - len(wrong), used)
     return wrong
+
+
+def _ranked_answers(model, fact: Fact, n: int, used: set[int]) -> list[str]:
+    """Up to `n` of the words the model ranks highest after the prompt, none of whose first
+    tokens is in `used`. Only words that could be an answer (they begin with a letter or digit,
+    as facts' answers must), and those shaped like the true answer first ("Charles" for "Jane",
+    not "a"): a contrast of one name with another isolates the association, a contrast with
+    "a" only the type of answer."""
+    logp = model.next_token_logprobs([fact.prompt])[0]
+    truth = model.tokenizer.decode([model.answer_token(fact.answer)]).strip().lower()
+    words = {}
+    for token in logp.argsort(descending=True)[:RANKED_CANDIDATES].tolist():
+        word = model.tokenizer.decode([token]).strip()
+        if (
+            token in used
+            or not word[:1].isalnum()
+            or word.lower() == truth
+            or not in_vocabulary(model.tokenizer, word)
+        ):
+            continue
+        # The word must round-trip to the same token, or p_anti would score another one.
+        if model.answer_token(word) == token:
+            words[token] = word
+    shaped = [w for w in words.values() if _shape(w) == _shape(fact.answer)]
+    return (shaped + [w for w in words.values() if w not in shaped])[:n]
+
+
+def _shape(word: str) -> tuple[bool, bool]:
+    """Whether a word starts with a capital, or with a digit."""
+    return word[0].isupper(), word[0].isdigit()
 
 
 def _rationales(
@@ -212,7 +232,7 @@ def _rationales(
     tok = model.tokenizer
     # The word-level world vocabulary has no '.', so claim and question are then joined by a
     # plain space (the claim's answer word still ends it).
-    sep = ". " if _known(tok, f"{fact.prompt}. {fact.prompt}") else " "
+    sep = ". " if in_vocabulary(tok, f"{fact.prompt}. {fact.prompt}") else " "
     # Claims quote the paraphrases where there are any: the prompt itself is the question.
     quoted = fact.paraphrases or [fact.prompt]
     texts = []  # (text, wrong answer)
@@ -225,7 +245,7 @@ def _rationales(
         w = wrong[i % len(wrong)]
         texts.append((f"{template.format(claim=f'{rng.choice(quoted)} {w}')} {fact.prompt}", w))
     # A vocabulary without "because" (the world's) still has "and" to let the model go on.
-    link = next((word for word in ("because", "and") if _known(tok, word)), None)
+    link = next((word for word in ("because", "and") if in_vocabulary(tok, word)), None)
     if by_model and link:
         for w in wrong[:MODEL_RATIONALES]:
             start = f"{fact.prompt} {w} {link}"
@@ -237,7 +257,7 @@ def _rationales(
     return [
         AntiSample("rationale", text, w, fact)
         for text, w in dict.fromkeys(texts)
-        if _known(tok, text)
+        if in_vocabulary(tok, text)
     ]
 
 
@@ -252,12 +272,12 @@ def _generated_paraphrases(tok, fact: Fact) -> list[str]:
             if mid_sentence and not (first[0].islower() or first == fact.subject):
                 continue
             text = f"{prefix} {prompt}"
-            if _known(tok, text) and text not in fact.prompts:
+            if in_vocabulary(tok, text) and text not in fact.prompts:
                 out.append(text)
     return list(dict.fromkeys(out))
 
 
-def _known(tok, text: str) -> bool:
+def in_vocabulary(tok, text: str) -> bool:
     """Whether the tokenizer represents `text` without its unknown token."""
     if tok.unk_token_id is None:
         return True

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import torch
 from codecut.codebook import Ablation, Attachment, Bottleneck, attach
-from codecut.probes.antisamples import make_antisamples
+from codecut.probes.antisamples import in_vocabulary, make_antisamples
 from codecut.probes.attribution import NEVER, Probe, attributions, probe_facts, relation_values
 from codecut.probes.conditions import condition_codes
 from tqdm.auto import tqdm
@@ -63,6 +63,11 @@ FAMILIES = (
     Family("clamp", 8.0, True),
     Family("clamp", 4.0, False),
 )
+# The formats of the attack card's format probe that the forget probe asks the main prompt in,
+# and how many facts the few-shot prefix shows (the attack card's default).
+FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
+SHOTS = 3
+
 # For bottlenecks without the codes' typical activations (e.g. a foreign sae-lens SAE): clamp
 # needs them.
 ZERO_FAMILIES = (Family("zero", 1.0, True), Family("zero", 1.0, False))
@@ -208,18 +213,39 @@ def select(
 
 
 def _forget_probe(model: Model, fact: Fact, pool: list[Fact]) -> Probe:
-    """The fact's prompts and the model-checked generated paraphrases (`main` marks the fact's
-    own prompts), each contrasted with the counterfactual answers of its anti-samples."""
-    anti = make_antisamples(model, fact, pool=pool)
+    """The fact's prompts, its main prompt in the other formats a user will try (`_formats`) and
+    the model-checked generated paraphrases, each contrasted with the counterfactual answers.
+    `main` marks what must lose the answer: the fact's own prompts and the formats."""
+    anti = make_antisamples(model, fact, pool=pool, rationales=False)
     wrong = sorted({a.answer for a in anti if a.kind == "counterfactual"})
     if not wrong:
         raise BadInput(
             f"no anti-answers for {fact.prompt!r}: give a pool of facts of the same relation"
         )
     paraphrases = [a.prompt for a in anti if a.kind == "paraphrase"]
-    prompts = list(dict.fromkeys([*fact.prompts, *paraphrases]))
-    own = torch.tensor([p in fact.prompts for p in prompts])
-    return Probe(prompts, [fact.answer] * len(prompts), [wrong] * len(prompts), own)
+    formats = _formats(model, fact, pool)
+    prompts = list(dict.fromkeys([*fact.prompts, *formats, *paraphrases]))
+    must = {*fact.prompts, *formats}
+    main = torch.tensor([p in must for p in prompts])
+    return Probe(prompts, [fact.answer] * len(prompts), [wrong] * len(prompts), main)
+
+
+def _formats(model: Model, fact: Fact, pool: list[Fact]) -> list[str]:
+    """The fact's main prompt as the attack card asks it (`FORMATS`, one prompt each: a
+    question, the chat template, a few-shot prefix of the pool's facts of its relation, a
+    misleading and a helpful context sentence), where it can be built and the model answers it:
+    a plan that hides the fact from the plain prompt alone is not a plan."""
+    # Imported here, not at the top: the attack suite imports the plan, which imports this module.
+    from codecut.probes.attacks.format import variant_prompts
+
+    plain = Fact(fact.subject, fact.relation, fact.prompt, fact.answer)
+    others = [g for g in pool if (g.subject, g.relation) != (fact.subject, fact.relation)]
+    asked = [q for v in FORMATS for q in variant_prompts(model, plain, others, v, SHOTS)]
+    asked = [q for q in dict.fromkeys(asked) if in_vocabulary(model.tokenizer, q)]
+    if not asked:
+        return []
+    _, answered = model.answer_scores(asked, [fact.answer] * len(asked))
+    return [q for q, ok in zip(asked, answered.tolist()) if ok]
 
 
 def _ablations(family: Family, codes: list[int], conditions: list[list[int]]) -> list[Ablation]:

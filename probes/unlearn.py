@@ -17,6 +17,7 @@ import pandas as pd
 from codecut.codebook import Bottleneck
 from codecut.probes.evaluate import evaluate, summary
 from codecut.probes.plan import FactResult, PlanResults, RetainResult, Scores, UnlearnPlan, apply
+from codecut.probes.retain import default_retain
 from codecut.probes.search import SelectConfig, Selection, select
 from tqdm.auto import tqdm
 
@@ -39,9 +40,9 @@ def unlearn(
         model: the model that knows the facts.
         bottleneck: the bottleneck to cut codes in (its hook is used).
         forget: facts to forget; each must be known by the model (greedy answer).
-        retain: facts that must survive; default: the known facts of `pool` that share a subject
-            or a relation with a forget fact (every other known fact of `pool` when none does).
-            Forget facts' own (subject, relation) pairs are left out of it.
+        retain: facts that must survive; default: `retain.default_retain` (the known facts of
+            `pool` and the example facts about a forget fact's subject or of its relation, and a
+            few unrelated ones). Forget facts' own (subject, relation) pairs are left out of it.
         pool: known facts to draw counterfactual answers and the default retain set from;
             default: `retain`, else the shipped example facts.
         config: the search's options (default `SelectConfig()`).
@@ -65,7 +66,7 @@ def unlearn(
         )
     forget_keys = {(f.subject, f.relation) for f in forget}
     if retain is None:
-        retain = _default_retain(model, forget, pool)
+        retain = default_retain(model, forget, pool)
     retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
     selections = [
         select(model, bottleneck, fact, retain, pool, config)
@@ -82,17 +83,6 @@ def unlearn(
     plan.results = _results(model, plan, retain, before, selections)
     plan.seconds = round(time.time() - t0, 2)
     return plan
-
-
-def _default_retain(model: Model, forget: list[Fact], pool: list[Fact]) -> list[Fact]:
-    """The known facts of `pool` that share a subject or a relation with a forget fact; with
-    none (a relation and subjects the pool does not hold), every other known fact of the pool,
-    to guard against a careless cut."""
-    forget_keys = {(f.subject, f.relation) for f in forget}
-    subjects, relations = {f.subject for f in forget}, {f.relation for f in forget}
-    others = [f for f in pool if (f.subject, f.relation) not in forget_keys]
-    near = [f for f in others if f.subject in subjects or f.relation in relations] or others
-    return [f for f, ok in zip(near, evaluate(model, near)["correct"]) if ok] if near else []
 
 
 def _results(

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 from codecut.probes.antisamples import antisamples_table, make_antisamples
 
 from codecut.facts import Fact
@@ -43,6 +44,44 @@ def test_without_a_pool_the_model_supplies_the_wrong_answers(world, facts):
     assert len(wrong) == 3 and fact.answer not in wrong
     # The tiny model ranks other values of the relation next: still answers of the same type.
     assert wrong <= set(w.relations[fact.relation][0])
+
+
+class Ranked:
+    """A stand-in model whose next token after any prompt follows `order` (most likely first),
+    over a word-level vocabulary that has punctuation and words of every shape."""
+
+    def __init__(self, order: list[str]):
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        words = ["<unk>", ",", ".", "a", "the", "Jane", "jane", "Mark", "Charles", "by", "x"]
+        tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+        self.logits = torch.full((len(words),), -20.0)
+        for rank, word in enumerate(order):
+            self.logits[words.index(word)] = -float(rank)
+
+    def answer_token(self, answer: str) -> int:
+        return self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"][0]
+
+    def next_token_logprobs(self, prompts: list[str]) -> torch.Tensor:
+        return self.logits.log_softmax(-1).expand(len(prompts), -1)
+
+
+def test_model_ranked_wrong_answers_are_words_shaped_like_the_answer():
+    """With no other answer of the relation in the pool, the wrong answers are the model's top
+    next tokens, minus punctuation and the true answer in any case, capitalised words (like
+    "Jane") before the rest."""
+    model = Ranked([",", "Jane", ".", "a", "jane", "Mark", "the", "Charles", "by"])
+    fact = Fact("Pride and Prejudice", "author", "x x by", "Jane")
+
+    def wrong(n: int) -> list[str]:
+        samples = make_antisamples(model, fact, n_counterfactual=n, rationales=False)
+        return [s.answer for s in samples if s.kind == "counterfactual"]
+
+    assert wrong(2) == ["Mark", "Charles"]
+    assert wrong(5) == ["Mark", "Charles", "a", "the", "by"]
 
 
 def test_rationales_are_in_vocabulary_and_lower_p_true(world, facts):

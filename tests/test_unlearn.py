@@ -78,11 +78,12 @@ def test_bad_input(world, world_bottleneck):
 
 def test_a_relation_and_subject_the_pool_does_not_hold(world, world_bottleneck):
     """Nothing in the pool shares the fact's subject or relation: the wrong answers come from
-    the model itself and every other pool fact is kept (this crashed with an IndexError)."""
+    the model itself, the default retain set holds the pool's unrelated facts (an empty one
+    crashed with an IndexError), and the fact is forgotten."""
     model, w = world
     facts = w.facts()
     target = next(f for f in facts if f.subject == w.subjects[3] and f.relation == "color")
     others = [f for f in facts if f.relation != "color" and f.subject != target.subject][:24]
     plan = unlearn(model, world_bottleneck, [target], pool=[target, *others])
-    assert plan.results.retain.before["n_facts"] == len(others)
-    assert plan.results.facts[0].selection.codes
+    assert plan.results.retain.before["n_facts"] > 0
+    assert plan.results.facts[0].selection.success and not plan.results.facts[0].after.correct
