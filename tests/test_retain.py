@@ -1,0 +1,71 @@
+"""The default retain set and the forget probe's formats, on the synthetic world."""
+
+from collections import Counter
+
+import pytest
+from codecut.probes.attacks.format import variant_prompts
+from codecut.probes.retain import UNRELATED_PER_RELATION, default_retain
+from codecut.probes.search import _forget_probe
+
+
+def findar(w):
+    facts = w.facts("all")
+    return facts, next(f for f in facts if f.subject == w.subjects[3] and f.relation == "color")
+
+
+def known(model, facts):
+    _, ok = model.answer_scores([f.prompt for f in facts], [f.answer for f in facts])
+    return [f for f, k in zip(facts, ok.tolist()) if k]
+
+
+def test_near_facts_and_a_few_unrelated_ones(world):
+    model, w = world
+    facts, target = findar(w)
+    retain = default_retain(model, [target], facts)
+    others = [f for f in facts if f is not target]
+    near = [f for f in known(model, others) if target.subject == f.subject or f.relation == "color"]
+    assert near and all(f in retain for f in near)
+    assert all(f is not target for f in retain) and known(model, retain) == retain
+    unrelated = Counter(f.relation for f in retain if f not in near)
+    assert unrelated and set(unrelated.values()) == {UNRELATED_PER_RELATION}
+    assert set(unrelated) == {r for r in w.relations if r != "color"}
+
+
+def test_a_relation_and_subject_the_pool_does_not_hold(world):
+    """Nothing near: the pool's unrelated facts guard the cut (the world model knows none of
+    the shipped English example facts, so they add nothing here)."""
+    model, w = world
+    facts, target = findar(w)
+    others = [f for f in facts if f.relation != "color" and f.subject != target.subject]
+    retain = default_retain(model, [target], [target, *others])
+    assert retain and all(f in others for f in retain) and known(model, retain) == retain
+    assert Counter(f.relation for f in retain) == {
+        r: UNRELATED_PER_RELATION for r in w.relations if r != "color"
+    }
+
+
+def test_nothing_known_is_an_error(world):
+    model, w = world
+    _, target = findar(w)
+    with pytest.raises(ValueError, match="no retain set could be built"):
+        default_retain(model, [target], [])
+
+
+def test_forget_probe_asks_the_main_prompt_in_the_formats_the_model_answers(world):
+    """The attack card's formats of the main prompt join the must-lose prompts where the clean
+    model answers them; generated paraphrases stay outside (within the search's slack)."""
+    model, w = world
+    facts, target = findar(w)
+    probe = _forget_probe(model, target, facts)
+    must = [p for p, m in zip(probe.prompts, probe.main.tolist()) if m]
+    formats = [p for p in must if p not in target.prompts]
+    assert must[: len(target.prompts)] == target.prompts
+    others = [f for f in facts if f is not target]
+    plain = type(target)(target.subject, target.relation, target.prompt, target.answer)
+    few_shot = variant_prompts(model, plain, others, "few-shot", 3)[0]
+    assert few_shot in formats  # the world model answers its prompt after other facts
+    assert all(p.endswith(target.prompt) for p in formats)
+    _, answered = model.answer_scores(formats, [target.answer] * len(formats))
+    assert answered.all()
+    generated = [p for p, m in zip(probe.prompts, probe.main.tolist()) if not m]
+    assert generated and all(p.startswith("people say that") for p in generated)
