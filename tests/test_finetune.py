@@ -308,3 +308,17 @@ def test_interrupted_run_leaves_no_model_directory(task, tmp_path, interrupt_at,
         finetune_unlearn(model, [target], neighbours, method="ga", steps=3, min_steps=1, lr=LR,
                          save_dir=tmp_path / "m")  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_lora_run_leaves_the_model_as_it_was(task, interrupt_at):
+    """In place, a Ctrl-C after a LoRA step removes the adapters unmerged: nothing changed."""
+    model, target, _ = task
+    mine = copied(model)
+    before = {k: v.clone() for k, v in mine.hf.state_dict().items()}
+    interrupt_at(run, "answered", 1)  # no retain facts: 1 is the check after the first step
+    with pytest.raises(KeyboardInterrupt):
+        finetune_unlearn(mine, [target], method="ga", params="lora:2", steps=3, min_steps=1,
+                         lr=LR, inplace=True)  # fmt: skip
+    after = mine.hf.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
