@@ -254,13 +254,20 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
 
 def cmd_attack(args: argparse.Namespace) -> None:
     """Is it really gone? The attack suite's report card for the facts, with and without a plan."""
+    from codecut.probes.attacks import AttackConfig
+
+    if args.lora < 0:
+        raise BadInput(f"--lora {args.lora}: the LoRA rank must be >= 1 (0: all weights)")
     facts = codecut.load_facts(args.facts)
     pool = codecut.load_facts(args.pool) if args.pool else None
     texts = read_texts(args.texts) if args.texts else None
     plan = codecut.load_plan(args.plan) if args.plan else None
     model = codecut.load_model(args.model)
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
-    card = codecut.attack(model, facts, bottleneck=bottleneck, plan=plan, pool=pool, texts=texts)
+    config = AttackConfig(relearn_lora=args.lora)
+    card = codecut.attack(
+        model, facts, bottleneck=bottleneck, plan=plan, pool=pool, texts=texts, config=config
+    )
     if args.plot:
         card.plot(args.plot)
     if args.json:
@@ -421,6 +428,13 @@ def parser() -> argparse.ArgumentParser:
         "(default: the shipped example facts)",
     )
     s.add_argument("--texts", help="held-out text for fluency, documents separated by blank lines")
+    s.add_argument(
+        "--lora",
+        type=int,
+        default=0,
+        metavar="R",
+        help="relearn through rank-R LoRA adapters (lr 1e-3) instead of all weights (lr 1e-4)",
+    )
     s.add_argument("--plot", metavar="PATH.png", help="also write the card as a bar plot (PNG)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(run=cmd_attack)

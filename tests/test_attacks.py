@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from codecut.probes.attacks import AttackConfig, code_activations, plot_code_activations
+from codecut.probes.attacks import AttackConfig, code_activations, hops, plot_code_activations
+from codecut.probes.attacks import relearn as relearning
 from codecut.probes.attacks.card import PRESENCE
 from codecut.probes.attacks.fluency import loss
 from codecut.probes.attacks.format import answer_metrics, variant_prompts
@@ -16,9 +17,10 @@ from codecut.probes.attacks.generation import contains
 from codecut.probes.attacks.probing import accuracy, points, read, train_probes
 from codecut.probes.attacks.quantize import rounded
 from codecut.probes.attacks.relearn import relearn
+from codecut.probes.attacks.states import States
 from codecut.probes.evaluate import fact_accuracy
 
-from codecut import Ablation, apply, attach, attack, load_model, save_facts, unlearn
+from codecut import Ablation, Fact, apply, attach, attack, load_model, save_facts, unlearn
 from codecut.cli import main
 from codecut.errors import BadInput, BadType
 
@@ -112,17 +114,26 @@ def test_numbers_are_what_an_independent_measurement_gives(attacked):
     assert fluency.clean == pytest.approx(loss(model, attacked.texts))
 
 
-def test_the_card_covers_the_neighbours_and_serialises(attacked):
+def test_the_card_covers_the_reference_groups_and_serialises(attacked):
     card = attacked.card
-    assert card.neighbours and all(
-        f.subject == "Findar" or f.relation == "color" for f in card.neighbours
-    )
-    assert card.row("format", "prompt", "neighbours").plan is not None
+    kind = {
+        "same subject": lambda f: f.subject == "Findar" and f.relation != "color",
+        "same relation": lambda f: f.subject != "Findar" and f.relation == "color",
+        "unrelated": lambda f: f.subject != "Findar" and f.relation != "color",
+    }
+    assert list(card.groups) == list(kind)
+    for group, facts in card.groups.items():
+        assert len(facts) == AttackConfig().neighbours and all(map(kind[group], facts))
+        _, known = attacked.model.answer_scores(
+            [f.prompt for f in facts], [f.answer for f in facts]
+        )
+        assert known.all()  # each answered by the clean model on its prompt
+        assert card.row("format", "prompt", group).plan is not None
     data = json.loads(json.dumps(card.to_dict()))
     assert data["codes"] == attacked.plan.codes
     assert data["config"] == asdict(AttackConfig())
     assert {r["probe"] for r in data["rows"]} == {
-        "format", "generation", "probing", "relearning", "quantisation", "fluency"
+        "format", "indirect", "generation", "probing", "relearning", "quantisation", "fluency"
     }  # fmt: skip
 
 
@@ -164,6 +175,73 @@ def test_a_plain_hf_model_is_copied_with_its_own_cut(attacked, world_bottleneck)
     assert all(torch.equal(v, weights[k]) for k, v in hf.state_dict().items())
 
 
+def test_lora_relearning_changes_only_adapted_layers_and_can_bring_the_fact_back(
+    attacked, world_bottleneck
+):
+    """LoRA adapters on the blocks' linear layers, merged into a copy: the embeddings stay, the
+    copy holds no peft module, the user's model is untouched, and fine-tuning the forgotten
+    fact itself through them brings it back with the plan applied (the probe is not blind)."""
+    model, target, plan = attacked.model, attacked.target, attacked.plan
+    weights = {k: v.clone() for k, v in model.hf.state_dict().items()}
+    tuned = relearn(model, [target], steps=20, lr=1e-2, plan=plan, lora=4)
+    with apply(tuned, plan, bottleneck=world_bottleneck):
+        assert fact_accuracy(tuned, [target]) == 1
+    assert not any("lora" in name for name, _ in tuned.hf.named_modules())
+    after = tuned.hf.state_dict()
+    changed = {k for k, v in weights.items() if not torch.equal(v, after[k])}
+    assert changed and all(".layers." in k and k.endswith("proj.weight") for k in changed)
+    assert all(torch.equal(v, weights[k]) for k, v in model.hf.state_dict().items())
+    rows = relearning.probe(
+        model, {"forget": [target]}, attacked.facts, States(world_bottleneck, plan),
+        steps=2, lr=1e-3, n_facts=2, lora=4,
+    )  # fmt: skip
+    assert {(r.variant, r.group) for r in rows} == {("other facts, LoRA r4", "forget")}
+    assert all(r.clean is not None and r.plan is not None for r in rows)
+
+
+def test_indirect_questions_are_built_from_the_facts_form():
+    capital = Fact(
+        "France", "capital", "The capital of France is", "Paris",
+        paraphrases=["The capital city of France is", "France's capital is"],
+    )  # fmt: skip
+    currency = Fact("France", "currency", "The official currency of France is the", "euro")
+    river = Fact("Paris", "river", "The river of Paris is the", "Seine")
+    assert hops.reverse(capital) == ["Paris is the capital of", "Paris is the capital city of"]
+    assert hops.reverse(currency) == ["The euro is the official currency of"]
+    assert hops.multi_hop(capital, [currency, river, capital]) == [
+        ("The official currency of the one whose capital is Paris is the", "euro"),
+        ("The river of the capital of France is the", "Seine"),
+    ]
+    other_form = Fact("France", "capital", "France's capital is", "Paris")
+    assert hops.reverse(other_form) == [] and hops.multi_hop(other_form, [currency]) == []
+
+
+def test_the_indirect_probe_sees_what_the_model_knows(attacked, world_bottleneck):
+    """The world model never read a reverse or multi-hop sentence, so on it these rows are
+    blind (and the card says so). A copy taught Findar's reverse and multi-hop sentences
+    shows the probe sees them when they are there, and measures them with the plan applied."""
+    model, target, plan, card = attacked.model, attacked.target, attacked.plan, attacked.card
+    near = [f for f in attacked.facts if f.subject == "Findar" and f.relation != "color"]
+    asked = {
+        "reverse": [(q, "Findar") for q in hops.reverse(target)],
+        "multi-hop": hops.multi_hop(target, near),
+    }
+    assert asked["reverse"] and len(asked["multi-hop"]) >= 3
+    for variant, pairs in asked.items():
+        row = card.row("indirect", variant)
+        prompts, answers = map(list, zip(*pairs))
+        assert row.n == len(prompts) and row.bottleneck == row.clean
+        assert row.clean == answer_metrics(model, prompts, answers)["accuracy"]
+        assert row.blind == (row.clean == 0)
+    taught = [Fact("Findar", "hop", q, a) for pairs in asked.values() for q, a in pairs]
+    tuned = relearn(model, [*taught, *near], steps=30, lr=1e-3)
+    rows = hops.probe(tuned, {"forget": [target]}, attacked.facts, States(world_bottleneck, plan))
+    for variant in asked:
+        row = next(r for r in rows if r.variant == variant and r.metric == "accuracy")
+        assert row.clean >= 0.5 and not row.blind, row
+        assert row.plan is not None and 0 <= row.plan <= 1
+
+
 def test_linear_probes_name_held_out_subjects_colours(world, world_bottleneck):
     """The probe is not blind: trained on 18 subjects' colours, it names the colour of 6 other
     subjects (36 prompts, 7 candidates: chance 1/7) from each read point."""
@@ -197,7 +275,7 @@ def test_probing_rows_report_what_the_activations_hold(attacked):
         assert row.chance == pytest.approx(1 / 7) and row.n == 6
         assert row.bottleneck == row.clean  # the bare bottleneck changes no activation
         assert row.clean > row.chance and not row.blind, row
-        assert card.row("probing", variant, "neighbours").clean is not None
+        assert card.row("probing", variant, "same subject").clean is not None
     before = card.row("probing", "before hook")
     assert before.plan == before.clean  # the cut sits above it: it cannot reach it
 
@@ -218,7 +296,8 @@ def test_the_card_plots_clean_and_plan_bars_per_group(attacked, tmp_path):
     card, path = attacked.card, tmp_path / "card.png"
     figure = card.plot(path)
     shown = [r for r in card.rows if r.metric in PRESENCE and not r.skipped]
-    assert [ax.get_title(loc="left") for ax in figure.axes] == ["forget", "neighbours"]
+    titles = ["forget", "same subject", "same relation", "unrelated"]
+    assert [ax.get_title(loc="left") for ax in figure.axes] == titles
     for ax in figure.axes:
         rows = [r for r in shown if r.group == ax.get_title(loc="left")]
         assert len(ax.patches) == 2 * len(rows)  # a clean and a plan bar per probe and variant
@@ -304,6 +383,7 @@ def test_cli_json_and_table(attacked, world_bottleneck, tmp_path, capsys):
         (["--facts", "/no/such.jsonl"], "does not exist"),
         (["--facts", "{facts}", "--plan", "/no/plan.json"], "plan file /no/plan.json does not"),
         (["--facts", "{facts}", "--pool", "{texts}"], "t.txt:1: not valid JSON"),
+        (["--facts", "{facts}", "--lora", "-1"], "the LoRA rank must be >= 1"),
     ],
 )
 def test_cli_errors_are_one_line(world, tmp_path, capsys, extra, message):

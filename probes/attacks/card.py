@@ -16,16 +16,17 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PRESENCE = {"accuracy", "found"}  # metrics that are the fraction of prompts showing the fact
+GROUPS = ("forget", "same subject", "same relation", "unrelated")  # the fact groups, in order
 
 
 class Row(NamedTuple):
     """One number of the card on each state of the model (None: not measured in that state).
 
     Attributes:
-        probe: format, generation, probing, relearning, quantisation or fluency.
-        variant: how the probe asked (question, few-shot, greedy, int8, ...).
-        group: forget (the facts attacked), neighbours (facts sharing their subject or
-            relation, which a plan must keep) or text (fluency).
+        probe: format, indirect, generation, probing, relearning, quantisation or fluency.
+        variant: how the probe asked (question, few-shot, reverse, greedy, int8, ...).
+        group: forget (the facts attacked); same subject, same relation or unrelated (facts
+            a plan must keep: `GROUPS`); or text (fluency).
         metric: accuracy (fraction of prompts whose greedy next token is the answer's first),
             p_answer (that token's mean probability), found (fraction of continuations that
             contain the answer) or loss (mean next-token loss, nats per token); a linear
@@ -92,7 +93,8 @@ class AttackCard:
     Attributes:
         model: the model's name.
         facts: the facts attacked (group "forget").
-        neighbours: the facts kept as a reference (group "neighbours").
+        groups: the facts kept as a reference, by group (same subject, same relation,
+            unrelated; a group with no fact is left out).
         codes: the plan's cut codes; None without a plan.
         config: the settings the probes ran with (`AttackConfig` as a dict).
         rows: the numbers, in probe order.
@@ -101,11 +103,16 @@ class AttackCard:
 
     model: str
     facts: list[Fact]
-    neighbours: list[Fact]
+    groups: dict[str, list[Fact]]
     codes: list[int] | None
     config: dict[str, Any]
     rows: list[Row]
     seconds: float
+
+    @property
+    def neighbours(self) -> list[Fact]:
+        """Every reference fact, of all groups."""
+        return [f for fs in self.groups.values() for f in fs]
 
     def row(self, probe: str, variant: str, group: str = "forget", metric: str = "accuracy") -> Row:
         """The row of a probe and variant; a skipped one whatever `metric` is asked."""
@@ -127,7 +134,7 @@ class AttackCard:
         return {
             "model": self.model,
             "facts": [asdict(f) for f in self.facts],
-            "neighbours": [asdict(f) for f in self.neighbours],
+            "groups": {g: [asdict(f) for f in fs] for g, fs in self.groups.items()},
             "codes": self.codes,
             "config": self.config,
             "rows": [

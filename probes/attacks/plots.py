@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from codecut.codebook import Bottleneck, attach
 from codecut.probes.antisamples import make_antisamples
-from codecut.probes.attacks.card import PRESENCE, AttackCard
+from codecut.probes.attacks.card import GROUPS, PRESENCE, AttackCard
 from codecut.probes.plan import UnlearnPlan, apply
 from matplotlib.figure import Figure
 
@@ -26,7 +26,6 @@ from codecut.facts import Fact
 from codecut.io import atomic_file
 from codecut.models import Model
 
-GROUPS = ("forget", "neighbours")
 DPI = 120
 BATCH = 32  # prompts per forward pass
 
@@ -47,7 +46,7 @@ def save(figure: Figure, path: str | os.PathLike) -> None:
 
 
 def card_figure(card: AttackCard, path: str | os.PathLike | None = None) -> InlineFigure:
-    """A panel per fact group (forget, neighbours); in each, a bar per probe and variant for the
+    """A panel per fact group (forget, same subject, same relation, unrelated); in each, a bar per probe and variant for the
     clean model and one with the plan (the fraction of prompts showing the fact: accuracy or
     found). Skipped rows are left out, blind ones say so, and a dotted mark is chance."""
     rows = [r for r in card.rows if r.metric in PRESENCE and not r.skipped]

@@ -3,13 +3,16 @@
 Fine-tuning on a handful of unrelated examples brings much "unlearned" knowledge back (Lucki
 et al.; Deeb and Roger): a fact that was only hidden returns, one that is gone does not. The
 attacker here fine-tunes the deployed model, plan applied, on other facts of the same relation
-(every prompt followed by its answer, next-token loss on the whole text, all weights, Adam),
-on a deep copy; the clean model gets the same steps as the reference.
+(every prompt followed by its answer, next-token loss on the whole text, Adam), on a deep copy;
+the clean model gets the same steps as the reference. All weights train, or LoRA adapters
+(`lora=R`: rank R on every linear layer of every block, peft's, merged into the copy after),
+the cheap fine-tuning an attacker with little compute would use.
 """
 
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 
 import torch
 from codecut.codebook import Bottleneck
@@ -18,6 +21,7 @@ from codecut.probes.attacks.copies import copied
 from codecut.probes.attacks.format import answer_metrics
 from codecut.probes.attacks.states import States
 from codecut.probes.evaluate import prompts_and_answers
+from codecut.probes.finetune.params import adapted
 from codecut.probes.plan import UnlearnPlan, apply
 
 from codecut.facts import Fact
@@ -31,35 +35,40 @@ def relearn(
     lr: float = 1e-4,
     plan: UnlearnPlan | None = None,
     bottleneck: Bottleneck | None = None,
+    lora: int = 0,
 ) -> Model:
     """A copy of `model` fine-tuned for `steps` full-batch Adam steps on `facts`' sentences,
-    with `plan` (made for `bottleneck`) in the forward pass while it trains. The user's model
-    and bottleneck are not touched: both are copied (the bottleneck's copy trains nothing, but
-    would otherwise collect gradients)."""
+    with `plan` (made for `bottleneck`) in the forward pass while it trains: all its weights,
+    or rank-`lora` adapters merged into them after. The user's model and bottleneck are not
+    touched: both are copied (the bottleneck's copy trains nothing, but would otherwise
+    collect gradients)."""
     tuned = copied(model)
     texts = [f"{p} {f.answer}" for f in facts for p in f.prompts]
     batch = tuned.tokenize(texts)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-    params = [p for p in tuned.hf.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
     during = (
         apply(tuned, plan, bottleneck=copy.deepcopy(bottleneck or plan.bottleneck))
         if plan is not None
         else None
     )
     try:
-        with torch.enable_grad():
-            for _ in range(steps):
-                logits = tuned(ids, mask)[:, :-1]
-                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        with adapted(tuned, f"lora:{lora}") if lora else nullcontext() as adapters:
+            params = adapters or [p for p in tuned.hf.parameters() if p.requires_grad]
+            optimizer = torch.optim.Adam(params, lr=lr)
+            with torch.enable_grad():
+                for _ in range(steps):
+                    logits = tuned(ids, mask)[:, :-1]
+                    loss = torch.nn.functional.cross_entropy(
+                        logits.flatten(0, 1), targets.flatten()
+                    )
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
     finally:
         if during is not None:
             during.remove()
-    for p in params:
+    for p in tuned.hf.parameters():
         p.grad = None  # the copy is for measuring: free the gradients' memory
     return tuned
 
@@ -72,25 +81,27 @@ def probe(
     steps: int,
     lr: float,
     n_facts: int,
+    lora: int = 0,
 ) -> list[Row]:
-    """Rows per group: every prompt's accuracy after fine-tuning on up to `n_facts` other facts
-    of the forget facts' relations (clean: the clean model so tuned; plan: the model tuned and
-    measured with the plan applied)."""
+    """Rows per group: every prompt's accuracy after fine-tuning (all weights, or rank-`lora`
+    adapters) on up to `n_facts` other facts of the forget facts' relations (clean: the clean
+    model so tuned; plan: the model tuned and measured with the plan applied)."""
+    variant = f"other facts, LoRA r{lora}" if lora else "other facts"
     relations = {f.relation for f in groups["forget"]}
     subjects = {f.subject for f in groups["forget"]}
     train = [g for g in others if g.relation in relations and g.subject not in subjects][:n_facts]
     if not train:
         why = "the pool holds no other fact of the forget facts' relations"
-        return [skipped("relearning", "other facts", group, why) for group in groups]
+        return [skipped("relearning", variant, group, why) for group in groups]
     by_group: dict[str, dict[str, dict[str, float]]] = {group: {} for group in groups}
     for name in [s for s in states.names if s != "bottleneck"]:
         plan = states.plan if name == "plan" else None
-        tuned = relearn(model, train, steps, lr, plan=plan, bottleneck=states.bottleneck)
+        tuned = relearn(model, train, steps, lr, plan, states.bottleneck, lora)
         with states.enter(tuned, name), torch.no_grad():
             for group, facts in groups.items():
                 by_group[group][name] = answer_metrics(tuned, *prompts_and_answers(facts))
     rows = []
     for group, facts in groups.items():
         n = sum(len(f.prompts) for f in facts)
-        rows += measured("relearning", "other facts", group, n, by_group[group])
+        rows += measured("relearning", variant, group, n, by_group[group])
     return rows

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from codecut.codebook import Bottleneck
-from codecut.probes.attacks import fluency, format, generation, probing, quantize, relearn
+from codecut.probes.attacks import fluency, format, generation, hops, probing, quantize, relearn
 from codecut.probes.attacks.card import AttackCard
 from codecut.probes.attacks.states import States
 from codecut.probes.plan import UnlearnPlan, apply
@@ -21,14 +21,15 @@ from codecut.models import Model
 class AttackConfig:
     """The probes' settings (the defaults are the issue's: 40 tokens, 5 samples, 20 steps)."""
 
-    neighbours: int = 4  # facts sharing a subject or relation, measured as a reference
+    neighbours: int = 2  # facts per reference group: same subject, same relation, unrelated
     shots: int = 3  # facts in the few-shot prefix
     new_tokens: int = 40  # length of each continuation
     samples: int = 5  # sampled continuations per prompt
     seed: int = 0  # for the samples
     relearn_steps: int = 20
-    relearn_lr: float = 1e-4
+    relearn_lr: float | None = None  # None: 1e-4 for all weights, 1e-3 for LoRA adapters
     relearn_facts: int = 8  # other facts of the relation to fine-tune on
+    relearn_lora: int = 0  # the rank of LoRA adapters to fine-tune; 0: all weights
 
 
 def attack(
@@ -56,9 +57,9 @@ def attack(
         texts: held-out text for the fluency probe (default: a few plain English sentences).
         config: the probes' settings.
 
-    Returns an `AttackCard`: a row per probe, variant, group (forget, neighbours, text) and
-    metric, each with its number on the clean model, the bare bottleneck and the plan. A row
-    whose clean number is no better than chance (0; a linear probe's 1 / candidates) is marked
+    Returns an `AttackCard`: a row per probe, variant, group (forget, same subject, same
+    relation, unrelated, text) and metric, each with its number on the clean model, the bare
+    bottleneck and the plan. A row whose clean number is no better than chance (0; a linear probe's 1 / candidates) is marked
     blind: that probe cannot see the fact on this model.
     The model's weights are never changed (relearning and quantisation work on copies).
     """
@@ -78,13 +79,11 @@ def attack(
         for f in (example_facts() if pool is None else pool)
         if (f.subject, f.relation) not in attacked
     ]
-    groups = {
-        "forget": list(facts),
-        "neighbours": neighbours(model, facts, others, config.neighbours),
-    }
+    groups = {"forget": list(facts), **neighbours(model, facts, others, config.neighbours)}
     groups = {name: fs for name, fs in groups.items() if fs}
     rows = [
         *format.probe(model, groups, others, states, config.shots),
+        *hops.probe(model, groups, others, states),
         *generation.probe(model, groups, states, config.samples, config.new_tokens, config.seed),
         *probing.probe(model, groups, others, states),
         *relearn.probe(
@@ -93,8 +92,9 @@ def attack(
             others,
             states,
             config.relearn_steps,
-            config.relearn_lr,
+            config.relearn_lr or (1e-3 if config.relearn_lora else 1e-4),
             config.relearn_facts,
+            config.relearn_lora,
         ),
         *quantize.probe(model, groups, states),
         *fluency.probe(model, texts or fluency.TEXTS, states),
@@ -102,7 +102,7 @@ def attack(
     return AttackCard(
         model=model.name,
         facts=list(facts),
-        neighbours=groups.get("neighbours", []),
+        groups={name: fs for name, fs in groups.items() if name != "forget"},
         codes=plan.codes if plan is not None else None,
         config=asdict(config),
         rows=rows,
@@ -111,13 +111,25 @@ def attack(
 
 
 @torch.no_grad()
-def neighbours(model: Model, facts: list[Fact], others: list[Fact], n: int) -> list[Fact]:
-    """Up to `n` facts of `others` that the clean model answers on their prompt and that share
-    a subject (first) or a relation with a fact of `facts`."""
+def neighbours(
+    model: Model, facts: list[Fact], others: list[Fact], n: int
+) -> dict[str, list[Fact]]:
+    """Up to `n` facts of `others` per reference group, each answered by the clean model on its
+    prompt: "same subject" (another relation of a subject of `facts`), "same relation" (another
+    subject) and "unrelated" (neither)."""
     subjects, relations = {f.subject for f in facts}, {f.relation for f in facts}
-    near = [f for f in others if f.subject in subjects]
-    near += [f for f in others if f.relation in relations and f.subject not in subjects]
+    kinds = {
+        "same subject": [f for f in others if f.subject in subjects],
+        "same relation": [
+            f for f in others if f.relation in relations and f.subject not in subjects
+        ],
+        "unrelated": [
+            f for f in others if f.relation not in relations and f.subject not in subjects
+        ],
+    }
+    near = [f for fs in kinds.values() for f in fs]
     if not near or n <= 0:
-        return []
-    _, known = model.answer_scores([f.prompt for f in near], [f.answer for f in near])
-    return [f for f, ok in zip(near, known) if ok][:n]
+        return {name: [] for name in kinds}
+    _, ok = model.answer_scores([f.prompt for f in near], [f.answer for f in near])
+    known = {id(f) for f, yes in zip(near, ok) if yes}
+    return {name: [f for f in fs if id(f) in known][:n] for name, fs in kinds.items()}
