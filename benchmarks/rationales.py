@@ -1,0 +1,110 @@
+"""Do the misleading rationales help the selector? The same requests with and without them.
+
+"without" is the selector as it is (the forget probe: the fact's prompts, its main prompt in
+the attack card's formats, generated paraphrases). "with" adds the rationale anti-samples that
+the clean model still answers (the true answer is its greedy token despite the misleading
+text) to the forget probe as generated prompts: they count in the score (codes that push the
+answer against a misleading context) and, like paraphrases, within the slack of the check.
+
+    python benchmarks/rationales.py
+
+Writes benchmarks/results/rationales.json and .md, with the machine named: per request and
+variant, success, codes, seconds, the forget probe's must-lose prompts still answered after
+the plan, and the shipped example facts kept (main prompt greedy). Default retain set and pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from codecut.probes import search
+from codecut.probes.antisamples import make_antisamples
+from codecut.probes.attribution import Probe
+
+import codecut
+from codecut.facts import Fact, example_facts
+from codecut.io import markdown_table, write_text
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+MODEL = "smollm2-135m-instruct"
+OWN = [
+    Fact("Pride and Prejudice", "author", "Pride and Prejudice was written by", "Jane"),
+    Fact("solar system", "largest planet", "The largest planet in the solar system is", "Jupiter"),
+]
+EXAMPLES = [("France", "capital"), ("Japan", "currency")]
+plain_probe = search._forget_probe
+
+
+def with_rationales(model, fact: Fact, pool: list[Fact]) -> Probe:
+    """The selector's forget probe plus the rationales the clean model still answers."""
+    probe = plain_probe(model, fact, pool)
+    texts = [
+        s.prompt
+        for s in make_antisamples(model, fact, pool=pool, paraphrases=False)
+        if s.kind == "rationale"
+    ]
+    _, answered = model.answer_scores(texts, [fact.answer] * len(texts))
+    extra = [t for t, ok in zip(texts, answered.tolist()) if ok and t not in probe.prompts]
+    n = len(extra)
+    return Probe(
+        probe.prompts + extra,
+        probe.answers + [fact.answer] * n,
+        probe.anti + [probe.anti[0]] * n,
+        torch.cat([probe.main, torch.zeros(n, dtype=torch.bool)]),
+    )
+
+
+def run(model, bn, fact: Fact, examples: list[Fact], variant: str) -> dict:
+    search._forget_probe = with_rationales if variant == "with" else plain_probe
+    probe = search._forget_probe(model, fact, example_facts())
+    t0 = time.time()
+    plan = codecut.unlearn(model, bn, [fact])
+    seconds = time.time() - t0
+    kept = [f for f in examples if (f.subject, f.relation) != (fact.subject, fact.relation)]
+    must = [p for p, m in zip(probe.prompts, probe.main.tolist()) if m]
+    with codecut.apply(model, plan):
+        _, still = model.answer_scores(must, [fact.answer] * len(must))
+        _, ok = model.answer_scores([f.prompt for f in kept], [f.answer for f in kept])
+    selection = plan.results.facts[0].selection
+    return {
+        "fact": fact.prompt,
+        "variant": variant,
+        "forget_prompts": len(probe.prompts),
+        "success": selection.success,
+        "codes": len(selection.codes),
+        "family": f"{selection.family.mode} c={selection.family.c}"
+        + (" if subject" if selection.family.conditional else ""),
+        "must_lose": len(must),
+        "must_lose_still_answered": int(still.sum()),
+        "examples_kept": f"{int(ok.sum())}/{len(kept)}",
+        "seconds": round(seconds, 1),
+    }
+
+
+def main() -> None:
+    examples = example_facts()
+    france, japan = (next(f for f in examples if (f.subject, f.relation) == k) for k in EXAMPLES)
+    facts = [france, *OWN, japan]
+    model = codecut.load_model(MODEL)
+    bn = codecut.load_bottleneck(MODEL)
+    rows = []
+    for fact in facts:
+        for variant in ("without", "with"):
+            rows.append(run(model, bn, fact, examples, variant))
+            print(json.dumps(rows[-1]), flush=True)
+    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU, shared with other jobs"
+    out = {"machine": machine, "torch": torch.__version__, "rows": rows}
+    write_text(RESULTS / "rationales.json", json.dumps(out, indent=1) + "\n")
+    text = f"# Rationales in the forget probe, with and without\n\n{machine}\n\n"
+    write_text(RESULTS / "rationales.md", text + markdown_table(pd.DataFrame(rows)) + "\n")
+    print(markdown_table(pd.DataFrame(rows)))
+
+
+if __name__ == "__main__":
+    main()
