@@ -373,21 +373,38 @@ def sweep(rows: list[Row]) -> pd.DataFrame:
 
 
 def frontier(rows: list[Row], path: Path) -> None:
-    """Forget success against mean retention, a point per method and lr (over its requests)."""
-    figure = Figure(figsize=(7, 5), layout="constrained")
-    ax = figure.add_subplot()
+    """Forget success against mean retention: left, a point per method and lr over the sweep's
+    requests (the zero-shot path on the same ones); right, each method's chosen setting over
+    every request. Colour: method; marker: lr (a star for the zero-shot path)."""
     table = pd.DataFrame([{**asdict(r), "retention": r.retention} for r in rows])
     table["lr"] = table["lr"].fillna(0.0)
-    for (method, lr), g in table.groupby(["method", "lr"], sort=False):
-        x = g["success"].fillna(False).astype(bool).mean()
-        y = g["retention"].mean()
-        zero = method.startswith("zero-shot")
-        label = method if zero else f"{method} lr={lr:g}"
-        ax.scatter(x, y, marker="*" if zero else "o", s=160 if zero else 40, label=label)
-    ax.set_xlabel("forget success (share of requests: prompt and every paraphrase)")
-    ax.set_ylabel("retention (mean of same subject, same relation, others)")
-    ax.set_xlim(-0.05, 1.05)
-    ax.legend(fontsize=6, ncols=2, loc="lower left")
+    swept = table.loc[table["swept"], "request"].unique()
+    methods = list(dict.fromkeys(table["method"]))
+    lrs = sorted(set(table["lr"]) - {0.0})
+    colours = [f"C{i % 10}" for i in range(len(methods))]
+    figure = Figure(figsize=(12, 5), layout="constrained")
+    panels = [
+        (table[table["request"].isin(swept)], f"lr sweep ({len(swept)} requests)"),
+        (table[table["chosen"]], "chosen settings (every request)"),
+    ]
+    for i, (part, title) in enumerate(panels):
+        ax = figure.add_subplot(1, 2, i + 1)
+        for (method, lr), g in part.groupby(["method", "lr"], sort=False):
+            zero = lr == 0.0
+            ax.scatter(
+                g["success"].fillna(False).astype(bool).mean(),
+                g["retention"].mean(),
+                marker="*" if zero else "osD^vP<>"[lrs.index(lr) % 8],
+                s=180 if zero else 50,
+                color=colours[methods.index(method)],
+                alpha=0.8,
+                label=method if zero else f"{method} lr={lr:g}",
+            )
+        ax.set_title(title)
+        ax.set_xlabel("forget success (share of requests: prompt and every paraphrase)")
+        ax.set_ylabel("retention (mean of same subject, same relation, others)")
+        ax.set_xlim(-0.05, 1.05)
+        ax.legend(fontsize=6, ncols=2, loc="lower left")
     with atomic_file(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
 
@@ -463,6 +480,7 @@ def parse() -> tuple[argparse.Namespace, Settings]:
     ap.add_argument("--batch-size", type=int, help="override: finetune batch size")
     ap.add_argument("--methods", help="only these fine-tuning methods (comma-separated)")
     ap.add_argument("--codebook-tokens", type=int, help="override: codebook training tokens")
+    ap.add_argument("--codebook-generated", type=int, help="override: model samples in its corpus")
     ap.add_argument("--attack", action="store_true", help="attack cards on the first request")
     ap.add_argument(
         "--out",
@@ -476,7 +494,7 @@ def parse() -> tuple[argparse.Namespace, Settings]:
         "requests": args.requests, "sweep_requests": args.sweep_requests,
         "lrs": tuple(float(x) for x in args.lrs.split(",")) if args.lrs else None,
         "steps": args.steps, "batch_size": args.batch_size,
-        "codebook_tokens": args.codebook_tokens,
+        "codebook_tokens": args.codebook_tokens, "codebook_generated": args.codebook_generated,
     }  # fmt: skip
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     unknown = set((args.methods or "").split(",")) - set(METHODS) - {""}
@@ -496,7 +514,9 @@ def main() -> None:
     shipped = codecut.load_bottleneck(MODEL)
     known = codecut.evaluate(model, example_facts())
     facts = [f for f, ok in zip(example_facts(), known["correct"]) if ok]
+    t0 = time.time()
     cb = codebook(model, shipped.hook, facts, settings)
+    tqdm.write(f"codebook {cb.content_hash} ready in {time.time() - t0:.0f} s")
     todo = requests(facts, settings)
     n_sweep = settings.sweep_requests or len(todo)
     clean_fluency = fluency.loss(model, fluency.TEXTS)
