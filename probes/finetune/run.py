@@ -25,7 +25,7 @@ from codecut.probes.evaluate import answered, prompts_and_answers
 from codecut.probes.finetune import save
 from codecut.probes.finetune.config import LR, STEPS, FinetuneConfig, finetune_config
 from codecut.probes.finetune.data import Batch, Data, sequences
-from codecut.probes.finetune.losses import FROM_RUN, METHODS, NEEDS_RETAIN, Loss, rmu_layer
+from codecut.probes.finetune.losses import METHODS, NEEDS_RETAIN, Loss, rmu_layer
 from codecut.probes.finetune.params import adapted
 from codecut.probes.plan import UnlearnPlan
 from tqdm.auto import tqdm
@@ -126,7 +126,8 @@ def finetune_unlearn(
         plan: for "bake": the plan to make permanent; `bottleneck` is its bottleneck when the
             plan does not hold it.
         inplace: change `model`'s own weights; by default a deep copy is trained and `model`
-            is left as it was. (An interrupted in-place run leaves the weights part-trained.)
+            is left as it was. (An interrupted in-place run leaves the weights part-trained;
+            with LoRA, as they were.)
         seed: RMU's random direction, the anti-samples' wrong answers, LoRA's start and the
             mini-batches' order (nothing else draws random numbers).
         save_dir: also write the model there (see `save.save_model`); it must not exist or be
@@ -163,7 +164,7 @@ def finetune_unlearn(
     wanted = inspect.signature(METHODS[method]).parameters
     with adapted(student, config.params, seed) as weights:
         given = {"plan": plan, "bottleneck": bottleneck, "seed": seed, "weights": weights}
-        extra = {k: v for k, v in given.items() if k in wanted and k in FROM_RUN}
+        extra = {k: v for k, v in given.items() if k in wanted}
         loss = METHODS[method](student, data, **config.options, **extra)
         losses, stopped = _train(student, loss, weights, config, forget)
     after = _measure(student, forget, retain)
