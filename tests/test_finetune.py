@@ -126,10 +126,10 @@ def test_flat_divergences_raise_the_template_and_lower_the_answer(name):
 
 
 def test_lora_trains_only_adapters_and_saves_a_plain_model(task, runs, tmp_path):
-    model, target, neighbours = task
+    model, target, _ = task
     out = tmp_path / "m"
-    result = finetune_unlearn(model, [target], neighbours, method="graddiff", params="lora:2",
-                              steps=3, min_steps=3, lr=LR, save_dir=out)  # fmt: skip
+    result = finetune_unlearn(model, [target], method="ga", params="lora:2", steps=3,
+                              min_steps=3, lr=LR, save_dir=out)  # fmt: skip
     assert result.record.config.params == "lora:2"
     weights = own_names(result.model.hf)
     assert not any("lora" in k or "base_layer" in k for k in weights)  # adapters merged
