@@ -1,7 +1,7 @@
 """Fine-tuning unlearning methods against codecut's zero-shot cut, on the same requests.
 
     python benchmarks/unlearn_compare.py                 # --small: 6 requests, for a 2-core CPU
-    python benchmarks/unlearn_compare.py --full --device cuda    # every known fact, wider sweep
+    python benchmarks/unlearn_compare.py --full --device cuda    # 12 requests, 6-lr sweep on all
     python benchmarks/unlearn_compare.py --requests 1 --lrs 1e-4 --steps 3 --sweep-requests 1 \
         --codebook-tokens 20000 --out /tmp/smoke     # a quick check
 
@@ -95,7 +95,7 @@ SMALL = Settings(
     codebook_generated=16, codebook_package_chars=200_000,
 )  # fmt: skip
 FULL = Settings(
-    requests=0, sweep_requests=0, lrs=(3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3), steps=50,
+    requests=12, sweep_requests=0, lrs=(3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3), steps=50,
     batch_size=None, retain_prompts="all", codebook_codes=8192, codebook_k=32,
     codebook_tokens=2_000_000, codebook_generated=128, codebook_package_chars=1_600_000,
 )  # fmt: skip
@@ -471,7 +471,7 @@ def parse() -> tuple[argparse.Namespace, Settings]:
     )
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--small", action="store_true", help="the CPU setting (the default)")
-    size.add_argument("--full", action="store_true", help="every known fact, wider sweep (GPU)")
+    size.add_argument("--full", action="store_true", help="12 requests, wider sweep (GPU)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if --full)")
     ap.add_argument("--requests", type=int, help="override: requests (0: every known fact)")
     ap.add_argument("--sweep-requests", type=int, help="override: lr sweep on the first N (0: all)")
