@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import torch
 from codecut.codebook import Attachment
+from codecut.probes.prefix import Prefix
 
 from codecut.facts import Fact
 from codecut.models import Model
@@ -90,19 +91,24 @@ class Attributions(NamedTuple):
     scores: torch.Tensor  # [P, n] attr_p(c), summed over the positions where c is active
     first: torch.Tensor  # [P, n] first context position (before the last) where c fired; NEVER
     last: torch.Tensor  # [P] the predicting position
+    fired: torch.Tensor  # [P, n] bool: c fired at some position up to the last (a cut of c can
+    #                      change the prompt's answer only then)
 
 
-def attributions(model: Model, handle: Attachment, probe: Probe) -> Attributions:
+def attributions(
+    model: Model, handle: Attachment, probe: Probe, prefix: Prefix | None = None
+) -> Attributions:
     """Attribute each prompt's answer margin to the codes of the attached bottleneck (one
     forward and one backward pass over the whole probe; the ablations installed in `handle`
-    act as usual, so this also measures what is left to cut)."""
+    act as usual, so this also measures what is left to cut). `prefix`, the probe's prompts
+    with their residual stream below the hook, saves the layers below it."""
     n = handle.bottleneck.n_codes
-    batch = model.tokenize(probe.prompts)
+    prefix = prefix or Prefix(model, "", probe.prompts)  # no hook layer: the whole forward
+    batch = prefix.batch
     rows = torch.arange(len(probe.prompts))
     with torch.enable_grad():
-        logits = model(batch["input_ids"], batch["attention_mask"])
+        logp = prefix.logits().float().log_softmax(-1)
         codes = handle.codes
-        logp = logits[rows, batch["last"]].float().log_softmax(-1)
         true = torch.tensor([model.answer_token(a) for a in probe.answers])
         anti = torch.stack(
             [
@@ -123,4 +129,9 @@ def attributions(model: Model, handle: Attachment, probe: Probe) -> Attributions
     first = torch.full((len(rows) * n,), NEVER, dtype=torch.long)
     flat = (rows[:, None, None] * n + codes.indices)[on]
     first.scatter_reduce_(0, flat, pos[on], reduce="amin")
-    return Attributions(scores, first.view(len(rows), n), batch["last"])
+    upto = handle.active & (pos[..., 0] <= batch["last"][:, None])
+    fired = torch.zeros(len(rows) * n, dtype=torch.bool)
+    fired[
+        (rows[:, None, None] * n + codes.indices)[(codes.values.detach() > 0) & upto[..., None]]
+    ] = True
+    return Attributions(scores, first.view(len(rows), n), batch["last"], fired.view(len(rows), n))

@@ -1,11 +1,14 @@
 """The selector's search: the few codes that carry one association, verified by measuring.
 
-For one forget fact, with the bottleneck attached (error term kept):
+For one forget fact, with the bottleneck attached (error term kept, unless in strict mode):
 
-1. Probes. Forget: the fact's prompts and the generated paraphrases the model answers (from
-   `make_antisamples`), contrasted with the counterfactual answers (other values of the
-   relation). Retain: every prompt of the retain facts, contrasted with the other answers of
-   their relation.
+1. Probes. Forget: the fact's prompts, its main prompt in the formats a user will try
+   (`FORMATS`: question, chat template, few-shot, context sentences) and the generated
+   paraphrases, each kept where the model answers it, contrasted with the counterfactual
+   answers (`make_antisamples`). Retain: every prompt of the retain facts, contrasted with the
+   other answers of their relation. Below the hook nothing depends on a cut, so each prompt's
+   residual stream there is computed once (`Prefix`) and every measurement runs only the
+   layers above.
 2. Conditions (`condition_codes`): code sets that fire in the forget prompts' context and,
    together, in at most `SelectConfig.condition_rate` of other subjects' retain prompts.
 3. Score (`attributions`), per code c:
@@ -21,7 +24,7 @@ For one forget fact, with the bottleneck attached (error term kept):
    token and p < `p_threshold`) on every prompt of the fact and on all but `slack` of the
    generated ones. The first family that succeeds is kept; if none does, the best partial
    result (gone, then lowest forget accuracy, highest retain accuracy, fewest codes) with
-   `success` False.
+   `success` False; also when `SelectConfig.max_seconds` runs out.
 
     selection = select(model, bottleneck, fact, retain, pool, SelectConfig(max_codes=8))
     selection.ablations             # what to install; selection.to_dict() for the plan file
@@ -30,6 +33,7 @@ For one forget fact, with the bottleneck attached (error term kept):
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -38,6 +42,7 @@ from codecut.codebook import Ablation, Attachment, Bottleneck, attach
 from codecut.probes.antisamples import in_vocabulary, make_antisamples
 from codecut.probes.attribution import NEVER, Probe, attributions, probe_facts, relation_values
 from codecut.probes.conditions import condition_codes
+from codecut.probes.prefix import Prefix
 from tqdm.auto import tqdm
 
 from codecut.errors import BadInput
@@ -92,6 +97,8 @@ class SelectConfig:
             prompt ("The official language of Italy is") has codes that reach few positions,
             and with 100 candidates they were crowded out by generic early codes.
         condition_triple_candidates: codes combined three at a time.
+        max_seconds: the search's time budget (None: no limit). When it runs out, the best cut
+            found so far is returned, with `success` False unless it already succeeded.
     """
 
     max_codes: int = 16
@@ -103,6 +110,7 @@ class SelectConfig:
     condition_rate: float = 0.05
     condition_candidates: int = 1000
     condition_triple_candidates: int = 64
+    max_seconds: float | None = 60.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,7 @@ def select(
     retain: list[Fact],
     pool: list[Fact],
     config: SelectConfig | None = None,
+    strict: bool = False,
 ) -> Selection:
     """Choose the codes to cut so that `model` forgets `fact` while keeping `retain`.
 
@@ -178,16 +187,19 @@ def select(
         retain: facts that must keep their answers.
         pool: known facts to draw counterfactual answers from.
         config: the search's options (default `SelectConfig()`).
+        strict: search with the bottleneck in strict mode (no error term), as the plan will
+            run it.
 
     Raises BadInput when the fact has no anti-answers or no code can be cut within the retain
     budget.
     """
     config = config or SelectConfig()
+    deadline = None if config.max_seconds is None else time.monotonic() + config.max_seconds
     forget = _forget_probe(model, fact, pool)
     wrong = forget.anti[0]  # the fact's counterfactual answers (the same for every prompt)
     keep = probe_facts(retain, relation_values(pool + retain), fallback=wrong)
-    with attach(model, bottleneck) as handle:
-        search = _Search(model, handle, fact, forget, keep, config)
+    with attach(model, bottleneck, error_term=not strict) as handle:
+        search = _Search(model, handle, fact, forget, keep, config, deadline)
         families = [
             f
             for f in (FAMILIES if bottleneck.has_stats else ZERO_FAMILIES)
@@ -205,7 +217,7 @@ def select(
             )
             if selection.codes and (best is None or rank > best[0]):
                 best = (rank, selection)
-            if selection.success:
+            if selection.success or search.out_of_time():
                 break
     if best is None:
         raise BadInput(f"no code could be cut for {fact.prompt!r} within the retain budget")
@@ -257,7 +269,13 @@ def _ablations(family: Family, codes: list[int], conditions: list[list[int]]) ->
 class _Search:
     """One fact's greedy search, with the bottleneck attached as `handle`: the condition sets,
     the retain penalties and the retain prompts a cut can reach are found once, on creation;
-    `family` then runs the search for one family."""
+    `family` then runs the search for one family.
+
+    Every measurement runs only the layers from the hook up (`Prefix`), and a trial re-measures
+    only the retain prompts where a cut code fires (at or before the predicting position, and,
+    for a conditional cut, where its condition sets fire too): elsewhere the cut changes
+    nothing, so their clean answers stand. A cut is measured on the same prompts as before,
+    with a small fraction of the model work."""
 
     def __init__(
         self,
@@ -267,15 +285,23 @@ class _Search:
         forget: Probe,
         keep: Probe,
         config: SelectConfig,
+        deadline: float | None = None,
     ):
         self.model, self.handle, self.forget, self.config = model, handle, forget, config
+        self.deadline = deadline
         n = handle.bottleneck.n_codes
-        forget_attr = attributions(model, handle, forget)
+        self.forget_prefix = Prefix(model, handle.hook, forget.prompts)
+        self.forget_targets = _targets(model, forget)
+        forget_attr = attributions(model, handle, forget, self.forget_prefix)
         if keep.prompts:
-            keep_attr = attributions(model, handle, keep)
+            keep_prefix = Prefix(model, handle.hook, keep.prompts)
+            keep_attr = attributions(model, handle, keep, keep_prefix)
             attr_r, fired_keep = keep_attr.scores.clamp(min=0), keep_attr.first < NEVER
+            fired = keep_attr.fired
         else:
+            keep_prefix = None
             attr_r, fired_keep = torch.zeros(0, n), torch.zeros(0, n, dtype=torch.bool)
+            fired = fired_keep
         same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
         self.conditions = condition_codes(
             forget_attr.first,
@@ -295,11 +321,23 @@ class _Search:
             True: attr_r[gated].amax(0) if gated.any() else torch.zeros(n),
             False: attr_r.amax(0) if len(attr_r) else torch.zeros(n),
         }
-        # Each trial re-measures the retain prompts that a cut can reach: the same subject's,
-        # those where a condition holds, and the main prompt of every other fact (for
-        # unconditional cuts). The plan's results measure every prompt.
-        self.keep = keep.subset((same | gated | keep.main).nonzero().flatten().tolist())
-        self.base_retain = self.keep.scores(model)[1].float().mean().item()
+        # The retain prompts a trial judges a cut on: the same subject's, those where a
+        # condition holds, and the main prompt of every other fact (for unconditional cuts).
+        # The plan's results measure every prompt.
+        rows = (same | gated | keep.main).nonzero().flatten().tolist() if keep.prompts else []
+        self.keep = keep.subset(rows)
+        self.keep_prefix = keep_prefix.rows(rows) if keep_prefix is not None else None
+        self.keep_targets = _targets(model, self.keep)
+        self.keep_fired = fired[rows]
+        self.keep_ok = (
+            self.keep_prefix.scores(self.keep_targets)[1]
+            if self.keep_prefix is not None
+            else torch.zeros(0, dtype=torch.bool)
+        )
+        self.base_retain = self.keep_ok.float().mean().item() if rows else 1.0
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
 
     def family(self, family: Family) -> Selection:
         """Add the best code while the answer holds, skipping codes over the retain budget."""
@@ -309,12 +347,16 @@ class _Search:
         result = Trial(
             False, 1.0, self.base_retain, torch.ones(len(self.forget.prompts), dtype=torch.bool)
         )
-        while len(chosen) < config.max_codes and len(tried) < config.max_trials:
+        while (
+            len(chosen) < config.max_codes
+            and len(tried) < config.max_trials
+            and not self.out_of_time()
+        ):
             code = self.next_code(family, chosen, result.held, tried)
             if code is None:
                 break
             tried.append(code)
-            trial = self.trial(self.ablations(family, chosen + [code]))
+            trial = self.trial(family, chosen + [code])
             log.debug(
                 "try code %d: forget %.2f retain %.2f held %d", code,
                 trial.forget_accuracy, trial.retain_accuracy, int(trial.held.sum()),
@@ -336,16 +378,31 @@ class _Search:
     def ablations(self, family: Family, codes: list[int]) -> list[Ablation]:
         return _ablations(family, codes, self.conditions)
 
-    def trial(self, ablations: list[Ablation]) -> Trial:
-        """Measure the forget and the reachable retain prompts with `ablations` in place."""
-        self.handle.ablations[:] = ablations
-        p, ok = self.forget.scores(self.model)
-        _, rok = self.keep.scores(self.model)
+    def reached(self, family: Family, codes: list[int]) -> torch.Tensor:
+        """bool per trial retain prompt: a cut of `codes` in `family` can change its answer
+        (a cut code fires there and, for a conditional cut, every code of a condition set)."""
+        reach = self.keep_fired[:, codes].any(1)
+        if family.conditional:
+            held = torch.zeros_like(reach)
+            for when in self.conditions:
+                held |= self.keep_fired[:, when].all(1)
+            reach &= held
+        return reach
+
+    def trial(self, family: Family, codes: list[int]) -> Trial:
+        """Measure the forget prompts and the retain prompts the cut reaches, with it in place."""
+        self.handle.ablations[:] = self.ablations(family, codes)
+        p, ok = self.forget_prefix.scores(self.forget_targets)
+        keep_ok = self.keep_ok.clone()
+        reach = self.reached(family, codes).nonzero().flatten()
+        if len(reach):
+            keep_ok[reach] = self.keep_prefix.rows(reach).scores(self.keep_targets[reach])[1]
         self.handle.ablations.clear()
         held = ok | (p >= self.config.p_threshold)
         # Gone: on every prompt of the fact, and on all but `slack` of the generated ones.
         gone = not held[self.forget.main].any() and held.float().mean().item() <= self.config.slack
-        return Trial(gone, ok.float().mean().item(), rok.float().mean().item(), held)
+        retain = keep_ok.float().mean().item() if len(keep_ok) else 1.0
+        return Trial(gone, ok.float().mean().item(), retain, held)
 
     def next_code(
         self, family: Family, chosen: list[int], held: torch.Tensor, exclude: list[int]
@@ -354,10 +411,20 @@ class _Search:
         with the cuts so far in place (what is left to cut changes as codes go); None when no
         code scores above 0."""
         self.handle.ablations[:] = self.ablations(family, chosen) if chosen else []
-        still = self.forget.subset(held.nonzero().flatten().tolist())
-        attr = attributions(self.model, self.handle, still)
+        rows = held.nonzero().flatten()
+        attr = attributions(
+            self.model,
+            self.handle,
+            self.forget.subset(rows.tolist()),
+            self.forget_prefix.rows(rows),
+        )
         self.handle.ablations.clear()
         score = attr.scores.mean(0) - self.config.penalty * self.penalties[family.conditional]
         score[exclude] = -float("inf")
         best = int(score.argmax())
         return best if score[best] > 0 else None
+
+
+def _targets(model: Model, probe: Probe) -> torch.Tensor:
+    """Each prompt's answer token."""
+    return torch.tensor([model.answer_token(a) for a in probe.answers], dtype=torch.long)

@@ -1,0 +1,124 @@
+"""Run only the layers a cut can change: the residual stream below the hook, computed once.
+
+A bottleneck at `blocks.L.hook_out` rewrites the output of layer L; nothing below layer L
+depends on the cut. The selector measures the same prompts dozens of times with different
+cuts, so it computes the residual stream entering layer L once per prompt (`Prefix`), then
+each measurement runs layers L and above from it (`Prefix.logits`): on SmolLM2 with the
+shipped bottleneck at layer 11, 19 of 30 layers. The logits are the full forward's: each
+`Prefix` checks that once on its prompts and falls back to full forwards (with a warning) for
+an architecture where skipping layers changes them.
+
+    prefix = Prefix(model, "blocks.11.hook_out", prompts)    # one full forward, no gradients
+    logits = prefix.logits()            # [B, vocab] at each last position; layers 11.. only
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from codecut.models import Model, decoder_layers
+
+log = logging.getLogger(__name__)
+
+
+def hook_layer(hook: str) -> int | None:
+    """The layer whose output `hook` sees (`blocks.L.hook_out` -> L); None for other hooks."""
+    m = re.fullmatch(r"blocks\.(\d+)\.hook_(out|resid_post)", hook)
+    return int(m[1]) if m else None
+
+
+class Prefix:
+    """Prompts tokenized once, with the residual stream entering the hook's layer.
+
+    Attributes:
+        batch: the tokenized prompts (`Model.tokenize`: input_ids, attention_mask, last).
+        layer: the first layer `logits` runs (the hook's); 0 runs the whole model.
+        hidden: [B, T, d] the residual stream entering `layer` (None when `layer` is 0).
+    """
+
+    def __init__(self, model: Model, hook: str, prompts: list[str]):
+        self.model = model
+        self.batch = model.tokenize(prompts)
+        self.layer = hook_layer(hook) or 0
+        self.hidden = None
+        if self.layer:
+            with torch.no_grad():
+                self.hidden, full = _entering(model, self.layer, self.batch)
+                full = full[torch.arange(len(prompts)), self.batch["last"]]
+                if not torch.allclose(self.logits(), full, atol=1e-4, rtol=1e-4):
+                    log.warning("%s: skipping layers changes the logits; full forwards", model.name)
+                    self.layer, self.hidden = 0, None
+
+    def rows(self, rows: list[int] | torch.Tensor) -> Prefix:
+        """The same prefix for a subset of the prompts (their padding is kept: harmless)."""
+        sub = object.__new__(Prefix)
+        sub.model, sub.layer = self.model, self.layer
+        sub.batch = {k: v[rows] for k, v in self.batch.items()}
+        sub.hidden = None if self.hidden is None else self.hidden[rows]
+        return sub
+
+    def logits(self) -> torch.Tensor:
+        """[B, vocab] logits at each prompt's last position, running layers `layer` and up
+        from the cached residual stream; hooks on those layers (an attached bottleneck) act as
+        in a full forward. Only the last positions go through the unembedding (a fifth of a
+        135M model's work per token is its unembedding)."""
+        b = self.batch
+        positions = b["last"].unique()  # sorted; the rows' last positions are among them
+        with self.model.eval_mode(), _from_layer(self.model.hf, self.layer, self.hidden):
+            out = self.model.hf(
+                input_ids=b["input_ids"],
+                attention_mask=b["attention_mask"],
+                use_cache=False,
+                logits_to_keep=positions,
+            )
+        return out.logits[torch.arange(len(b["last"])), torch.searchsorted(positions, b["last"])]
+
+    def scores(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p of each prompt's target token, whether it is the greedy next token)."""
+        with torch.no_grad():
+            logp = self.logits().float().log_softmax(-1)
+        return logp.gather(1, targets[:, None]).squeeze(1).exp(), logp.argmax(-1) == targets
+
+
+def _entering(
+    model: Model, layer: int, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the residual stream entering `layer`, the logits) for `batch`: one full forward."""
+    seen: list[torch.Tensor] = []
+
+    def catch(module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        seen.append(hidden.detach())
+
+    handle = decoder_layers(model.hf)[layer].register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        logits = model(batch["input_ids"], batch["attention_mask"])
+    finally:
+        handle.remove()
+    return seen[0], logits
+
+
+@contextmanager
+def _from_layer(hf: nn.Module, layer: int, hidden: torch.Tensor | None):
+    """Inside the block, `hf`'s forward skips its first `layer` layers: the embedding's output
+    is replaced by `hidden` (the residual stream entering `layer`), and the layer list starts
+    at `layer`. Masks and rotary positions come from the ids as before; no cache is used.
+    With `layer` 0 the forward is left whole."""
+    if not layer:
+        yield
+        return
+    layers = decoder_layers(hf)
+    owner = next(m for m in hf.modules() if any(c is layers for c in m.children()))
+    name = next(n for n, c in owner.named_children() if c is layers)
+    handle = hf.get_input_embeddings().register_forward_hook(lambda m, a, out: hidden)
+    setattr(owner, name, nn.ModuleList(list(layers)[layer:]))
+    try:
+        yield
+    finally:
+        setattr(owner, name, layers)
+        handle.remove()

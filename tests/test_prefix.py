@@ -1,0 +1,61 @@
+"""The selector's shortcuts change no number: layers skipped below the hook, retain prompts a
+cut cannot reach left unmeasured."""
+
+import torch
+from codecut.codebook import Ablation, attach
+from codecut.probes.attribution import probe_facts, relation_values
+from codecut.probes.prefix import Prefix, hook_layer
+from codecut.probes.search import Family, SelectConfig, _Search, _targets
+
+
+def last_logits(model, prompts):
+    batch = model.tokenize(prompts)
+    with torch.no_grad():
+        logits = model(batch["input_ids"], batch["attention_mask"])
+    return logits[torch.arange(len(prompts)), batch["last"]]
+
+
+def test_hook_layer_names():
+    assert hook_layer("blocks.11.hook_out") == 11
+    assert hook_layer("blocks.3.hook_resid_post") == 3
+    assert hook_layer("blocks.3.attn.hook_z") is None
+
+
+def test_prefix_logits_are_the_full_forwards_with_a_cut_in_place(world, world_bottleneck):
+    model, w = world
+    prompts = [f.prompt for f in w.facts()[:12]] + ["A much longer prompt, padded less."]
+    cut = Ablation(list(range(0, 1024, 7)), mode="clamp", c=8.0)
+    with attach(model, world_bottleneck) as handle:
+        prefix = Prefix(model, world_bottleneck.hook, prompts)
+        assert prefix.layer == 2 and prefix.hidden is not None
+        clean = last_logits(model, prompts)
+        handle.ablations.append(cut)
+        full = last_logits(model, prompts)
+        with torch.no_grad():
+            part = prefix.logits()
+            rows = prefix.rows(torch.tensor([1, 12])).logits()
+    assert (full - clean).abs().max() > 1.0  # the cut changes the logits: the check can fail
+    torch.testing.assert_close(part, full, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rows, full[[1, 12]], atol=1e-4, rtol=1e-4)
+
+
+def test_a_trial_measures_what_a_full_measurement_does(world, world_bottleneck):
+    """The retain accuracy of a trial, which re-runs only the prompts a cut reaches, equals the
+    accuracy of every trial prompt measured with the cut in place."""
+    model, w = world
+    facts = w.facts()
+    fact, retain = facts[0], facts[1:40]
+    forget = probe_facts([fact], relation_values(facts), fallback=[])
+    keep = probe_facts(retain, relation_values(facts), fallback=[])
+    with attach(model, world_bottleneck) as handle:
+        search = _Search(model, handle, fact, forget, keep, SelectConfig())
+        codes = torch.topk(search.keep_fired.sum(0).float(), 6).indices.tolist()
+        family = Family("clamp", 8.0, False)
+        trial = search.trial(family, codes)
+        handle.ablations[:] = search.ablations(family, codes)
+        _, ok = search.model.answer_scores(search.keep.prompts, search.keep.answers)
+        handle.ablations.clear()
+    assert search.reached(family, codes).any()
+    assert ok.float().mean().item() < search.base_retain  # the cut costs something
+    assert trial.retain_accuracy == ok.float().mean().item()
+    assert torch.equal(_targets(model, search.keep), search.keep_targets)
