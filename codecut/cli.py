@@ -243,7 +243,12 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     retain = codecut.load_facts(args.retain) if args.retain else None
     model = codecut.load_model(args.model)
     bn = codecut.load_bottleneck(args.bottleneck or args.model)
-    plan = codecut.unlearn(model, bn, forget, retain=retain)
+    from codecut.probes.search import SelectConfig
+
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise BadInput(f"--max-seconds {args.max_seconds}: give a number of seconds > 0")
+    config = SelectConfig(max_seconds=args.max_seconds)
+    plan = codecut.unlearn(model, bn, forget, retain=retain, config=config, strict=args.strict)
     plan.save(args.out)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=1))
@@ -415,6 +420,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--retain", help="JSONL file of facts to keep (default: built automatically)")
     s.add_argument("--out", required=True, help="plan file to write (JSON)")
     s.add_argument("--json", action="store_true", help="print the plan as JSON")
+    from codecut.probes.search import SelectConfig
+
+    s.add_argument(
+        "--max-seconds", type=float, default=SelectConfig.max_seconds,
+        help="time budget per fact; when it runs out the best cut found is kept, marked "
+        "unsuccessful (default: %(default)s)",
+    )  # fmt: skip
+    s.add_argument(
+        "--strict", action="store_true",
+        help="strict mode: no error term, only what the codes carry passes (CodeUnlearn's)",
+    )  # fmt: skip
     s.set_defaults(run=cmd_unlearn)
 
     s = sub.add_parser("attack", help="is it really gone? probes a plan (or a model) with attacks")

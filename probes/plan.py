@@ -120,6 +120,8 @@ class UnlearnPlan:
         results: what the plan did to each forget fact and to the retain facts (None for a
             plan not made by `unlearn`).
         seconds: how long `unlearn` took.
+        strict: the bottleneck runs in strict mode (no error term: only what the codes carry
+            passes the layer, CodeUnlearn's setting); False keeps the error term.
         bottleneck: the Bottleneck object itself when the plan was made in this process.
     """
 
@@ -130,6 +132,7 @@ class UnlearnPlan:
     facts: list[Fact]
     results: PlanResults | None = None
     seconds: float = 0.0
+    strict: bool = False
     bottleneck: Bottleneck | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -149,6 +152,7 @@ class UnlearnPlan:
             "facts": [asdict(f) for f in self.facts],
             "results": self.results.to_dict() if self.results is not None else {},
             "seconds": self.seconds,
+            "strict": self.strict,
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -220,11 +224,18 @@ def load_plan(path: str | os.PathLike) -> UnlearnPlan:
             facts=[fact_from_dict(f, where=f"{path}: facts") for f in data["facts"]],
             results=PlanResults.from_dict(data["results"]) if data.get("results") else None,
             seconds=data.get("seconds", 0.0),
+            strict=_strict(data.get("strict", False)),
         )
     except KeyError as e:
         raise BadInput(f"{path}: malformed plan (missing {e})") from None
     except TypeError as e:
         raise BadInput(f"{path}: malformed plan ({e})") from None
+
+
+def _strict(value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"strict must be true or false, got {value!r}")
+    return value
 
 
 def apply(model, *plans: UnlearnPlan, bottleneck: Bottleneck | None = None) -> Attachment:
@@ -245,6 +256,8 @@ def apply(model, *plans: UnlearnPlan, bottleneck: Bottleneck | None = None) -> A
     hooks = {p.hook for p in plans}
     if len(hooks) > 1:
         raise BadInput(f"plans for different hooks cannot compose: {sorted(hooks)}")
+    if len({p.strict for p in plans}) > 1:
+        raise BadInput("strict-mode and error-term plans cannot compose: apply them one at a time")
     bn = bottleneck or plans[0].bottleneck
     if bn is None:
         if not plans[0].bottleneck_source:
@@ -264,4 +277,5 @@ def apply(model, *plans: UnlearnPlan, bottleneck: Bottleneck | None = None) -> A
             "a plan's hook must be its bottleneck's (was the plan file edited?)"
         )
     ablations = [a for p in plans for a in p.ablations]
-    return attach(model, bn, hook=plans[0].hook, error_term=True, ablations=ablations)
+    strict = plans[0].strict
+    return attach(model, bn, hook=plans[0].hook, error_term=not strict, ablations=ablations)

@@ -33,6 +33,7 @@ def unlearn(
     retain: list[Fact] | None = None,
     pool: list[Fact] | None = None,
     config: SelectConfig | None = None,
+    strict: bool = False,
 ) -> UnlearnPlan:
     """Zero-shot unlearning: a plan that cuts each forget fact's codes; no weight changes.
 
@@ -46,6 +47,9 @@ def unlearn(
         pool: known facts to draw counterfactual answers and the default retain set from;
             default: `retain`, else the shipped example facts.
         config: the search's options (default `SelectConfig()`).
+        strict: cut codes in strict mode (no error term: only what the codes carry passes the
+            layer, CodeUnlearn's setting); the plan records it and `apply` runs it so. The
+            forget facts must be known by the clean model; retention is measured against it.
 
     Returns the plan, with `results` (a `PlanResults`) and `seconds` filled in.
     """
@@ -69,7 +73,7 @@ def unlearn(
         retain = default_retain(model, forget, pool)
     retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
     selections = [
-        select(model, bottleneck, fact, retain, pool, config)
+        select(model, bottleneck, fact, retain, pool, config, strict=strict)
         for fact in tqdm(forget, desc="unlearning", leave=False)
     ]
     plan = UnlearnPlan(
@@ -78,6 +82,7 @@ def unlearn(
         hook=bottleneck.hook,
         ablations=[a for s in selections for a in s.ablations],
         facts=list(forget),
+        strict=strict,
         bottleneck=bottleneck,
     )
     plan.results = _results(model, plan, retain, before, selections)

@@ -94,6 +94,28 @@ def test_apply_changes_and_revert_is_exact(world, world_bottleneck):
     assert all(torch.equal(v, weights[k]) for k, v in model.hf.state_dict().items())
 
 
+def test_strict_plan_round_trips_and_runs_without_the_error_term(world, world_bottleneck, tmp_path):
+    """A strict-mode plan (CodeUnlearn's setting) is saved as such and applied with no error
+    term: with nothing cut, the outputs are the codes' reconstruction, not the clean model's."""
+    model, w = world
+    prompts = [f.prompt for f in w.facts()[:8]]
+    plan = make_plan(world_bottleneck, [3], w.facts()[:1])
+    plan.strict = True
+    plan.save(tmp_path / "plan.json")
+    again = load_plan(tmp_path / "plan.json")
+    assert again.strict and json.loads((tmp_path / "plan.json").read_text())["strict"] is True
+    with apply(model, again, bottleneck=world_bottleneck) as handle:
+        assert not handle.error_term
+        handle.ablations.clear()
+        strict = logits(model, prompts)
+    with codecut.attach(model, world_bottleneck, error_term=False):
+        reconstructed = logits(model, prompts)
+    torch.testing.assert_close(strict, reconstructed)
+    assert not torch.allclose(strict, logits(model, prompts), atol=1e-3)
+    with pytest.raises(BadInput, match="strict-mode and error-term"):
+        apply(model, again, make_plan(world_bottleneck, [2], w.facts()[1:2]))
+
+
 def test_plans_compose(world, world_bottleneck):
     model, w = world
     a = make_plan(world_bottleneck, [1], w.facts()[:1])
