@@ -189,7 +189,7 @@ def test_lora_relearning_changes_only_adapted_layers_and_can_bring_the_fact_back
     assert not any("lora" in name for name, _ in tuned.hf.named_modules())
     after = tuned.hf.state_dict()
     changed = {k for k, v in weights.items() if not torch.equal(v, after[k])}
-    assert changed and all(".layers." in k and k.endswith("proj.weight") for k in changed)
+    assert changed and all(".layers." in k and "norm" not in k for k in changed)  # linear only
     assert all(torch.equal(v, weights[k]) for k, v in model.hf.state_dict().items())
     rows = relearning.probe(
         model, {"forget": [target]}, attacked.facts, States(world_bottleneck, plan),
@@ -217,8 +217,8 @@ def test_indirect_questions_are_built_from_the_facts_form():
 
 
 def test_the_indirect_probe_sees_what_the_model_knows(attacked, world_bottleneck):
-    """The world model never read a reverse or multi-hop sentence, so on it these rows are
-    blind (and the card says so). A copy taught Findar's reverse and multi-hop sentences
+    """The world model never read a reverse or multi-hop sentence: on it these rows show what
+    it guesses, measured as they are. A copy taught Findar's reverse and multi-hop sentences
     shows the probe sees them when they are there, and measures them with the plan applied."""
     model, target, plan, card = attacked.model, attacked.target, attacked.plan, attacked.card
     near = [f for f in attacked.facts if f.subject == "Findar" and f.relation != "color"]
@@ -232,7 +232,9 @@ def test_the_indirect_probe_sees_what_the_model_knows(attacked, world_bottleneck
         prompts, answers = map(list, zip(*pairs))
         assert row.n == len(prompts) and row.bottleneck == row.clean
         assert row.clean == answer_metrics(model, prompts, answers)["accuracy"]
-        assert row.blind == (row.clean == 0)
+    # a reverse question's answer is one of the world's 24 people: guessing scores 1/24
+    assert card.row("indirect", "reverse").chance == 1 / 24
+    assert card.row("indirect", "multi-hop").chance is None
     taught = [Fact("Findar", "hop", q, a) for pairs in asked.values() for q, a in pairs]
     tuned = relearn(model, [*taught, *near], steps=30, lr=1e-3)
     rows = hops.probe(tuned, {"forget": [target]}, attacked.facts, States(world_bottleneck, plan))

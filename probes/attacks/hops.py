@@ -13,8 +13,9 @@ facts deleted by ROME). Two variants, built from a fact's prompts of the form
   of the capital of France is" -> Seine). Only facts the clean model answers on their own prompt
   are composed, so a miss is the step's, not the other fact's.
 
-Many models do not answer the reverse of what they know (the reversal curse): those rows are
-then blind, and say so.
+Many models do not answer the reverse of what they know (the reversal curse). A reverse
+question's answer is a subject, so guessing among the subjects the facts and the pool name
+scores 1 / their number: the row's chance level, below which it is blind.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def probe(
     if candidates:
         _, ok = model.answer_scores([g.prompt for g in candidates], [g.answer for g in candidates])
         known = [g for g, yes in zip(candidates, ok) if yes]
+    subjects = {f.subject for f in others} | {f.subject for fs in groups.values() for f in fs}
+    chance = {"reverse": 1 / len(subjects), "multi-hop": None}
     rows = []
     for group, facts in groups.items():
         asked = {
@@ -107,5 +110,7 @@ def probe(
                 continue
             prompts, answers = map(list, zip(*asked[variant]))
             by_state = states.measure(model, answer_metrics, prompts, answers)
-            rows += measured("indirect", variant, group, len(prompts), by_state)
+            rows += measured(
+                "indirect", variant, group, len(prompts), by_state, chance=chance[variant]
+            )
     return rows

@@ -1,0 +1,91 @@
+"""examples/quickstart.ipynb runs end to end on the synthetic world, as a user would run it, and
+what it computed says the fact went, the rest stayed and reverting brought it back."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).parents[1] / "examples" / "quickstart.ipynb"
+
+
+def test_the_notebook_is_committed_without_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+    assert 'os.environ.get("CODECUT_NOTEBOOK_MODEL", "world")' in code[0].source
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    """A python3 kernelspec that runs this interpreter (the venv's), written under tmp_path."""
+    spec = tmp_path / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"})
+    )
+    return KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")], ensure_native_kernel=False)
+
+
+def test_the_quickstart_runs_on_the_world(world, world_bottleneck, kernel, tmp_path, monkeypatch):
+    monkeypatch.delenv("CODECUT_NOTEBOOK_MODEL", raising=False)
+    run = tmp_path / "run"
+    shutil.copytree(NOTEBOOK.parent, run, ignore=shutil.ignore_patterns("*.ipynb_checkpoints"))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # The notebook trains the world's bottleneck with the fixture's recipe and seed; the test
+    # hands it the fixture's copy instead of training the same one again in the kernel.
+    world_bottleneck.save(tmp_path / "bn")
+    nb.cells.insert(
+        0,
+        nbformat.v4.new_code_cell(
+            "import codecut, codecut.probes.world\n"
+            "codecut.probes.world.world_bottleneck = "
+            f"lambda *args, **kwargs: codecut.load_bottleneck({str(tmp_path / 'bn')!r})"
+        ),
+    )
+    # One cell more, after the notebook's own: what it computed, as JSON.
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "import json\n"
+            "print(json.dumps({'model': MODEL, 'forgotten': bool(forgotten), 'kept': float(kept),\n"
+            "    'before': before.correct.tolist(), 'attached': attached.correct.tolist(),\n"
+            "    'after': after.correct.tolist(), 'reverted': reverted.correct.tolist(),\n"
+            "    'target': is_target.tolist(), 'codes': plan.codes,\n"
+            "    'card': card.to_dict()['rows']}))"
+        )
+    )
+    client = NotebookClient(
+        nb,
+        timeout=300,  # per cell; the whole notebook takes well under a minute on an idle CPU
+        kernel_name="python3",
+        kernel_manager_kwargs={"kernel_spec_manager": kernel},
+        resources={"metadata": {"path": str(run)}},
+    )
+    client.execute()
+    got = json.loads(nb.cells[-1].outputs[0]["text"])
+    target = got["target"].index(True)
+    assert got["model"] == "world" and got["codes"]
+    assert got["before"][target] and not got["after"][target] and got["forgotten"]
+    assert got["attached"] == got["before"]  # the bare bottleneck changes no answer
+    assert got["reverted"] == got["before"]  # outside apply, the model is the one loaded
+    others = [i for i in range(len(got["before"])) if i != target and got["before"][i]]
+    assert sum(got["after"][i] for i in others) >= 0.9 * len(others)
+    assert got["kept"] >= 0.9
+    prompt = next(
+        r for r in got["card"] if (r["probe"], r["variant"], r["group"], r["metric"])
+        == ("format", "prompt", "forget", "accuracy")
+    )  # fmt: skip
+    assert prompt["clean"] == 1 and prompt["plan"] == 0
+    assert (run / "forget_plan.json").exists()
+    for png in ("card.png", "codes.png"):
+        assert (run / png).read_bytes().startswith(b"\x89PNG")
+    figures = [
+        o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
+    assert len(figures) == 2  # the two plots shown inline
