@@ -21,15 +21,21 @@ has a main prompt and three paraphrases (TEMPLATES). A currency's answer is writ
 or capitalised as the model prefers after the main prompt ("euro" / "Euro"), as the shipped
 example facts do; no other choice depends on the model.
 
-The filter, fixed before any fact was scored: a fact is known, and kept, when the answer's first
-token (" " + answer) is SmolLM2's greedy next token
+The filter: a fact is known, and kept, when the answer's first token (" " + answer) is
+SmolLM2's greedy next token
   1. after the main prompt,
   2. after at least 2 of its 3 paraphrases, and
-  3. after the main prompt asked in the question format ("Q: <prompt> what?\\nA:",
-     `codecut.probes.attacks.format.question`).
-Only the answered paraphrases are written (an unanswered one cannot be forgotten). The chat
-format (the prompt as the user's turn, the assistant's turn begun with it) is measured and
-recorded per candidate, not filtered on. Nothing else decides whether a fact is kept.
+  3. after the main prompt in the chat format (the prompt asked as the user's turn of the chat
+     template, the assistant's turn begun with the prompt: `format.chat(model, ask(p)) + p`).
+Only the answered paraphrases are written (an unanswered one cannot be forgotten). The question
+format ("Q: <prompt> what?\nA:", `codecut.probes.attacks.format.question`) is measured and
+recorded per candidate, not filtered on. Nothing else decides whether a fact is kept. Formats
+and paraphrases are scored only for candidates that pass 1 (the rest are out either way).
+
+History of the rule: the first version, fixed before any fact was scored, required the question
+format as 3 (chat recorded). SmolLM2 answered the question format on 16 of 989 candidates and
+only 10 facts passed, too few for a benchmark of 60 requests; the chat format took its place.
+That change was made after seeing these knowledge counts only, before any unlearning was run.
 
 Writes benchmarks/data/country_facts.jsonl (codecut's Fact JSONL), country_facts.md (counts per
 relation before and after the filter) and country_facts_candidates.csv (every candidate's checks).
@@ -264,26 +270,26 @@ def prefer_case(model: codecut.Model, facts: list[codecut.Fact]) -> None:
         f.answer = up if pu > pl else lo
 
 
-def check(model: codecut.Model, facts: list[codecut.Fact], chunk: int = 64) -> list[Candidate]:
-    """Score every fact on its prompts (plain), the question format and the chat format."""
-    rows = []
-    for i in tqdm(range(0, len(facts), chunk), desc="scoring candidate facts"):
-        part = facts[i : i + chunk]
-        asked = [(q, f.answer) for f in part for q in f.prompts]
-        asked += [(question(f.prompt), f.answer) for f in part]
-        asked += [(chat(model, ask(f.prompt)) + f.prompt, f.answer) for f in part]
-        _, ok = model.answer_scores([q for q, _ in asked], [a for _, a in asked])
-        ok = ok.tolist()
-        plain, formats = ok[: -2 * len(part)], ok[-2 * len(part) :]
-        j = 0
-        for n, f in enumerate(part):
-            answered = plain[j : j + len(f.prompts)]
-            j += len(f.prompts)
-            row = Candidate(f.subject, f.relation, f.answer, answered[0], sum(answered[1:]))
-            row.question, row.chat = formats[n], formats[len(part) + n]
-            row.kept = row.main and row.paraphrases_answered >= MIN_PARAPHRASES and row.question
-            f.paraphrases = [p for p, a in zip(f.paraphrases, answered[1:]) if a]
-            rows.append(row)
+def check(model: codecut.Model, facts: list[codecut.Fact], chunk: int = 32) -> list[Candidate]:
+    """Score every fact's main prompt; those answered also on their paraphrases and formats."""
+    main = []
+    for i in tqdm(range(0, len(facts), 128), desc="scoring main prompts"):
+        part = facts[i : i + 128]
+        main += model.answer_scores([f.prompt for f in part], [f.answer for f in part])[1].tolist()
+    rows = [Candidate(f.subject, f.relation, f.answer, bool(ok)) for f, ok in zip(facts, main)]
+    known = [(f, r) for f, r in zip(facts, rows) if r.main]
+    for i in tqdm(range(0, len(known), chunk), desc="scoring paraphrases and formats"):
+        part = known[i : i + chunk]
+        # Short prompts first, the long chat ones together: a batch pads to its longest prompt.
+        asked = [(q, f.answer) for f, _ in part for q in [*f.paraphrases, question(f.prompt)]]
+        asked += [(chat(model, ask(f.prompt)) + f.prompt, f.answer) for f, _ in part]
+        ok = model.answer_scores([q for q, _ in asked], [a for _, a in asked])[1].tolist()
+        for n, (f, row) in enumerate(part):
+            *para, row.question = ok[n * 4 : n * 4 + 4]  # 3 paraphrases, the question format
+            row.chat = ok[4 * len(part) + n]
+            row.paraphrases_answered = sum(para)
+            row.kept = row.paraphrases_answered >= MIN_PARAPHRASES and row.chat
+            f.paraphrases = [p for p, a in zip(f.paraphrases, para) if a]
     return rows
 
 
@@ -298,7 +304,7 @@ def summary_table(rows: list[Candidate]) -> pd.DataFrame:
         question=("question", "sum"),
         chat=("chat", "sum"),
         kept=("kept", "sum"),
-        kept_and_chat=("chat", lambda s: int((s & table.loc[s.index, "kept"]).sum())),
+        kept_and_question=("question", lambda s: int((s & table.loc[s.index, "kept"]).sum())),
     )
     counts.loc["all"] = counts.sum()
     return counts.reset_index()
@@ -325,9 +331,12 @@ def main() -> None:
         f"# Country facts ({args.model})\n\n    python benchmarks/country_facts.py "
         f"--model {args.model}\n\nSource: countryinfo {_version()}. Kept: the answer is the "
         f"greedy next token after the main prompt, at least {MIN_PARAPHRASES} of 3 "
-        "paraphrases and the main prompt in the question format (`Q: <prompt> what?\\nA:`); "
-        "`chat` (the chat template, assistant turn begun with the prompt) is recorded, not "
-        "filtered on. Every candidate's checks: `country_facts_candidates.csv`.\n\n"
+        "paraphrases and the main prompt in the chat format (the chat template, assistant turn "
+        "begun with the prompt); `question` (`Q: <prompt> what?\\nA:`) is recorded, not "
+        "filtered on. Paraphrases and formats are scored only where the main prompt is "
+        "answered. A first rule that required the question format instead of chat kept 10 "
+        "facts (SmolLM2 answered that format on 16 of 989 candidates); see the script's "
+        "docstring. Every candidate's checks: `country_facts_candidates.csv`.\n\n"
     )
     md += markdown_table(counts) + "\n"
     write_text(DATA / "country_facts.md", md)
