@@ -3,12 +3,9 @@ what it computed says the fact went, the rest stayed and reverting brought it ba
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import nbformat
-import pytest
-from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).parents[1] / "examples" / "quickstart.ipynb"
@@ -21,19 +18,7 @@ def test_the_notebook_is_committed_without_outputs():
     assert 'os.environ.get("CODECUT_NOTEBOOK_MODEL", "world")' in code[0].source
 
 
-@pytest.fixture
-def kernel(tmp_path):
-    """A python3 kernelspec that runs this interpreter (the venv's), written under tmp_path."""
-    spec = tmp_path / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"})
-    )
-    return KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")], ensure_native_kernel=False)
-
-
-def test_the_quickstart_runs_on_the_world(world, world_bottleneck, kernel, tmp_path, monkeypatch):
+def test_the_quickstart_runs_on_the_world(world, world_bottleneck, tmp_path, monkeypatch):
     monkeypatch.delenv("CODECUT_NOTEBOOK_MODEL", raising=False)
     run = tmp_path / "run"
     shutil.copytree(NOTEBOOK.parent, run, ignore=shutil.ignore_patterns("*.ipynb_checkpoints"))
@@ -63,8 +48,7 @@ def test_the_quickstart_runs_on_the_world(world, world_bottleneck, kernel, tmp_p
     client = NotebookClient(
         nb,
         timeout=300,  # per cell; the whole notebook takes well under a minute on an idle CPU
-        kernel_name="python3",
-        kernel_manager_kwargs={"kernel_spec_manager": kernel},
+        kernel_name="python3",  # ipykernel's; jupyter_client starts it with this interpreter
         resources={"metadata": {"path": str(run)}},
     )
     client.execute()
