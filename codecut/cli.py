@@ -420,10 +420,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--retain", help="JSONL file of facts to keep (default: built automatically)")
     s.add_argument("--out", required=True, help="plan file to write (JSON)")
     s.add_argument("--json", action="store_true", help="print the plan as JSON")
-    from codecut.probes.search import SelectConfig
+    from codecut.probes.search import CLI_MAX_SECONDS
 
     s.add_argument(
-        "--max-seconds", type=float, default=SelectConfig.max_seconds,
+        "--max-seconds", type=float, default=CLI_MAX_SECONDS,
         help="time budget per fact; when it runs out the best cut found is kept, marked "
         "unsuccessful (default: %(default)s)",
     )  # fmt: skip

@@ -98,16 +98,28 @@ class Attributions(NamedTuple):
 def attributions(
     model: Model, handle: Attachment, probe: Probe, prefix: Prefix | None = None
 ) -> Attributions:
-    """Attribute each prompt's answer margin to the codes of the attached bottleneck (one
-    forward and one backward pass over the whole probe; the ablations installed in `handle`
-    act as usual, so this also measures what is left to cut). `prefix`, the probe's prompts
-    with their residual stream below the hook, saves the layers below it."""
+    """Attribute each prompt's answer margin to the codes of the attached bottleneck (a
+    forward and a backward pass per group of prompts of similar length; the ablations
+    installed in `handle` act as usual, so this also measures what is left to cut). `prefix`,
+    the probe's prompts with their residual stream below the hook, saves the layers below it."""
     n = handle.bottleneck.n_codes
     prefix = prefix or Prefix(model, "", probe.prompts)  # no hook layer: the whole forward
+    P = len(probe.prompts)
+    scores, first = torch.zeros(P, n), torch.full((P, n), NEVER, dtype=torch.long)
+    fired = torch.zeros(P, n, dtype=torch.bool)
+    for rows, sub in prefix.groups():
+        part = _attribute(model, handle, probe.subset(rows.tolist()), sub)
+        scores[rows], first[rows], fired[rows] = part.scores, part.first, part.fired
+    return Attributions(scores, first, prefix.batch["last"], fired)
+
+
+def _attribute(model: Model, handle: Attachment, probe: Probe, prefix: Prefix) -> Attributions:
+    """`attributions` for prompts run in one batch."""
+    n = handle.bottleneck.n_codes
     batch = prefix.batch
     rows = torch.arange(len(probe.prompts))
     with torch.enable_grad():
-        logp = prefix.logits().float().log_softmax(-1)
+        logp = prefix.batch_logits().float().log_softmax(-1)
         codes = handle.codes
         true = torch.tensor([model.answer_token(a) for a in probe.answers])
         anti = torch.stack(

@@ -25,6 +25,10 @@ from codecut.models import Model, decoder_layers
 
 log = logging.getLogger(__name__)
 
+# A group of prompts run together spans lengths up to this factor (plus 4 tokens) of its
+# shortest.
+GROUP_SPAN = 1.25
+
 
 def hook_layer(hook: str) -> int | None:
     """The layer whose output `hook` sees (`blocks.L.hook_out` -> L); None for other hooks."""
@@ -55,18 +59,45 @@ class Prefix:
                     self.layer, self.hidden = 0, None
 
     def rows(self, rows: list[int] | torch.Tensor) -> Prefix:
-        """The same prefix for a subset of the prompts (their padding is kept: harmless)."""
+        """The same prefix for a subset of the prompts, cut to the longest of them."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
         sub = object.__new__(Prefix)
         sub.model, sub.layer = self.model, self.layer
-        sub.batch = {k: v[rows] for k, v in self.batch.items()}
-        sub.hidden = None if self.hidden is None else self.hidden[rows]
+        width = int(self.batch["last"][rows].max()) + 1 if len(rows) else 0
+        sub.batch = {
+            k: v[rows, :width] if v.dim() == 2 else v[rows] for k, v in self.batch.items()
+        }
+        sub.hidden = None if self.hidden is None else self.hidden[rows, :width]
         return sub
 
+    def groups(self) -> list[tuple[torch.Tensor, Prefix]]:
+        """(rows, their prefix) for groups of prompts of similar length: padding is work too
+        (a few-shot prompt is four times as long as a plain one)."""
+        lengths = self.batch["last"] + 1
+        order = lengths.argsort(stable=True)
+        out, start = [], 0
+        for i in range(1, len(order) + 1):
+            if i == len(order) or lengths[order[i]] > GROUP_SPAN * lengths[order[start]] + 4:
+                out.append((order[start:i], self.rows(order[start:i])))
+                start = i
+        return out
+
     def logits(self) -> torch.Tensor:
-        """[B, vocab] logits at each prompt's last position, running layers `layer` and up
-        from the cached residual stream; hooks on those layers (an attached bottleneck) act as
-        in a full forward. Only the last positions go through the unembedding (a fifth of a
-        135M model's work per token is its unembedding)."""
+        """[B, vocab] logits at each prompt's last position (`batch_logits`, by groups of
+        similar length)."""
+        out = None
+        for rows, sub in self.groups():
+            part = sub.batch_logits()
+            if out is None:
+                out = part.new_empty(len(self.batch["last"]), part.shape[-1])
+            out[rows] = part
+        return out
+
+    def batch_logits(self) -> torch.Tensor:
+        """[B, vocab] logits at each prompt's last position, in one batch, running layers
+        `layer` and up from the cached residual stream; hooks on those layers (an attached
+        bottleneck) act as in a full forward. Only the last positions go through the
+        unembedding (a fifth of a 135M model's work per token is its unembedding)."""
         b = self.batch
         positions = b["last"].unique()  # sorted; the rows' last positions are among them
         with self.model.eval_mode(), _from_layer(self.model.hf, self.layer, self.hidden):

@@ -73,6 +73,9 @@ FAMILIES = (
 FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
 SHOTS = 3
 
+# The command line's time budget per fact (`SelectConfig.max_seconds`).
+CLI_MAX_SECONDS = 60.0
+
 # For bottlenecks without the codes' typical activations (e.g. a foreign sae-lens SAE): clamp
 # needs them.
 ZERO_FAMILIES = (Family("zero", 1.0, True), Family("zero", 1.0, False))
@@ -98,7 +101,9 @@ class SelectConfig:
             and with 100 candidates they were crowded out by generic early codes.
         condition_triple_candidates: codes combined three at a time.
         max_seconds: the search's time budget (None: no limit). When it runs out, the best cut
-            found so far is returned, with `success` False unless it already succeeded.
+            found so far is returned, with `success` False unless it already succeeded. None by
+            default so that a plan depends on its inputs alone, not on the machine's speed;
+            `codecut unlearn` sets `CLI_MAX_SECONDS`.
     """
 
     max_codes: int = 16
@@ -110,7 +115,7 @@ class SelectConfig:
     condition_rate: float = 0.05
     condition_candidates: int = 1000
     condition_triple_candidates: int = 64
-    max_seconds: float | None = 60.0
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -219,9 +224,12 @@ def select(
                 best = (rank, selection)
             if selection.success or search.out_of_time():
                 break
-    if best is None:
-        raise BadInput(f"no code could be cut for {fact.prompt!r} within the retain budget")
-    return best[1]
+    if best is not None:
+        return best[1]
+    if search.out_of_time():
+        log.warning("%r: no code chosen in max_seconds=%s", fact.prompt, config.max_seconds)
+        return Selection(families[0], [], [], False, 1.0, search.base_retain)
+    raise BadInput(f"no code could be cut for {fact.prompt!r} within the retain budget")
 
 
 def _forget_probe(model: Model, fact: Fact, pool: list[Fact]) -> Probe:
@@ -261,6 +269,8 @@ def _formats(model: Model, fact: Fact, pool: list[Fact]) -> list[str]:
 
 
 def _ablations(family: Family, codes: list[int], conditions: list[list[int]]) -> list[Ablation]:
+    if not codes:
+        return []
     if family.conditional:
         return [Ablation(codes, mode=family.mode, c=family.c, when=when) for when in conditions]
     return [Ablation(codes, mode=family.mode, c=family.c)]

@@ -5,7 +5,7 @@ import torch
 from codecut.codebook import Ablation, attach
 from codecut.probes.attribution import probe_facts, relation_values
 from codecut.probes.prefix import Prefix, hook_layer
-from codecut.probes.search import Family, SelectConfig, _Search, _targets
+from codecut.probes.search import Family, SelectConfig, _Search, _targets, select
 
 
 def last_logits(model, prompts):
@@ -59,3 +59,11 @@ def test_a_trial_measures_what_a_full_measurement_does(world, world_bottleneck):
     assert ok.float().mean().item() < search.base_retain  # the cut costs something
     assert trial.retain_accuracy == ok.float().mean().item()
     assert torch.equal(_targets(model, search.keep), search.keep_targets)
+
+
+def test_a_search_out_of_time_returns_an_unsuccessful_selection(world, world_bottleneck):
+    """With no time left the selector says so (success False, no codes) instead of failing."""
+    model, w = world
+    facts = w.facts()
+    selection = select(model, world_bottleneck, facts[0], facts[1:20], facts, SelectConfig(max_seconds=0.0))
+    assert not selection.success and selection.codes == [] and selection.ablations == []
