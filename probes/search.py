@@ -100,6 +100,12 @@ class SelectConfig:
             prompt ("The official language of Italy is") has codes that reach few positions,
             and with 100 candidates they were crowded out by generic early codes.
         condition_triple_candidates: codes combined three at a time.
+        patience: a family ends after this many candidate codes in a row were skipped (over
+            the retain budget, or moving nothing). Stalled families were most of a request's
+            time: on the demo's request the gentlest family held the answer on the same 3
+            forget prompts through its last 11 trials.
+        min_gain: a kept code must take a forget prompt off the answer or lower the answer's
+            mean probability by this much.
         max_seconds: the search's time budget (None: no limit). When it runs out, the best cut
             found so far is returned, with `success` False unless it already succeeded. None by
             default so that a plan depends on its inputs alone, not on the machine's speed;
@@ -116,6 +122,8 @@ class SelectConfig:
     condition_candidates: int = 1000
     condition_triple_candidates: int = 64
     max_seconds: float | None = None
+    patience: int = 4
+    min_gain: float = 0.005
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,7 @@ class Trial(NamedTuple):
     forget_accuracy: float  # greedy accuracy on the forget prompts
     retain_accuracy: float  # greedy accuracy on the retain prompts the cut can reach
     held: torch.Tensor  # bool per forget prompt: still answered, or p >= p_threshold
+    p_answer: float  # the answer's mean probability over the forget prompts
 
 
 def select(
@@ -321,7 +330,10 @@ class _Search:
             top=config.condition_candidates,
             top_triples=config.condition_triple_candidates,
         )
-        log.info("condition codes %s", self.conditions)
+        log.info(
+            "forget prompts %d, retain prompts %d, condition codes %s",
+            len(forget.prompts), len(keep.prompts), self.conditions,
+        )  # fmt: skip
         # A conditional cut acts only where its condition holds, so only the retain prompts
         # where it does can suffer from it; an unconditional cut can hurt every retain prompt.
         gated = torch.zeros(len(fired_keep), dtype=torch.bool)
@@ -345,6 +357,10 @@ class _Search:
             else torch.zeros(0, dtype=torch.bool)
         )
         self.base_retain = self.keep_ok.float().mean().item() if rows else 1.0
+        p, ok = self.forget_prefix.scores(self.forget_targets)
+        held = ok | (p >= config.p_threshold)
+        self.clean = Trial(False, ok.float().mean().item(), self.base_retain, held, p.mean().item())
+        log.info("retain prompts a trial may measure: %d", len(rows))
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -354,12 +370,11 @@ class _Search:
         config = self.config
         chosen: list[int] = []
         tried: list[int] = []
-        result = Trial(
-            False, 1.0, self.base_retain, torch.ones(len(self.forget.prompts), dtype=torch.bool)
-        )
+        result, idle = self.clean, 0
         while (
             len(chosen) < config.max_codes
             and len(tried) < config.max_trials
+            and idle < config.patience
             and not self.out_of_time()
         ):
             code = self.next_code(family, chosen, result.held, tried)
@@ -371,9 +386,15 @@ class _Search:
                 "try code %d: forget %.2f retain %.2f held %d", code,
                 trial.forget_accuracy, trial.retain_accuracy, int(trial.held.sum()),
             )  # fmt: skip
-            if trial.retain_accuracy < self.base_retain - config.retain_budget:
-                continue  # this code costs retain accuracy: skip it
-            chosen, result = chosen + [code], trial
+            costly = trial.retain_accuracy < self.base_retain - config.retain_budget
+            # A code that moves nothing only costs retention later: skip it too.
+            idle_code = trial.held.sum() >= result.held.sum() and trial.p_answer > (
+                result.p_answer - config.min_gain
+            )
+            if costly or idle_code:
+                idle += 1
+                continue
+            chosen, result, idle = chosen + [code], trial, 0
             if result.gone:
                 break
         return Selection(
@@ -412,7 +433,7 @@ class _Search:
         # Gone: on every prompt of the fact, and on all but `slack` of the generated ones.
         gone = not held[self.forget.main].any() and held.float().mean().item() <= self.config.slack
         retain = keep_ok.float().mean().item() if len(keep_ok) else 1.0
-        return Trial(gone, ok.float().mean().item(), retain, held)
+        return Trial(gone, ok.float().mean().item(), retain, held, p.mean().item())
 
     def next_code(
         self, family: Family, chosen: list[int], held: torch.Tensor, exclude: list[int]
