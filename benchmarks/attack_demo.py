@@ -4,7 +4,8 @@ shipped bottleneck (as `codecut demo` does), then `codecut.attack` measures whet
     python benchmarks/attack_demo.py
 
 Writes benchmarks/results/attack_demo.json (the card, the plan's codes, the seconds the
-selection and the attack took) and attack_demo.md, with the machine named. Run it alone.
+selection and the attack took), attack_demo.md and the card's plot attack_demo.png, with the
+machine named. Run it alone.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def main() -> None:
         f"{markdown_table(card.table(), '{:.3f}')}\n"
     )
     write_text(RESULTS / "attack_demo.md", md)
+    card.plot(RESULTS / "attack_demo.png")
     print(md)
 
 

@@ -103,7 +103,8 @@ class SelectConfig:
         patience: a family ends after this many candidate codes in a row were skipped (over
             the retain budget, or moving nothing). Stalled families were most of a request's
             time: on the demo's request the gentlest family held the answer on the same 3
-            forget prompts through its last 11 trials.
+            forget prompts through its last 11 trials. 4 was too few there: the clamp-8
+            family then stopped one code short of success (it succeeds with 8).
         min_gain: a kept code must take a forget prompt off the answer or lower the answer's
             mean probability by this much.
         max_seconds: the search's time budget (None: no limit). When it runs out, the best cut
@@ -122,7 +123,7 @@ class SelectConfig:
     condition_candidates: int = 1000
     condition_triple_candidates: int = 64
     max_seconds: float | None = None
-    patience: int = 4
+    patience: int = 8
     min_gain: float = 0.005
 
 
