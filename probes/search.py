@@ -3,7 +3,7 @@
 For one forget fact, with the bottleneck attached (error term kept, unless in strict mode):
 
 1. Probes. Forget: the fact's prompts, its main prompt in the formats a user will try
-   (`FORMATS`: question, chat template, few-shot, context sentences) and the generated
+   (`ALL_FORMATS`, off by default: question, chat, few-shot, context sentences) and the generated
    paraphrases, each kept where the model answers it, contrasted with the counterfactual
    answers (`make_antisamples`). Retain: every prompt of the retain facts, contrasted with the
    other answers of their relation. Below the hook nothing depends on a cut, so each prompt's
@@ -70,7 +70,12 @@ FAMILIES = (
 )
 # The formats of the attack card's format probe that the forget probe asks the main prompt in,
 # and how many facts the few-shot prefix shows (the attack card's default).
-FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
+ALL_FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
+# Off by default: with them must-lose, the demo's request (France -> Paris on SmolLM2) found no
+# cut that both removed the answer and kept the other capitals' paraphrases (the fresh-clone
+# test caught it); counted within the slack instead, it failed too. Pass `formats=ALL_FORMATS`
+# to `_forget_probe` to ask them; the attack card still measures every format.
+FORMATS: tuple[str, ...] = ()
 SHOTS = 3
 
 # The command line's time budget per fact (`SelectConfig.max_seconds`).
@@ -242,7 +247,9 @@ def select(
     raise BadInput(f"no code could be cut for {fact.prompt!r} within the retain budget")
 
 
-def _forget_probe(model: Model, fact: Fact, pool: list[Fact]) -> Probe:
+def _forget_probe(
+    model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...] = FORMATS
+) -> Probe:
     """The fact's prompts, its main prompt in the other formats a user will try (`_formats`) and
     the model-checked generated paraphrases, each contrasted with the counterfactual answers.
     `main` marks what must lose the answer: the fact's own prompts and the formats."""
@@ -253,14 +260,14 @@ def _forget_probe(model: Model, fact: Fact, pool: list[Fact]) -> Probe:
             f"no anti-answers for {fact.prompt!r}: give a pool of facts of the same relation"
         )
     paraphrases = [a.prompt for a in anti if a.kind == "paraphrase"]
-    formats = _formats(model, fact, pool)
+    formats = _formats(model, fact, pool, formats) if formats else []
     prompts = list(dict.fromkeys([*fact.prompts, *formats, *paraphrases]))
     must = {*fact.prompts, *formats}
     main = torch.tensor([p in must for p in prompts])
     return Probe(prompts, [fact.answer] * len(prompts), [wrong] * len(prompts), main)
 
 
-def _formats(model: Model, fact: Fact, pool: list[Fact]) -> list[str]:
+def _formats(model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...]) -> list[str]:
     """The fact's main prompt as the attack card asks it (`FORMATS`, one prompt each: a
     question, the chat template, a few-shot prefix of the pool's facts of its relation, a
     misleading and a helpful context sentence), where it can be built and the model answers it:
@@ -270,7 +277,7 @@ def _formats(model: Model, fact: Fact, pool: list[Fact]) -> list[str]:
 
     plain = Fact(fact.subject, fact.relation, fact.prompt, fact.answer)
     others = [g for g in pool if (g.subject, g.relation) != (fact.subject, fact.relation)]
-    asked = [q for v in FORMATS for q in variant_prompts(model, plain, others, v, SHOTS)]
+    asked = [q for v in formats for q in variant_prompts(model, plain, others, v, SHOTS)]
     asked = [q for q in dict.fromkeys(asked) if in_vocabulary(model.tokenizer, q)]
     if not asked:
         return []
@@ -337,9 +344,12 @@ class _Search:
         )  # fmt: skip
         # A conditional cut acts only where its condition holds, so only the retain prompts
         # where it does can suffer from it; an unconditional cut can hurt every retain prompt.
+        # A condition can complete at the predicting position itself, so `fired` (up to and
+        # including it), not the context alone: judged on context alone, other capitals'
+        # paraphrases the demo's cut reached there went unmeasured and lost their answers.
         gated = torch.zeros(len(fired_keep), dtype=torch.bool)
         for codes in self.conditions:
-            gated |= fired_keep[:, codes].all(1)
+            gated |= fired[:, codes].all(1)
         self.penalties = {
             True: attr_r[gated].amax(0) if gated.any() else torch.zeros(n),
             False: attr_r.amax(0) if len(attr_r) else torch.zeros(n),

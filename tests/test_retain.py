@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 from codecut.probes.attacks.format import variant_prompts
 from codecut.probes.retain import UNRELATED_PER_RELATION, default_retain
-from codecut.probes.search import _forget_probe
+from codecut.probes.search import ALL_FORMATS, _forget_probe
 
 
 def findar(w):
@@ -56,7 +56,7 @@ def test_forget_probe_asks_the_main_prompt_in_the_formats_the_model_answers(worl
     model answers them; generated paraphrases stay outside (within the search's slack)."""
     model, w = world
     facts, target = findar(w)
-    probe = _forget_probe(model, target, facts)
+    probe = _forget_probe(model, target, facts, formats=ALL_FORMATS)
     must = [p for p, m in zip(probe.prompts, probe.main.tolist()) if m]
     formats = [p for p in must if p not in target.prompts]
     assert must[: len(target.prompts)] == target.prompts
