@@ -40,7 +40,14 @@ from typing import Any, NamedTuple
 import torch
 from codecut.codebook import Ablation, Attachment, Bottleneck, attach
 from codecut.probes.antisamples import in_vocabulary, make_antisamples
-from codecut.probes.attribution import NEVER, Probe, attributions, probe_facts, relation_values
+from codecut.probes.attribution import (
+    NEVER,
+    Attributions,
+    Probe,
+    attributions,
+    probe_facts,
+    relation_values,
+)
 from codecut.probes.conditions import condition_codes
 from codecut.probes.prefix import Prefix
 from tqdm.auto import tqdm
@@ -198,6 +205,7 @@ def select(
     pool: list[Fact],
     config: SelectConfig | None = None,
     strict: bool = False,
+    shared: RetainCache | None = None,
 ) -> Selection:
     """Choose the codes to cut so that `model` forgets `fact` while keeping `retain`.
 
@@ -209,6 +217,8 @@ def select(
         config: the search's options (default `SelectConfig()`).
         strict: search with the bottleneck in strict mode (no error term), as the plan will
             run it.
+        shared: the retain prompts' measurements from an earlier search of the same plan
+            (same model, bottleneck and mode), so that a plan of many facts measures them once.
 
     Raises BadInput when the fact has no anti-answers or no code can be cut within the retain
     budget.
@@ -219,7 +229,7 @@ def select(
     wrong = forget.anti[0]  # the fact's counterfactual answers (the same for every prompt)
     keep = probe_facts(retain, relation_values(pool + retain), fallback=wrong)
     with attach(model, bottleneck, error_term=not strict) as handle:
-        search = _Search(model, handle, fact, forget, keep, config, deadline)
+        search = _Search(model, handle, fact, forget, keep, config, deadline, shared)
         families = [
             f
             for f in (FAMILIES if bottleneck.has_stats else ZERO_FAMILIES)
@@ -293,6 +303,26 @@ def _ablations(family: Family, codes: list[int], conditions: list[list[int]]) ->
     return [Ablation(codes, mode=family.mode, c=family.c)]
 
 
+class RetainCache:
+    """The retain prompts' prefixes and attributions with no cut in place, kept for the next
+    fact's search: they depend on the retain probe, the model and the attached bottleneck,
+    not on the fact. One cache serves the searches of one plan (`unlearn` makes it)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple, tuple[Prefix, Attributions]] = {}
+
+    def measured(
+        self, model: Model, handle: Attachment, keep: Probe
+    ) -> tuple[Prefix, Attributions]:
+        """(prefix, attributions) of `keep`, computed on the first request for its prompts
+        and anti-answers."""
+        key = (tuple(keep.prompts), tuple(keep.answers), tuple(map(tuple, keep.anti)))
+        if key not in self._kept:
+            prefix = Prefix(model, handle.hook, keep.prompts)
+            self._kept[key] = prefix, attributions(model, handle, keep, prefix)
+        return self._kept[key]
+
+
 class _Search:
     """One fact's greedy search, with the bottleneck attached as `handle`: the condition sets,
     the retain penalties and the retain prompts a cut can reach are found once, on creation;
@@ -313,6 +343,7 @@ class _Search:
         keep: Probe,
         config: SelectConfig,
         deadline: float | None = None,
+        shared: RetainCache | None = None,
     ):
         self.model, self.handle, self.forget, self.config = model, handle, forget, config
         self.deadline = deadline
@@ -321,8 +352,7 @@ class _Search:
         self.forget_targets = _targets(model, forget)
         forget_attr = attributions(model, handle, forget, self.forget_prefix)
         if keep.prompts:
-            keep_prefix = Prefix(model, handle.hook, keep.prompts)
-            keep_attr = attributions(model, handle, keep, keep_prefix)
+            keep_prefix, keep_attr = (shared or RetainCache()).measured(model, handle, keep)
             attr_r, fired_keep = keep_attr.scores.clamp(min=0), keep_attr.first < NEVER
             fired = keep_attr.fired
         else:

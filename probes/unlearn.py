@@ -4,8 +4,8 @@
     plan.results.facts[0].selection      # what the search chose (see `search.select`)
     plan.results.facts[0].after          # the fact with the plan applied
 
-Each forget fact gets its own search (`select`), against the same retain set; the plan holds
-every fact's ablations, and its results measure every fact and the retain set before and after
+Each forget fact gets its own search (`select`), against the same retain set, measured once for
+all of them (`RetainCache`); the plan holds every fact's ablations, and its results measure every fact and the retain set before and after
 the whole plan.
 """
 
@@ -18,7 +18,7 @@ from codecut.codebook import Bottleneck
 from codecut.probes.evaluate import evaluate, summary
 from codecut.probes.plan import FactResult, PlanResults, RetainResult, Scores, UnlearnPlan, apply
 from codecut.probes.retain import default_retain
-from codecut.probes.search import SelectConfig, Selection, select
+from codecut.probes.search import RetainCache, SelectConfig, Selection, select
 from tqdm.auto import tqdm
 
 from codecut.errors import BadInput, BadType
@@ -72,8 +72,9 @@ def unlearn(
     if retain is None:
         retain = default_retain(model, forget, pool)
     retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
+    shared = RetainCache()  # the retain prompts are measured once for every fact
     selections = [
-        select(model, bottleneck, fact, retain, pool, config, strict=strict)
+        select(model, bottleneck, fact, retain, pool, config, strict=strict, shared=shared)
         for fact in tqdm(forget, desc="unlearning", leave=False)
     ]
     plan = UnlearnPlan(
