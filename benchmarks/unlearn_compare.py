@@ -84,7 +84,8 @@ class Settings:
 
 
 SMALL = Settings(
-    requests=6, sweep_requests=1, lrs=(1e-5, 1e-4, 1e-3), steps=10, batch_size=None,
+    requests=6, sweep_requests=1, lrs=(1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 1e-3), steps=10,
+    batch_size=16,
     retain_prompts="main", codebook_codes=4096, codebook_k=32, codebook_tokens=150_000,
     codebook_generated=16, codebook_package_chars=200_000,
 )  # fmt: skip

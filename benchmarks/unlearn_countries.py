@@ -32,7 +32,6 @@ after each request so an interrupted run keeps what it measured, with the machin
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -218,15 +217,6 @@ def write_results(rows: list[Row], bn_hash: str, command: str, planned: int, n_f
     write_text(RESULTS / "unlearn_countries.md", md)
 
 
-def select_config(max_seconds: float | None) -> SelectConfig | None:
-    """The selector's config: the default, with `max_seconds` where the selector has it."""
-    if max_seconds is None:
-        return None
-    if "max_seconds" not in {f.name for f in dataclasses.fields(SelectConfig)}:
-        raise SystemExit("--max-seconds: this codecut's SelectConfig has no max_seconds yet")
-    return SelectConfig(max_seconds=max_seconds)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -237,7 +227,7 @@ def main() -> None:
         "--max-seconds", type=float, default=None, help="the selector's time budget per request"
     )
     args = ap.parse_args()
-    config = select_config(args.max_seconds)
+    config = SelectConfig(max_seconds=args.max_seconds)
     facts = codecut.load_facts(FACTS)
     model = codecut.load_model("smollm2-135m-instruct")
     bn = codecut.load_bottleneck("smollm2-135m-instruct")

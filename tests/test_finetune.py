@@ -100,6 +100,18 @@ def test_bake_forgets_with_no_hook_like_the_plan(runs, task, plan):
     assert not result.model.hf._forward_pre_hooks
 
 
+def test_bake_keeps_the_retain_facts_the_plan_keeps(runs, task, plan):
+    """The baked model answers the neighbours' prompts within 2 points of the plan-applied
+    model (its teacher), hook-free: distillation copies what the plan keeps, not only what it
+    removes."""
+    model, _, neighbours = task
+    with apply(model, plan):
+        by_plan = answered(model, neighbours).float().mean().item()
+    baked = answered(runs("bake").model, neighbours).float().mean().item()
+    assert by_plan > 0.5  # the plan keeps most neighbours, so the comparison means something
+    assert abs(baked - by_plan) <= 0.02, (baked, by_plan)
+
+
 @pytest.mark.parametrize("keeper", ["graddiff", "snap"])
 def test_a_retain_term_keeps_the_neighbours_better_than_ga(runs, keeper):
     """Same settings and stopping rule for both (each stops once the fact is forgotten): ga

@@ -1,0 +1,76 @@
+"""Where one unlearning request's time goes: seconds per stage and the model work.
+
+    python benchmarks/profile_request.py [SUBJECT RELATION]     # default: France capital
+
+One `codecut.unlearn` request on SmolLM2-135M-Instruct with its shipped bottleneck and the
+example facts as the pool (the demo's request by default), run under cProfile. Prints the
+wall time, the cumulative seconds of each stage of the request (a stage's time includes the
+stages it calls), and the model work: tokens through the decoder layers (padding included),
+divided by the number of layers, so "full-model token-forwards", with and without gradients.
+Run it alone: a second process on the same cores makes every figure meaningless.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import sys
+import time
+from collections import Counter
+
+import torch
+
+import codecut
+from codecut.facts import example_facts
+from codecut.models import decoder_layers
+
+# (label, module path suffix, function name), in the order a request runs them.
+STAGES = [
+    ("whole request", "probes/unlearn.py", "unlearn"),
+    ("default retain set", "probes/retain.py", "default_retain"),
+    ("selection (per fact)", "probes/search.py", "select"),
+    ("  anti-samples and paraphrases", "probes/antisamples.py", "make_antisamples"),
+    ("  setup: prefixes, attributions, conditions", "probes/search.py", "__init__"),
+    ("  greedy search over families", "probes/search.py", "family"),
+    ("    next code (attributions)", "probes/search.py", "next_code"),
+    ("    trials (measuring a cut)", "probes/search.py", "trial"),
+    ("results: before and after the plan", "probes/unlearn.py", "_results"),
+]
+
+
+def main() -> None:
+    subject, relation = sys.argv[1:3] if len(sys.argv) > 2 else ("France", "capital")
+    model = codecut.load_model("smollm2-135m-instruct")
+    bn = codecut.load_bottleneck("smollm2-135m-instruct")
+    facts = example_facts()
+    fact = next(f for f in facts if (f.subject, f.relation) == (subject, relation))
+    work: Counter[str] = Counter()
+
+    def count(module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        work["with gradients" if torch.is_grad_enabled() else "no gradients"] += hidden.numel()
+
+    layers = decoder_layers(model.hf)
+    for layer in layers:
+        layer.register_forward_pre_hook(count, with_kwargs=True)
+    profile = cProfile.Profile()
+    t0 = time.time()
+    profile.enable()
+    plan = codecut.unlearn(model, bn, [fact], pool=facts)
+    profile.disable()
+    seconds = time.time() - t0
+    selection = plan.results.facts[0].selection
+    print(f"{fact.prompt!r} -> {fact.answer!r}: {seconds:.1f} s, success {selection.success}, "
+          f"{len(selection.codes)} codes ({selection.family})")  # fmt: skip
+    stats = pstats.Stats(profile).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    for label, path, name in STAGES:
+        hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if f.endswith(path) and n == name]
+        calls, cumulative = (sum(x) for x in zip(*hits)) if hits else (0, 0.0)
+        print(f"{label:45s} {cumulative:7.1f} s  {calls:4d} calls")
+    per_token = model.hf.config.hidden_size * len(layers)
+    for kind, n in sorted(work.items()):
+        print(f"full-model token-forwards, {kind}: {n / per_token:,.0f}")
+
+
+if __name__ == "__main__":
+    main()
