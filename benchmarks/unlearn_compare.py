@@ -383,7 +383,7 @@ def frontier(rows: list[Row], path: Path) -> None:
     methods = list(dict.fromkeys(table["method"]))
     lrs = sorted(set(table["lr"]) - {0.0})
     colours = [f"C{i % 10}" for i in range(len(methods))]
-    figure = Figure(figsize=(12, 5), layout="constrained")
+    figure = Figure(figsize=(14, 10), layout="constrained")
     panels = [
         (table[table["request"].isin(swept)], f"lr sweep ({len(swept)} requests)"),
         (table[table["chosen"]], "chosen settings (every request)"),
@@ -405,7 +405,7 @@ def frontier(rows: list[Row], path: Path) -> None:
         ax.set_xlabel("forget success (share of requests: prompt and every paraphrase)")
         ax.set_ylabel("retention (mean of same subject, same relation, others)")
         ax.set_xlim(-0.05, 1.05)
-        ax.legend(fontsize=6, ncols=2, loc="lower left")
+        ax.legend(fontsize=6, ncols=2, loc="upper left", bbox_to_anchor=(0, -0.12))
     with atomic_file(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
 
@@ -480,6 +480,9 @@ def parse() -> tuple[argparse.Namespace, Settings]:
     ap.add_argument("--steps", type=int, help="override: most steps per fine-tuning run")
     ap.add_argument("--batch-size", type=int, help="override: finetune batch size")
     ap.add_argument("--methods", help="only these fine-tuning methods (comma-separated)")
+    ap.add_argument(
+        "--zero-shot-only", action="store_true", help="no fine-tuning method: the zero-shot rows"
+    )
     ap.add_argument("--codebook-tokens", type=int, help="override: codebook training tokens")
     ap.add_argument("--codebook-generated", type=int, help="override: model samples in its corpus")
     ap.add_argument("--attack", action="store_true", help="attack cards on the first request")
@@ -512,6 +515,7 @@ def main() -> None:
     device = args.device or ("cuda" if args.full else "cpu")
     command = shlex.join(["python", "benchmarks/unlearn_compare.py", *sys.argv[1:]])
     methods = args.methods.split(",") if args.methods else list(METHODS)
+    methods = [] if args.zero_shot_only else methods
     methods = [m for m in methods if m != BAKE] + ([BAKE] if BAKE in methods else [])
 
     model = codecut.load_model(MODEL, device=device)
