@@ -48,6 +48,7 @@ import pandas as pd
 import torch
 from codecut.codebook import attach
 from codecut.probes.attacks.format import variant_prompts
+from codecut.probes.attribution import fired_codes
 from codecut.probes.evaluate import answered, prompts_and_answers
 from codecut.probes.search import SelectConfig
 from tqdm.auto import tqdm
@@ -133,12 +134,7 @@ class Baseline:
             for start in range(0, len(self.prompts), 64):
                 batch = model.tokenize(self.prompts[start : start + 64])
                 model(batch["input_ids"], batch["attention_mask"])
-                codes = handle.codes
-                position = torch.arange(codes.indices.shape[1])
-                upto = handle.active & (position[None] <= batch["last"][:, None])
-                on = (codes.values > 0) & upto[..., None]
-                rows = torch.arange(len(batch["last"]))[:, None, None].expand_as(codes.indices)
-                self.fired[start + rows[on], codes.indices[on]] = True
+                self.fired[start : start + 64] = fired_codes(handle, batch["last"])
 
     def mask(self, facts: list[Fact]) -> torch.Tensor:
         """bool per prompt: the prompts of `facts`."""

@@ -141,9 +141,19 @@ def _attribute(model: Model, handle: Attachment, probe: Probe, prefix: Prefix) -
     first = torch.full((len(rows) * n,), NEVER, dtype=torch.long)
     flat = (rows[:, None, None] * n + codes.indices)[on]
     first.scatter_reduce_(0, flat, pos[on], reduce="amin")
-    upto = handle.active & (pos[..., 0] <= batch["last"][:, None])
-    fired = torch.zeros(len(rows) * n, dtype=torch.bool)
-    fired[
-        (rows[:, None, None] * n + codes.indices)[(codes.values.detach() > 0) & upto[..., None]]
-    ] = True
-    return Attributions(scores, first.view(len(rows), n), batch["last"], fired.view(len(rows), n))
+    fired = fired_codes(handle, batch["last"])
+    return Attributions(scores, first.view(len(rows), n), batch["last"], fired)
+
+
+def fired_codes(handle: Attachment, last: torch.Tensor) -> torch.Tensor:
+    """bool [B, n]: the codes that fired, in the attached bottleneck's most recent forward, at
+    some position up to each sequence's `last` (a cut of a code can change that sequence's
+    prediction at `last` only then)."""
+    codes = handle.codes
+    position = torch.arange(codes.indices.shape[1])
+    upto = handle.active & (position[None] <= last[:, None])
+    on = (codes.values.detach() > 0) & upto[..., None]
+    rows = torch.arange(len(last))[:, None, None].expand_as(codes.indices)
+    fired = torch.zeros(len(last), handle.bottleneck.n_codes, dtype=torch.bool)
+    fired[rows[on], codes.indices[on]] = True
+    return fired
