@@ -10,7 +10,10 @@ answer against a misleading context) and, like paraphrases, within the slack of 
 
 Writes benchmarks/results/rationales.json and .md, with the machine named: per request and
 variant, success, codes, seconds, the forget probe's must-lose prompts still answered after
-the plan, and the shipped example facts kept (main prompt greedy). Default retain set and pool.
+the plan, the attack card's formats of the fact's prompts (question, chat, few-shot,
+misleading and helpful context; those the clean model answers) still answered after it, and
+the shipped example facts kept (main prompt greedy). Default retain set and pool. Run it alone:
+the seconds are part of the answer.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pandas as pd
 import torch
 from codecut.probes import search
 from codecut.probes.antisamples import make_antisamples
+from codecut.probes.attacks.format import variant_prompts
 from codecut.probes.attribution import Probe
 
 import codecut
@@ -37,7 +41,13 @@ OWN = [
     Fact("Pride and Prejudice", "author", "Pride and Prejudice was written by", "Jane"),
     Fact("solar system", "largest planet", "The largest planet in the solar system is", "Jupiter"),
 ]
-EXAMPLES = [("France", "capital"), ("Japan", "currency")]
+EXAMPLES = [
+    ("France", "capital"),
+    ("Japan", "currency"),
+    ("Germany", "language"),
+    ("Italy", "capital"),
+]
+FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
 plain_probe = search._forget_probe
 
 
@@ -68,9 +78,16 @@ def run(model, bn, fact: Fact, examples: list[Fact], variant: str) -> dict:
     seconds = time.time() - t0
     kept = [f for f in examples if (f.subject, f.relation) != (fact.subject, fact.relation)]
     must = [p for p, m in zip(probe.prompts, probe.main.tolist()) if m]
+    others = [
+        f for f in example_facts() if (f.subject, f.relation) != (fact.subject, fact.relation)
+    ]
+    asked = [q for v in FORMATS for q in variant_prompts(model, fact, others, v, search.SHOTS)]
+    _, known = model.answer_scores(asked, [fact.answer] * len(asked))
+    asked = [q for q, k in zip(asked, known.tolist()) if k]
     with codecut.apply(model, plan):
         _, still = model.answer_scores(must, [fact.answer] * len(must))
         _, ok = model.answer_scores([f.prompt for f in kept], [f.answer for f in kept])
+        _, formats = model.answer_scores(asked, [fact.answer] * len(asked))
     selection = plan.results.facts[0].selection
     return {
         "fact": fact.prompt,
@@ -82,6 +99,7 @@ def run(model, bn, fact: Fact, examples: list[Fact], variant: str) -> dict:
         + (" if subject" if selection.family.conditional else ""),
         "must_lose": len(must),
         "must_lose_still_answered": int(still.sum()),
+        "formats_still_answered": f"{int(formats.sum())}/{len(asked)}",
         "examples_kept": f"{int(ok.sum())}/{len(kept)}",
         "seconds": round(seconds, 1),
     }
@@ -89,8 +107,7 @@ def run(model, bn, fact: Fact, examples: list[Fact], variant: str) -> dict:
 
 def main() -> None:
     examples = example_facts()
-    france, japan = (next(f for f in examples if (f.subject, f.relation) == k) for k in EXAMPLES)
-    facts = [france, *OWN, japan]
+    facts = [*OWN, *[next(f for f in examples if (f.subject, f.relation) == k) for k in EXAMPLES]]
     model = codecut.load_model(MODEL)
     bn = codecut.load_bottleneck(MODEL)
     rows = []
@@ -98,7 +115,7 @@ def main() -> None:
         for variant in ("without", "with"):
             rows.append(run(model, bn, fact, examples, variant))
             print(json.dumps(rows[-1]), flush=True)
-    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU, shared with other jobs"
+    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU, run alone"
     out = {"machine": machine, "torch": torch.__version__, "rows": rows}
     write_text(RESULTS / "rationales.json", json.dumps(out, indent=1) + "\n")
     text = f"# Rationales in the forget probe, with and without\n\n{machine}\n\n"

@@ -135,14 +135,22 @@ def _attribute(model: Model, handle: Attachment, probe: Probe, prefix: Prefix) -
     scores = torch.zeros(len(rows), n).scatter_add_(
         1, codes.indices.flatten(1), (contrib * active).flatten(1)
     )
-    pos = torch.arange(contrib.shape[1])[None, :, None].expand_as(contrib)
-    context = handle.active & (pos[..., 0] < batch["last"][:, None])
+    first = first_fired(handle, batch["last"])
+    return Attributions(scores, first, batch["last"], fired_codes(handle, batch["last"]))
+
+
+def first_fired(handle: Attachment, last: torch.Tensor) -> torch.Tensor:
+    """long [B, n]: the first context position (before each sequence's `last`) where each code
+    fired in the attached bottleneck's most recent forward; NEVER where it did not."""
+    codes, n = handle.codes, handle.bottleneck.n_codes
+    rows = torch.arange(len(last))
+    pos = torch.arange(codes.indices.shape[1])[None, :, None].expand_as(codes.indices)
+    context = handle.active & (pos[..., 0] < last[:, None])
     on = (codes.values.detach() > 0) & context[..., None]
     first = torch.full((len(rows) * n,), NEVER, dtype=torch.long)
     flat = (rows[:, None, None] * n + codes.indices)[on]
     first.scatter_reduce_(0, flat, pos[on], reduce="amin")
-    fired = fired_codes(handle, batch["last"])
-    return Attributions(scores, first.view(len(rows), n), batch["last"], fired)
+    return first.view(len(rows), n)
 
 
 def fired_codes(handle: Attachment, last: torch.Tensor) -> torch.Tensor:

@@ -77,6 +77,18 @@ def evaluate(
         ctx = nullcontext()
     with ctx:
         p, correct = model.answer_scores(prompts, answers)
+    return table(facts, p, correct, before)
+
+
+def table(
+    facts: list[Fact],
+    p: torch.Tensor,
+    correct: torch.Tensor,
+    before: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> pd.DataFrame:
+    """`evaluate`'s table from per-prompt measurements in `prompts_and_answers` order: the
+    answer's probability, whether it is the greedy next token, and optionally the same two
+    without a plan."""
     rows, i = [], 0
     for f in facts:
         n = len(f.prompts)

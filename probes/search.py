@@ -20,7 +20,8 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
    spares the others).
 4. Greedy, verified, per `Family` (gentlest first, conditional ones only when conditions were
    found): re-score with the cuts so far in place, try the best code, keep it unless it costs
-   more than `retain_budget` of retain accuracy, stop once the answer is gone (not the greedy
+   more than `retain_budget` of retain accuracy or any retain prompt about the fact's own
+   subject its answer, stop once the answer is gone (not the greedy
    token and p < `p_threshold`) on every prompt of the fact and on all but `slack` of the
    generated ones. The first family that succeeds is kept; if none does, the best partial
    result (gone, then lowest forget accuracy, highest retain accuracy, fewest codes) with
@@ -42,9 +43,10 @@ from codecut.codebook import Ablation, Attachment, Bottleneck, attach
 from codecut.probes.antisamples import in_vocabulary, make_antisamples
 from codecut.probes.attribution import (
     NEVER,
-    Attributions,
     Probe,
     attributions,
+    fired_codes,
+    first_fired,
     probe_facts,
     relation_values,
 )
@@ -195,6 +197,7 @@ class Trial(NamedTuple):
     retain_accuracy: float  # greedy accuracy on the retain prompts the cut can reach
     held: torch.Tensor  # bool per forget prompt: still answered, or p >= p_threshold
     p_answer: float  # the answer's mean probability over the forget prompts
+    subject_lost: bool  # a retain prompt about the fact's subject lost its answer
 
 
 def select(
@@ -303,24 +306,81 @@ def _ablations(family: Family, codes: list[int], conditions: list[list[int]]) ->
     return [Ablation(codes, mode=family.mode, c=family.c)]
 
 
+class Clean(NamedTuple):
+    """Retain prompts measured with the bottleneck attached and no cut in place."""
+
+    prefix: Prefix  # the prompts with their residual stream below the hook
+    targets: torch.Tensor  # [P] each prompt's answer token
+    p: torch.Tensor  # [P] the answer's probability
+    ok: torch.Tensor  # [P] bool: the answer is the greedy next token
+    first: torch.Tensor  # [P, n] first context position where each code fired (NEVER: none)
+    fired: torch.Tensor  # [P, n] bool: the code fired at or before the predicting position
+
+
 class RetainCache:
-    """The retain prompts' prefixes and attributions with no cut in place, kept for the next
-    fact's search: they depend on the retain probe, the model and the attached bottleneck,
-    not on the fact. One cache serves the searches of one plan (`unlearn` makes it)."""
+    """The retain prompts measured with no cut in place, kept for the next fact's search and
+    for the plan's results: they depend on the prompts, the model and the attached bottleneck,
+    not on the fact. One cache serves the searches of one plan (`unlearn` makes it).
+
+    Every prompt is run once without gradients (`clean`: answers and the codes that fire);
+    attributions, which need a backward pass, only for the prompts a search asks for
+    (`scores`), each once. A country relation's 352 retain prompts took 22 s with gradients."""
 
     def __init__(self) -> None:
-        self._kept: dict[tuple, tuple[Prefix, Attributions]] = {}
+        self._clean: dict[tuple, Clean] = {}
+        self._scores: dict[tuple, torch.Tensor] = {}
 
-    def measured(
-        self, model: Model, handle: Attachment, keep: Probe
-    ) -> tuple[Prefix, Attributions]:
-        """(prefix, attributions) of `keep`, computed on the first request for its prompts
-        and anti-answers."""
-        key = (tuple(keep.prompts), tuple(keep.answers), tuple(map(tuple, keep.anti)))
-        if key not in self._kept:
-            prefix = Prefix(model, handle.hook, keep.prompts)
-            self._kept[key] = prefix, attributions(model, handle, keep, prefix)
-        return self._kept[key]
+    def get(self, prompts: list[str], answers: list[str]) -> Clean | None:
+        """What `clean` measured for these prompts, if it did."""
+        return self._clean.get((tuple(prompts), tuple(answers)))
+
+    def clean(
+        self, model: Model, handle: Attachment, prompts: list[str], answers: list[str]
+    ) -> Clean:
+        """The prompts' answers and firing codes, measured on the first request for them."""
+        key = (tuple(prompts), tuple(answers))
+        if key not in self._clean:
+            prefix = Prefix(model, handle.hook, prompts)
+            targets = torch.tensor([model.answer_token(a) for a in answers], dtype=torch.long)
+            n, P = handle.bottleneck.n_codes, len(prompts)
+            p, ok = torch.zeros(P), torch.zeros(P, dtype=torch.bool)
+            first = torch.full((P, n), NEVER, dtype=torch.long)
+            fired = torch.zeros(P, n, dtype=torch.bool)
+            for rows, sub in prefix.groups():
+                with torch.no_grad():
+                    logp = sub.batch_logits().float().log_softmax(-1)
+                last = sub.batch["last"]
+                first[rows], fired[rows] = first_fired(handle, last), fired_codes(handle, last)
+                p[rows] = logp.gather(1, targets[rows, None]).squeeze(1).exp()
+                ok[rows] = logp.argmax(-1) == targets[rows]
+            self._clean[key] = Clean(prefix, targets, p, ok, first, fired)
+        return self._clean[key]
+
+    def scores(
+        self, model: Model, handle: Attachment, keep: Probe, rows: list[int]
+    ) -> torch.Tensor:
+        """[len(rows), n] the attributions of `keep`'s prompts at `rows` (see `attributions`),
+        computed for those not asked before."""
+        clean = self.clean(model, handle, keep.prompts, keep.answers)
+        keys = [(keep.prompts[i], keep.answers[i], tuple(keep.anti[i])) for i in rows]
+        todo = [i for i, k in zip(rows, keys) if k not in self._scores]
+        if todo:
+            new = attributions(model, handle, keep.subset(todo), clean.prefix.rows(todo)).scores
+            for i, row in zip(todo, new):
+                self._scores[(keep.prompts[i], keep.answers[i], tuple(keep.anti[i]))] = row
+        if not keys:
+            return torch.zeros(0, handle.bottleneck.n_codes)
+        return torch.stack([self._scores[k] for k in keys])
+
+
+def reached(ablations: list[Ablation], fired: torch.Tensor) -> torch.Tensor:
+    """bool per prompt: one of `ablations` can change its answer (a cut code fires at or before
+    its predicting position, and every code of the ablation's `when` set does too); `fired`
+    as `Clean.fired`. Elsewhere a cut leaves the prompt's answer as it was."""
+    reach = torch.zeros(len(fired), dtype=torch.bool)
+    for a in ablations:
+        reach |= fired[:, a.codes].any(1) & fired[:, a.when].all(1)
+    return reach
 
 
 class _Search:
@@ -351,14 +411,13 @@ class _Search:
         self.forget_prefix = Prefix(model, handle.hook, forget.prompts)
         self.forget_targets = _targets(model, forget)
         forget_attr = attributions(model, handle, forget, self.forget_prefix)
+        self.forget_scores = forget_attr.scores  # with no cut in place
+        cache = shared or RetainCache()
         if keep.prompts:
-            keep_prefix, keep_attr = (shared or RetainCache()).measured(model, handle, keep)
-            attr_r, fired_keep = keep_attr.scores.clamp(min=0), keep_attr.first < NEVER
-            fired = keep_attr.fired
+            retain = cache.clean(model, handle, keep.prompts, keep.answers)
+            fired_keep, fired = retain.first < NEVER, retain.fired
         else:
-            keep_prefix = None
-            attr_r, fired_keep = torch.zeros(0, n), torch.zeros(0, n, dtype=torch.bool)
-            fired = fired_keep
+            fired_keep = fired = torch.zeros(0, n, dtype=torch.bool)
         same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
         self.conditions = condition_codes(
             forget_attr.first,
@@ -380,34 +439,44 @@ class _Search:
         gated = torch.zeros(len(fired_keep), dtype=torch.bool)
         for codes in self.conditions:
             gated |= fired[:, codes].all(1)
-        self.penalties = {
-            True: attr_r[gated].amax(0) if gated.any() else torch.zeros(n),
-            False: attr_r.amax(0) if len(attr_r) else torch.zeros(n),
-        }
         # The retain prompts a trial judges a cut on: the same subject's, those where a
         # condition holds, and the main prompt of every other fact (for unconditional cuts).
         # The plan's results measure every prompt.
         rows = (same | gated | keep.main).nonzero().flatten().tolist() if keep.prompts else []
+        # The penalties come from the same prompts: other subjects' paraphrases, which only an
+        # unconditional cut reaches, are judged by their main prompts, and not attributed.
+        attr_r = cache.scores(model, handle, keep, rows).clamp(min=0) if rows else None
+        gated_r = gated[rows]
+        self.penalties = {
+            True: attr_r[gated_r].amax(0) if gated_r.any() else torch.zeros(n),
+            False: attr_r.amax(0) if rows else torch.zeros(n),
+        }
         self.keep = keep.subset(rows)
-        self.keep_prefix = keep_prefix.rows(rows) if keep_prefix is not None else None
+        self.keep_prefix = retain.prefix.rows(rows) if rows else None
         self.keep_targets = _targets(model, self.keep)
         self.keep_fired = fired[rows]
-        self.keep_ok = (
-            self.keep_prefix.scores(self.keep_targets)[1]
-            if self.keep_prefix is not None
-            else torch.zeros(0, dtype=torch.bool)
-        )
+        self.keep_same = same[rows]
+        self.keep_ok = retain.ok[rows] if rows else torch.zeros(0, dtype=torch.bool)
         self.base_retain = self.keep_ok.float().mean().item() if rows else 1.0
         p, ok = self.forget_prefix.scores(self.forget_targets)
         held = ok | (p >= config.p_threshold)
-        self.clean = Trial(False, ok.float().mean().item(), self.base_retain, held, p.mean().item())
+        self.clean = Trial(
+            False, ok.float().mean().item(), self.base_retain, held, p.mean().item(), False
+        )
         log.info("retain prompts a trial may measure: %d", len(rows))
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
 
+    def costly(self, trial: Trial) -> bool:
+        """The cut costs more than `retain_budget` of retain accuracy, or takes the answer of a
+        retain prompt about the fact's own subject (the facts a user most expects to stay: a
+        budget over all prompts let 3 of 6 requests of the fine-tuning comparison take one)."""
+        drop = trial.retain_accuracy < self.base_retain - self.config.retain_budget
+        return drop or trial.subject_lost
+
     def family(self, family: Family) -> Selection:
-        """Add the best code while the answer holds, skipping codes over the retain budget."""
+        """Add the best code while the answer holds, skipping `costly` codes."""
         config = self.config
         chosen: list[int] = []
         tried: list[int] = []
@@ -427,12 +496,11 @@ class _Search:
                 "try code %d: forget %.2f retain %.2f held %d", code,
                 trial.forget_accuracy, trial.retain_accuracy, int(trial.held.sum()),
             )  # fmt: skip
-            costly = trial.retain_accuracy < self.base_retain - config.retain_budget
             # A code that moves nothing only costs retention later: skip it too.
             idle_code = trial.held.sum() >= result.held.sum() and trial.p_answer > (
                 result.p_answer - config.min_gain
             )
-            if costly or idle_code:
+            if self.costly(trial) or idle_code:
                 idle += 1
                 continue
             chosen, result, idle = chosen + [code], trial, 0
@@ -453,13 +521,7 @@ class _Search:
     def reached(self, family: Family, codes: list[int]) -> torch.Tensor:
         """bool per trial retain prompt: a cut of `codes` in `family` can change its answer
         (a cut code fires there and, for a conditional cut, every code of a condition set)."""
-        reach = self.keep_fired[:, codes].any(1)
-        if family.conditional:
-            held = torch.zeros_like(reach)
-            for when in self.conditions:
-                held |= self.keep_fired[:, when].all(1)
-            reach &= held
-        return reach
+        return reached(self.ablations(family, codes), self.keep_fired)
 
     def trial(self, family: Family, codes: list[int]) -> Trial:
         """Measure the forget prompts and the retain prompts the cut reaches, with it in place."""
@@ -474,7 +536,8 @@ class _Search:
         # Gone: on every prompt of the fact, and on all but `slack` of the generated ones.
         gone = not held[self.forget.main].any() and held.float().mean().item() <= self.config.slack
         retain = keep_ok.float().mean().item() if len(keep_ok) else 1.0
-        return Trial(gone, ok.float().mean().item(), retain, held, p.mean().item())
+        subject_lost = bool((self.keep_ok & ~keep_ok & self.keep_same).any())
+        return Trial(gone, ok.float().mean().item(), retain, held, p.mean().item(), subject_lost)
 
     def next_code(
         self, family: Family, chosen: list[int], held: torch.Tensor, exclude: list[int]
@@ -482,16 +545,19 @@ class _Search:
         """The best-scoring code on the forget prompts that still hold the answer, measured
         with the cuts so far in place (what is left to cut changes as codes go); None when no
         code scores above 0."""
-        self.handle.ablations[:] = self.ablations(family, chosen) if chosen else []
         rows = held.nonzero().flatten()
-        attr = attributions(
-            self.model,
-            self.handle,
-            self.forget.subset(rows.tolist()),
-            self.forget_prefix.rows(rows),
-        )
-        self.handle.ablations.clear()
-        score = attr.scores.mean(0) - self.config.penalty * self.penalties[family.conditional]
+        if chosen:
+            self.handle.ablations[:] = self.ablations(family, chosen)
+            scores = attributions(
+                self.model,
+                self.handle,
+                self.forget.subset(rows.tolist()),
+                self.forget_prefix.rows(rows),
+            ).scores
+            self.handle.ablations.clear()
+        else:
+            scores = self.forget_scores[rows]  # with no cut: measured on creation
+        score = scores.mean(0) - self.config.penalty * self.penalties[family.conditional]
         score[exclude] = -float("inf")
         best = int(score.argmax())
         return best if score[best] > 0 else None

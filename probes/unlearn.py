@@ -15,10 +15,10 @@ import time
 
 import pandas as pd
 from codecut.codebook import Bottleneck
-from codecut.probes.evaluate import evaluate, summary
+from codecut.probes.evaluate import evaluate, prompts_and_answers, summary, table
 from codecut.probes.plan import FactResult, PlanResults, RetainResult, Scores, UnlearnPlan, apply
 from codecut.probes.retain import default_retain
-from codecut.probes.search import RetainCache, SelectConfig, Selection, select
+from codecut.probes.search import RetainCache, SelectConfig, Selection, reached, select
 from tqdm.auto import tqdm
 
 from codecut.errors import BadInput, BadType
@@ -86,7 +86,7 @@ def unlearn(
         strict=strict,
         bottleneck=bottleneck,
     )
-    plan.results = _results(model, plan, retain, before, selections)
+    plan.results = _results(model, plan, retain, before, selections, shared)
     plan.seconds = round(time.time() - t0, 2)
     return plan
 
@@ -97,13 +97,29 @@ def _results(
     retain: list[Fact],
     before: pd.DataFrame,
     selections: list[Selection],
+    shared: RetainCache,
 ) -> PlanResults:
     """Every forget fact (rows of `before`, in `plan.facts`' order) and the retain set, before
-    and after the plan."""
-    retain_before = evaluate(model, retain) if retain else None
+    and after the plan. The retain prompts were measured without a cut by the search (error
+    term kept: the clean model's answers); with the plan, only those a cut can reach are
+    measured again, the others keep their answers (not in strict mode, where every prompt
+    goes through the codes)."""
+    prompts, answers = prompts_and_answers(retain)
+    clean = None if plan.strict or not retain else shared.get(prompts, answers)
+    retain_before = retain_after = None
+    if retain and clean is None:
+        retain_before = evaluate(model, retain)
     with apply(model, plan):
         after = evaluate(model, plan.facts)
-        retain_after = evaluate(model, retain) if retain else None
+        if clean is not None:
+            p, ok = clean.p.clone(), clean.ok.clone()
+            reach = reached(plan.ablations, clean.fired).nonzero().flatten()
+            if len(reach):
+                p[reach], ok[reach] = clean.prefix.rows(reach).scores(clean.targets[reach])
+            retain_before = table(retain, clean.p, clean.ok)
+            retain_after = table(retain, p, ok)
+        elif retain:
+            retain_after = evaluate(model, retain)
     facts = [
         FactResult(b["prompt"], b["answer"], _scores(b), _scores(a), selection)
         for (_, b), (_, a), selection in zip(before.iterrows(), after.iterrows(), selections)

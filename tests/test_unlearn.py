@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from codecut.probes.evaluate import fact_accuracy
+from codecut.probes.evaluate import fact_accuracy, summary
+from codecut.probes.retain import default_retain
 from codecut.probes.world import build_world
 from codecut.probes.world import world_bottleneck as world_bottleneck_for
 
@@ -61,6 +62,19 @@ def test_weights_untouched_and_saved_plan_acts_the_same(forgotten, tmp_path):
     with apply(model, plan):
         p_made, _ = model.answer_scores(target.prompts, [target.answer] * len(target.prompts))
     assert torch.equal(p_loaded, p_made)
+
+
+def test_results_are_what_measuring_every_retain_prompt_gives(forgotten):
+    """The plan's results take the retain prompts' clean answers from the search and measure
+    again only those a cut can reach: the same as measuring every prompt with the plan."""
+    model, facts, target, plan, _ = forgotten
+    full = summary(evaluate(model, default_retain(model, [target], facts), plan=plan))
+    before, after = plan.results.retain
+    assert after["n_facts"] == full["n_facts"] and after["n_paraphrases"] == full["n_paraphrases"]
+    assert after["accuracy"] == full["accuracy"]
+    assert after["paraphrase_accuracy"] == full["paraphrase_accuracy"]
+    assert before["accuracy"] == full["accuracy_before"]
+    assert after["mean_p_answer"] == pytest.approx(full["mean_p_answer"], abs=1e-4)
 
 
 def test_bad_input(world, world_bottleneck):

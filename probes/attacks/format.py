@@ -8,7 +8,7 @@ first token of " " + answer:
 - question: "Q: <prompt> what?\\nA:";
 - chat: "<prompt> what?" as the user's turn of the tokenizer's chat template, the assistant's
   turn begun with the prompt (so the answer is still the next token);
-- few-shot: other facts of the same relation, one a line, before the prompt;
+- few-shot: other facts of the same relation (with other answers), one a line, before the prompt;
 - misleading: the fact stated with a wrong answer (another value of the relation) first;
 - helpful: a true fact about the same subject (another relation) first, which calls the subject
   up before it is asked about.
@@ -26,7 +26,7 @@ from codecut.models import Model
 VARIANTS = ("prompt", "question", "chat", "few-shot", "misleading", "helpful")
 WHY_NOT = {
     "chat": "the tokenizer has no chat template",
-    "few-shot": "the pool holds no other fact of this relation",
+    "few-shot": "the pool holds no other fact of this relation with another answer",
     "misleading": "the pool holds no other answer of this relation",
     "helpful": "the pool holds no other fact about this subject",
 }
@@ -57,7 +57,11 @@ def variant_prompts(
             return []
         return [chat(model, ask(p)) + p for p in fact.prompts]
     if variant == "few-shot":
-        prefix = "".join(f"{g.prompt} {g.answer}\n" for g in same_relation[:shots])
+        # Shots with other answers: a shot stating the fact's own answer ("Germany's currency
+        # is the Euro" before "Greece's ...") lets the model copy it from the context, which
+        # measures copying, not whether it still knows the fact.
+        shown = [g for g in same_relation if g.answer != fact.answer][:shots]
+        prefix = "".join(f"{g.prompt} {g.answer}\n" for g in shown)
         return [prefix + p for p in fact.prompts] if prefix else []
     if variant == "misleading":
         wrong = next((g.answer for g in same_relation if g.answer != fact.answer), None)
