@@ -15,9 +15,10 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
 
        score(c) = mean_{p in F} attr_p(c) - penalty * max_{r in R'} max(attr_r(c), 0)
 
-   F: the forget prompts that still hold the answer; R': every retain prompt for an
-   unconditional cut, only those where a condition holds for a conditional one (the condition
-   spares the others).
+   F: the forget prompts that still hold the answer; R': for an unconditional cut the retain
+   prompts a trial measures (the same subject's, those where a condition holds, every retain
+   fact's main prompt), only those where a condition holds for a conditional one (the
+   condition spares the others).
 4. Greedy, verified, per `Family` (gentlest first, conditional ones only when conditions were
    found): re-score with the cuts so far in place, try the best code, keep it unless it costs
    more than `retain_budget` of retain accuracy or any retain prompt about the fact's own
