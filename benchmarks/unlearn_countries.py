@@ -1,6 +1,6 @@
 """Unlearning benchmark on the country facts: one request at a time, every format, every row.
 
-    python benchmarks/unlearn_countries.py [--requests 60] [--seed 0] [--max-seconds S]
+    python benchmarks/unlearn_countries.py [--requests 60] [--seed 0] [--max-seconds S] [--formats]
 
 Facts: benchmarks/data/country_facts.jsonl (built by benchmarks/country_facts.py from the
 `countryinfo` package: the facts SmolLM2-135M-Instruct knows). Model: SmolLM2-135M-Instruct
@@ -50,7 +50,7 @@ from codecut.codebook import attach
 from codecut.probes.attacks.format import variant_prompts
 from codecut.probes.attribution import fired_codes
 from codecut.probes.evaluate import answered, prompts_and_answers
-from codecut.probes.search import SelectConfig
+from codecut.probes.search import FORMATS, SelectConfig
 from tqdm.auto import tqdm
 
 import codecut
@@ -60,8 +60,7 @@ from codecut.io import markdown_table, write_text
 HERE = Path(__file__).resolve().parent
 FACTS = HERE / "data" / "country_facts.jsonl"
 RESULTS = HERE / "results"
-FORMATS = ("question", "chat", "few-shot", "helpful")
-SHOTS = 3
+SHOTS = 3  # FORMATS (the formats measured) are the ones `--formats` makes the selector ask
 
 
 @dataclass
@@ -231,8 +230,10 @@ def machine() -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, no GPU"
 
 
-def write_results(rows: list[Row], bn_hash: str, command: str, planned: int, n_facts: int) -> None:
-    """benchmarks/results/unlearn_countries.json and .md: the summary and every request."""
+def write_results(
+    rows: list[Row], bn_hash: str, command: str, planned: int, n_facts: int, name: str
+) -> None:
+    """benchmarks/results/`name`.json and .md: the summary and every request."""
     summary = {**summarize(rows), "requests_planned": planned, "facts_in_pool": n_facts}
     out = {
         "machine": machine(),
@@ -242,13 +243,13 @@ def write_results(rows: list[Row], bn_hash: str, command: str, planned: int, n_f
         "summary": summary,
         "rows": [asdict(r) for r in rows],
     }
-    write_text(RESULTS / "unlearn_countries.json", json.dumps(out, indent=1))
+    write_text(RESULTS / f"{name}.json", json.dumps(out, indent=1))
     md = f"# Unlearning benchmark: country facts ({machine()})\n\n    {command}\n\n"
     md += "\n".join(
         f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()
     )
     md += "\n\n" + markdown_table(pd.DataFrame([asdict(r) for r in rows]), "{:.3f}") + "\n"
-    write_text(RESULTS / "unlearn_countries.md", md)
+    write_text(RESULTS / f"{name}.md", md)
 
 
 def main() -> None:
@@ -260,8 +261,15 @@ def main() -> None:
     ap.add_argument(
         "--max-seconds", type=float, default=None, help="the selector's time budget per request"
     )
+    ap.add_argument(
+        "--formats",
+        action="store_true",
+        help="the selector asks the formats too (SelectConfig(formats=FORMATS)); results go to "
+        "unlearn_countries_formats.{json,md}",
+    )
     args = ap.parse_args()
-    config = SelectConfig(max_seconds=args.max_seconds)
+    config = SelectConfig(max_seconds=args.max_seconds, formats=FORMATS if args.formats else ())
+    name = "unlearn_countries_formats" if args.formats else "unlearn_countries"
     facts = codecut.load_facts(FACTS)
     model = codecut.load_model("smollm2-135m-instruct")
     bn = codecut.load_bottleneck("smollm2-135m-instruct")
@@ -272,7 +280,7 @@ def main() -> None:
     for i, fact in enumerate(tqdm(targets, desc="forgetting country facts one at a time")):
         rows.append(request(model, bn, fact, facts, base, config, check=i == 0))
         tqdm.write(str(rows[-1]))
-        write_results(rows, bn.content_hash, command, len(targets), len(facts))
+        write_results(rows, bn.content_hash, command, len(targets), len(facts), name)
 
 
 if __name__ == "__main__":

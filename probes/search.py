@@ -3,8 +3,8 @@
 For one forget fact, with the bottleneck attached (error term kept, unless in strict mode):
 
 1. Probes. Forget: the fact's prompts, its main prompt in the formats a user will try
-   (`ALL_FORMATS`, off by default: question, chat, few-shot, context sentences) and the generated
-   paraphrases, each kept where the model answers it, contrasted with the counterfactual
+   (`SelectConfig.formats`, none by default; `FORMATS`: question, chat template, few-shot, a
+   helpful context sentence) and the generated paraphrases, each kept where the model answers it, contrasted with the counterfactual
    answers (`make_antisamples`). Retain: every prompt of the retain facts, contrasted with the
    other answers of their relation. Below the hook nothing depends on a cut, so each prompt's
    residual stream there is computed once (`Prefix`) and every measurement runs only the
@@ -81,11 +81,13 @@ FAMILIES = (
 # The formats of the attack card's format probe that the forget probe asks the main prompt in,
 # and how many facts the few-shot prefix shows (the attack card's default).
 ALL_FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
-# Off by default: with them must-lose, the demo's request (France -> Paris on SmolLM2) found no
-# cut that both removed the answer and kept the other capitals' paraphrases (the fresh-clone
-# test caught it); counted within the slack instead, it failed too. Pass `formats=ALL_FORMATS`
-# to `_forget_probe` to ask them; the attack card still measures every format.
-FORMATS: tuple[str, ...] = ()
+# The formats `SelectConfig(formats=FORMATS)` makes the forget probe ask, each must-lose. On the
+# first 12 requests of the country benchmark, run alone side by side, they took the requests
+# that lose the answer in every format from 9 to 12 (same-subject and same-relation facts kept
+# at 100%) and the median request from 17.2 s to 24.4 s. Not the default: with them the demo's
+# request (France -> Paris) finds no cut in 3.4 minutes (its paraphrases keep the answer), where
+# without them it succeeds. "misleading" is left to the attack card.
+FORMATS = ("question", "chat", "few-shot", "helpful")
 SHOTS = 3
 
 # The command line's time budget per fact (`SelectConfig.max_seconds`).
@@ -122,6 +124,8 @@ class SelectConfig:
             family then stopped one code short of success (it succeeds with 8).
         min_gain: a kept code must take a forget prompt off the answer or lower the answer's
             mean probability by this much.
+        formats: the formats of the fact's main prompt (`ALL_FORMATS`) that must lose the
+            answer too; () asks none (see `FORMATS` for what asking them measured).
         max_seconds: the search's time budget (None: no limit). When it runs out, the best cut
             found so far is returned, with `success` False unless it already succeeded. None by
             default so that a plan depends on its inputs alone, not on the machine's speed;
@@ -137,6 +141,7 @@ class SelectConfig:
     condition_rate: float = 0.05
     condition_candidates: int = 1000
     condition_triple_candidates: int = 64
+    formats: tuple[str, ...] = ()
     max_seconds: float | None = None
     patience: int = 8
     min_gain: float = 0.005
@@ -229,7 +234,7 @@ def select(
     """
     config = config or SelectConfig()
     deadline = None if config.max_seconds is None else time.monotonic() + config.max_seconds
-    forget = _forget_probe(model, fact, pool)
+    forget = _forget_probe(model, fact, pool, config.formats)
     wrong = forget.anti[0]  # the fact's counterfactual answers (the same for every prompt)
     keep = probe_facts(retain, relation_values(pool + retain), fallback=wrong)
     with attach(model, bottleneck, error_term=not strict) as handle:
@@ -262,7 +267,7 @@ def select(
 
 
 def _forget_probe(
-    model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...] = FORMATS
+    model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...] = ()
 ) -> Probe:
     """The fact's prompts, its main prompt in the other formats a user will try (`_formats`) and
     the model-checked generated paraphrases, each contrasted with the counterfactual answers.
@@ -282,9 +287,9 @@ def _forget_probe(
 
 
 def _formats(model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...]) -> list[str]:
-    """The fact's main prompt as the attack card asks it (`FORMATS`, one prompt each: a
+    """The fact's main prompt as the attack card asks it (`formats`, one prompt each: e.g. a
     question, the chat template, a few-shot prefix of the pool's facts of its relation, a
-    misleading and a helpful context sentence), where it can be built and the model answers it:
+    misleading or a helpful context sentence), where it can be built and the model answers it:
     a plan that hides the fact from the plain prompt alone is not a plan."""
     # Imported here, not at the top: the attack suite imports the plan, which imports this module.
     from codecut.probes.attacks.format import variant_prompts

@@ -4,10 +4,12 @@ import pytest
 import torch
 from codecut.probes.evaluate import fact_accuracy, summary
 from codecut.probes.retain import default_retain
+from codecut.probes.search import FORMATS, SelectConfig, _forget_probe
 from codecut.probes.world import build_world
 from codecut.probes.world import world_bottleneck as world_bottleneck_for
 
 from codecut import Fact, apply, evaluate, load_plan, unlearn
+from codecut.errors import BadInput
 
 # The unlearning properties must hold for any reasonable training run, not one lucky seed: each
 # seed trains its own world (other names, other facts) and its own bottleneck.
@@ -101,3 +103,30 @@ def test_a_relation_and_subject_the_pool_does_not_hold(world, world_bottleneck):
     plan = unlearn(model, world_bottleneck, [target], pool=[target, *others])
     assert plan.results.retain.before["n_facts"] > 0
     assert plan.results.facts[0].selection.success and not plan.results.facts[0].after.correct
+
+
+def test_the_formats_asked_lose_the_answer_too(world, world_bottleneck):
+    """`SelectConfig(formats=FORMATS)`: the fact's main prompt in those formats (where the clean
+    model answers it) must lose the answer as well. A plan that reports success has taken it
+    from every one of them; of the first three colour facts a plan is made for, one succeeds
+    (the world's colours are hard: without formats too, most requests fail)."""
+    model, w = world
+    facts = w.facts("all")
+    config = SelectConfig(formats=FORMATS)
+    colours = [f for f in facts if f.relation == "color" and f.subject in w.subjects[3:]]
+    made = []
+    for target in colours:
+        try:
+            plan = unlearn(model, world_bottleneck, [target], pool=facts, config=config)
+        except BadInput:  # no code within the retain budget
+            continue
+        probe = _forget_probe(model, target, facts, FORMATS)
+        must = [p for p, m in zip(probe.prompts, probe.main.tolist()) if m]
+        assert len(must) > len(target.prompts)  # the world model answers some formats
+        with apply(model, plan):
+            _, still = model.answer_scores(must, [target.answer] * len(must))
+        made.append((plan.results.facts[0].selection.success, bool(still.any())))
+        if len(made) == 3:
+            break
+    assert all(not still for success, still in made if success)
+    assert any(success for success, _ in made), made
