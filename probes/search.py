@@ -84,7 +84,7 @@ ALL_FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
 # The formats `SelectConfig(formats=FORMATS)` makes the forget probe ask, each must-lose. On the
 # first 12 requests of the country benchmark, run alone side by side, they took the requests
 # that lose the answer in every format from 9 to 12 (same-subject and same-relation facts kept
-# at 100%) and the median request from 17.2 s to 24.4 s. Not the default: with them the demo's
+# at 100%) and the median request from 17.2 s to 24.9 s. Not the default: with them the demo's
 # request (France -> Paris) finds no cut in 3.4 minutes (its paraphrases keep the answer), where
 # without them it succeeds. "misleading" is left to the attack card.
 FORMATS = ("question", "chat", "few-shot", "helpful")
