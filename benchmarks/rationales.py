@@ -51,9 +51,9 @@ FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
 plain_probe = search._forget_probe
 
 
-def with_rationales(model, fact: Fact, pool: list[Fact]) -> Probe:
+def with_rationales(model, fact: Fact, pool: list[Fact], formats: tuple[str, ...] = ()) -> Probe:
     """The selector's forget probe plus the rationales the clean model still answers."""
-    probe = plain_probe(model, fact, pool)
+    probe = plain_probe(model, fact, pool, formats)
     texts = [
         s.prompt
         for s in make_antisamples(model, fact, pool=pool, paraphrases=False)
