@@ -50,7 +50,7 @@ from codecut.codebook import attach
 from codecut.probes.attacks.format import variant_prompts
 from codecut.probes.attribution import fired_codes
 from codecut.probes.evaluate import answered, prompts_and_answers
-from codecut.probes.search import FORMATS, SelectConfig
+from codecut.probes.search import FORMATS, SelectConfig, reached
 from tqdm.auto import tqdm
 
 import codecut
@@ -117,9 +117,10 @@ class Baseline:
     """Every fact's plain prompts on the clean model, measured once: which are answered, and
     which codes of the bottleneck fire in each (at or before its predicting position).
 
-    A plan's cut changes a prompt's answer only where one of its codes fires (the selector's
-    trials rely on the same fact, tested in tests/test_prefix.py), so with a plan applied only
-    those prompts are measured again; every other prompt keeps its clean answer. That makes a
+    A plan's cut changes a prompt's answer only where it can reach (`search.reached`: a cut
+    code fires there, and its condition set too; the selector's trials rely on the same fact,
+    tested in tests/test_prefix.py), so with a plan applied only those prompts are measured
+    again; every other prompt keeps its clean answer. That makes a
     request's retention over all 224 facts cost seconds instead of a minute; `check` measures
     every prompt once to show the two agree."""
 
@@ -142,7 +143,7 @@ class Baseline:
     def with_plan(self, model, plan) -> torch.Tensor:
         """bool per prompt: answered with `plan` applied (call it inside `apply`)."""
         ok = self.ok.clone()
-        reach = self.fired[:, plan.codes].any(1).nonzero().flatten().tolist()
+        reach = reached(plan.ablations, self.fired).nonzero().flatten().tolist()
         if reach:
             prompts = [self.prompts[i] for i in reach]
             ok[reach] = model.answer_scores(prompts, [self.answers[i] for i in reach])[1]

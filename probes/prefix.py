@@ -119,8 +119,13 @@ class Prefix:
     def scores(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(p of each prompt's target token, whether it is the greedy next token)."""
         with torch.no_grad():
-            logp = self.logits().float().log_softmax(-1)
-        return logp.gather(1, targets[:, None]).squeeze(1).exp(), logp.argmax(-1) == targets
+            return target_scores(self.logits(), targets)
+
+
+def target_scores(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p of each row's target token under `logits` [B, vocab], whether it is the argmax)."""
+    logp = logits.float().log_softmax(-1)
+    return logp.gather(1, targets[:, None]).squeeze(1).exp(), logp.argmax(-1) == targets
 
 
 class _Reached(Exception):

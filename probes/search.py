@@ -4,9 +4,9 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
 
 1. Probes. Forget: the fact's prompts, its main prompt in the formats a user will try
    (`SelectConfig.formats`, none by default; `FORMATS`: question, chat template, few-shot, a
-   helpful context sentence) and the generated paraphrases, each kept where the model answers it, contrasted with the counterfactual
-   answers (`make_antisamples`). Retain: every prompt of the retain facts, contrasted with the
-   other answers of their relation. Below the hook nothing depends on a cut, so each prompt's
+   helpful context sentence) and the generated paraphrases, each kept where the model answers
+   it, contrasted with the counterfactual answers (`make_antisamples`). Retain: every prompt
+   of the retain facts, contrasted with the other answers of their relation. Below the hook nothing depends on a cut, so each prompt's
    residual stream there is computed once (`Prefix`) and every measurement runs only the
    layers above.
 2. Conditions (`condition_codes`): code sets that fire in the forget prompts' context and,
@@ -22,8 +22,8 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
 4. Greedy, verified, per `Family` (gentlest first, conditional ones only when conditions were
    found): re-score with the cuts so far in place, try the best code, keep it unless it costs
    more than `retain_budget` of retain accuracy or any retain prompt about the fact's own
-   subject its answer, stop once the answer is gone (not the greedy
-   token and p < `p_threshold`) on every prompt of the fact and on all but `slack` of the
+   subject its answer, stop once the answer is gone (not the greedy token and p <
+   `p_threshold`) on every prompt of the fact and on all but `slack` of the
    generated ones. The first family that succeeds is kept; if none does, the best partial
    result (gone, then lowest forget accuracy, highest retain accuracy, fewest codes) with
    `success` False; also when `SelectConfig.max_seconds` runs out.
@@ -52,7 +52,7 @@ from codecut.probes.attribution import (
     relation_values,
 )
 from codecut.probes.conditions import condition_codes
-from codecut.probes.prefix import Prefix
+from codecut.probes.prefix import Prefix, target_scores
 from tqdm.auto import tqdm
 
 from codecut.errors import BadInput
@@ -347,18 +347,16 @@ class RetainCache:
         key = (tuple(prompts), tuple(answers))
         if key not in self._clean:
             prefix = Prefix(model, handle.hook, prompts)
-            targets = torch.tensor([model.answer_token(a) for a in answers], dtype=torch.long)
+            targets = _targets(model, answers)
             n, P = handle.bottleneck.n_codes, len(prompts)
             p, ok = torch.zeros(P), torch.zeros(P, dtype=torch.bool)
             first = torch.full((P, n), NEVER, dtype=torch.long)
             fired = torch.zeros(P, n, dtype=torch.bool)
             for rows, sub in prefix.groups():
                 with torch.no_grad():
-                    logp = sub.batch_logits().float().log_softmax(-1)
+                    p[rows], ok[rows] = target_scores(sub.batch_logits(), targets[rows])
                 last = sub.batch["last"]
                 first[rows], fired[rows] = first_fired(handle, last), fired_codes(handle, last)
-                p[rows] = logp.gather(1, targets[rows, None]).squeeze(1).exp()
-                ok[rows] = logp.argmax(-1) == targets[rows]
             self._clean[key] = Clean(prefix, targets, p, ok, first, fired)
         return self._clean[key]
 
@@ -368,15 +366,14 @@ class RetainCache:
         """[len(rows), n] the attributions of `keep`'s prompts at `rows` (see `attributions`),
         computed for those not asked before."""
         clean = self.clean(model, handle, keep.prompts, keep.answers)
-        keys = [(keep.prompts[i], keep.answers[i], tuple(keep.anti[i])) for i in rows]
-        todo = [i for i, k in zip(rows, keys) if k not in self._scores]
+        keys = {i: (keep.prompts[i], keep.answers[i], tuple(keep.anti[i])) for i in rows}
+        todo = [i for i in rows if keys[i] not in self._scores]
         if todo:
             new = attributions(model, handle, keep.subset(todo), clean.prefix.rows(todo)).scores
-            for i, row in zip(todo, new):
-                self._scores[(keep.prompts[i], keep.answers[i], tuple(keep.anti[i]))] = row
-        if not keys:
+            self._scores.update({keys[i]: row for i, row in zip(todo, new)})
+        if not rows:
             return torch.zeros(0, handle.bottleneck.n_codes)
-        return torch.stack([self._scores[k] for k in keys])
+        return torch.stack([self._scores[keys[i]] for i in rows])
 
 
 def reached(ablations: list[Ablation], fired: torch.Tensor) -> torch.Tensor:
@@ -415,7 +412,7 @@ class _Search:
         self.deadline = deadline
         n = handle.bottleneck.n_codes
         self.forget_prefix = Prefix(model, handle.hook, forget.prompts)
-        self.forget_targets = _targets(model, forget)
+        self.forget_targets = _targets(model, forget.answers)
         forget_attr = attributions(model, handle, forget, self.forget_prefix)
         self.forget_scores = forget_attr.scores  # with no cut in place
         cache = shared or RetainCache()
@@ -459,7 +456,7 @@ class _Search:
         }
         self.keep = keep.subset(rows)
         self.keep_prefix = retain.prefix.rows(rows) if rows else None
-        self.keep_targets = _targets(model, self.keep)
+        self.keep_targets = retain.targets[rows] if rows else torch.zeros(0, dtype=torch.long)
         self.keep_fired = fired[rows]
         self.keep_same = same[rows]
         self.keep_ok = retain.ok[rows] if rows else torch.zeros(0, dtype=torch.bool)
@@ -569,6 +566,6 @@ class _Search:
         return best if score[best] > 0 else None
 
 
-def _targets(model: Model, probe: Probe) -> torch.Tensor:
-    """Each prompt's answer token."""
-    return torch.tensor([model.answer_token(a) for a in probe.answers], dtype=torch.long)
+def _targets(model: Model, answers: list[str]) -> torch.Tensor:
+    """Each answer's token (the first of " " + answer)."""
+    return torch.tensor([model.answer_token(a) for a in answers], dtype=torch.long)

@@ -58,7 +58,7 @@ def test_a_trial_measures_what_a_full_measurement_does(world, world_bottleneck):
     assert search.reached(family, codes).any()
     assert ok.float().mean().item() < search.base_retain  # the cut costs something
     assert trial.retain_accuracy == ok.float().mean().item()
-    assert torch.equal(_targets(model, search.keep), search.keep_targets)
+    assert torch.equal(_targets(model, search.keep.answers), search.keep_targets)
 
 
 def test_a_search_out_of_time_returns_an_unsuccessful_selection(world, world_bottleneck):
