@@ -51,9 +51,12 @@ FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
 plain_probe = search._forget_probe
 
 
-def with_rationales(model, fact: Fact, pool: list[Fact], formats: tuple[str, ...] = ()) -> Probe:
-    """The selector's forget probe plus the rationales the clean model still answers."""
-    probe = plain_probe(model, fact, pool, formats)
+def with_rationales(
+    model, fact: Fact, pool: list[Fact], formats: tuple[str, ...] = ()
+) -> tuple[Probe, torch.Tensor]:
+    """The selector's forget probe plus the rationales the clean model still answers (asked
+    from the first stage, like the paraphrases)."""
+    probe, late = plain_probe(model, fact, pool, formats)
     texts = [
         s.prompt
         for s in make_antisamples(model, fact, pool=pool, paraphrases=False)
@@ -62,17 +65,18 @@ def with_rationales(model, fact: Fact, pool: list[Fact], formats: tuple[str, ...
     _, answered = model.answer_scores(texts, [fact.answer] * len(texts))
     extra = [t for t, ok in zip(texts, answered.tolist()) if ok and t not in probe.prompts]
     n = len(extra)
+    no = torch.zeros(n, dtype=torch.bool)
     return Probe(
         probe.prompts + extra,
         probe.answers + [fact.answer] * n,
         probe.anti + [probe.anti[0]] * n,
-        torch.cat([probe.main, torch.zeros(n, dtype=torch.bool)]),
-    )
+        torch.cat([probe.main, no]),
+    ), torch.cat([late, no])
 
 
 def run(model, bn, fact: Fact, examples: list[Fact], variant: str) -> dict:
     search._forget_probe = with_rationales if variant == "with" else plain_probe
-    probe = search._forget_probe(model, fact, example_facts())
+    probe, _ = search._forget_probe(model, fact, example_facts())
     t0 = time.time()
     plan = codecut.unlearn(model, bn, [fact])
     seconds = time.time() - t0

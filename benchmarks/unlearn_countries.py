@@ -1,6 +1,6 @@
 """Unlearning benchmark on the country facts: one request at a time, every format, every row.
 
-    python benchmarks/unlearn_countries.py [--requests 60] [--seed 0] [--max-seconds S] [--formats]
+    python benchmarks/unlearn_countries.py [--requests 60] [--seed 0] [--max-seconds S] [--no-formats]
 
 Facts: benchmarks/data/country_facts.jsonl (built by benchmarks/country_facts.py from the
 `countryinfo` package: the facts SmolLM2-135M-Instruct knows). Model: SmolLM2-135M-Instruct
@@ -60,7 +60,7 @@ from codecut.io import markdown_table, write_text
 HERE = Path(__file__).resolve().parent
 FACTS = HERE / "data" / "country_facts.jsonl"
 RESULTS = HERE / "results"
-SHOTS = 3  # FORMATS (the formats measured) are the ones `--formats` makes the selector ask
+SHOTS = 3  # FORMATS (the formats measured) are the ones the selector asks, unless --no-formats
 
 
 @dataclass
@@ -82,6 +82,8 @@ class Row:
     unrelated_retention: float | None
     codes: int | None
     selector_success: bool | None
+    selector_formats_lost: bool | None  # the selector's own claim (`Selection.formats_lost`)
+    family: str | None  # the cut's family: mode, clamp strength, "if" for a conditional one
     seconds: float | None
     error: str = ""
 
@@ -176,7 +178,7 @@ def request(model, bn, fact: Fact, facts: list[Fact], base: Baseline, config, ch
     except Exception as e:  # a crash is a failed request, reported as its row
         return Row(
             fact.subject, fact.relation, fact.answer, False, False,
-            *[None] * 10, round(time.time() - t0, 1), f"{type(e).__name__}: {e}",
+            *[None] * 12, round(time.time() - t0, 1), f"{type(e).__name__}: {e}",
         )  # fmt: skip
     seconds = time.time() - t0
     with codecut.apply(model, plan):
@@ -201,7 +203,9 @@ def request(model, bn, fact: Fact, facts: list[Fact], base: Baseline, config, ch
         sum(para) / len(para) if para else None,
         forgotten["question"], forgotten["chat"], forgotten["few-shot"], forgotten["helpful"],
         retention["same_subject"], retention["same_relation"], retention["unrelated"],
-        len(sel.codes), sel.success, round(seconds, 1),
+        len(sel.codes), sel.success, sel.formats_lost,
+        f"{sel.family.mode} {sel.family.c:g}{' if' if sel.family.conditional else ''}",
+        round(seconds, 1),
     )  # fmt: skip
 
 
@@ -263,14 +267,15 @@ def main() -> None:
         "--max-seconds", type=float, default=None, help="the selector's time budget per request"
     )
     ap.add_argument(
-        "--formats",
+        "--no-formats",
         action="store_true",
-        help="the selector asks the formats too (SelectConfig(formats=FORMATS)); results go to "
-        "unlearn_countries_formats.{json,md}",
+        help="the selector does not ask the formats (SelectConfig(formats=())); results go to "
+        "unlearn_countries_noformats.{json,md}",
     )
+    ap.add_argument("--out", help="the results' name under benchmarks/results (no extension)")
     args = ap.parse_args()
-    config = SelectConfig(max_seconds=args.max_seconds, formats=FORMATS if args.formats else ())
-    name = "unlearn_countries_formats" if args.formats else "unlearn_countries"
+    config = SelectConfig(max_seconds=args.max_seconds, formats=() if args.no_formats else FORMATS)
+    name = args.out or ("unlearn_countries_noformats" if args.no_formats else "unlearn_countries")
     facts = codecut.load_facts(FACTS)
     model = codecut.load_model("smollm2-135m-instruct")
     bn = codecut.load_bottleneck("smollm2-135m-instruct")

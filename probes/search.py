@@ -3,14 +3,15 @@
 For one forget fact, with the bottleneck attached (error term kept, unless in strict mode):
 
 1. Probes. Forget: the fact's prompts, its main prompt in the formats a user will try
-   (`SelectConfig.formats`, none by default; `FORMATS`: question, chat template, few-shot, a
-   helpful context sentence) and the generated paraphrases, each kept where the model answers
-   it, contrasted with the counterfactual answers (`make_antisamples`). Retain: every prompt
+   (`SelectConfig.formats`, by default `FORMATS`: question, chat template, few-shot, a helpful
+   context sentence) and the generated paraphrases, each kept where the model answers it,
+   contrasted with the counterfactual answers (`make_antisamples`). Retain: every prompt
    of the retain facts, contrasted with the other answers of their relation. Below the hook nothing depends on a cut, so each prompt's
    residual stream there is computed once (`Prefix`) and every measurement runs only the
    layers above.
 2. Conditions (`condition_codes`): code sets that fire in the forget prompts' context and,
-   together, in at most `SelectConfig.condition_rate` of other subjects' retain prompts.
+   together, in at most `SelectConfig.condition_rate` of other subjects' retain prompts,
+   covering the fact's prompts and paraphrases (not the formats).
 3. Score (`attributions`), per code c:
 
        score(c) = mean_{p in F} attr_p(c) - penalty * max_{r in R'} max(attr_r(c), 0)
@@ -22,11 +23,13 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
 4. Greedy, verified, per `Family` (gentlest first, conditional ones only when conditions were
    found): re-score with the cuts so far in place, try the best code, keep it unless it costs
    more than `retain_budget` of retain accuracy or any retain prompt about the fact's own
-   subject its answer, stop once the answer is gone (not the greedy token and p <
-   `p_threshold`) on every prompt of the fact and on all but `slack` of the
-   generated ones. The first family that succeeds is kept; if none does, the best partial
-   result (gone, then lowest forget accuracy, highest retain accuracy, fewest codes) with
-   `success` False; also when `SelectConfig.max_seconds` runs out.
+   subject its answer, until the answer is gone (not the greedy token and p <
+   `p_threshold`) on every prompt of the fact and on all but `slack` of the generated ones
+   (`success`), then go on adding codes until every format loses it too (`formats_lost`); a
+   family whose second stage stalls returns its first stage's cut. The first family whose cut
+   takes the formats too is kept; if none does, the best result (success, formats lost,
+   lowest forget accuracy, highest retain accuracy, fewest codes), `success` False if none
+   succeeded; also when `SelectConfig.max_seconds` runs out.
 
     selection = select(model, bottleneck, fact, retain, pool, SelectConfig(max_codes=8))
     selection.ablations             # what to install; selection.to_dict() for the plan file
@@ -81,12 +84,10 @@ FAMILIES = (
 # The formats of the attack card's format probe that the forget probe asks the main prompt in,
 # and how many facts the few-shot prefix shows (the attack card's default).
 ALL_FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
-# The formats `SelectConfig(formats=FORMATS)` makes the forget probe ask, each must-lose. On the
-# first 12 requests of the country benchmark, run alone side by side, they took the requests
-# that lose the answer in every format from 9 to 12 (same-subject and same-relation facts kept
-# at 100%) and the median request from 17.2 s to 24.9 s. Not the default: with them the demo's
-# request (France -> Paris) finds no cut in 3.4 minutes (its paraphrases keep the answer), where
-# without them it succeeds. "misleading" is left to the attack card.
+# The formats the forget probe asks by default, in the search's second stage. Asked from the
+# start, as must-lose prompts like the fact's own, they cost the demo's request (France ->
+# Paris) its cut: no family succeeded in 3.4 minutes, its paraphrases kept the answer.
+# "misleading" is left to the attack card.
 FORMATS = ("question", "chat", "few-shot", "helpful")
 SHOTS = 3
 
@@ -122,10 +123,14 @@ class SelectConfig:
             time: on the demo's request the gentlest family held the answer on the same 3
             forget prompts through its last 11 trials. 4 was too few there: the clamp-8
             family then stopped one code short of success (it succeeds with 8).
+        format_patience: `patience` in the search's second stage (the formats), where a trial
+            costs three times as much (long few-shot prompts): on the demo's request its
+            second stage stalled at 5 format prompts for 12 trials, 20 s.
         min_gain: a kept code must take a forget prompt off the answer or lower the answer's
             mean probability by this much.
         formats: the formats of the fact's main prompt (`ALL_FORMATS`) that must lose the
-            answer too; () asks none (see `FORMATS` for what asking them measured).
+            answer too, once the fact's prompts and paraphrases have (`Selection.formats_lost`
+            says whether they did); () asks none.
         max_seconds: the search's time budget (None: no limit). When it runs out, the best cut
             found so far is returned, with `success` False unless it already succeeded. None by
             default so that a plan depends on its inputs alone, not on the machine's speed;
@@ -141,9 +146,10 @@ class SelectConfig:
     condition_rate: float = 0.05
     condition_candidates: int = 1000
     condition_triple_candidates: int = 64
-    formats: tuple[str, ...] = ()
+    formats: tuple[str, ...] = FORMATS
     max_seconds: float | None = None
     patience: int = 8
+    format_patience: int = 4
     min_gain: float = 0.005
 
 
@@ -158,6 +164,9 @@ class Selection:
         success: the answer is gone from the forget prompts (see the module docstring).
         forget_accuracy: greedy accuracy on the forget prompts with the cut, during selection.
         retain_accuracy: greedy accuracy on the retain prompts the cut can reach, with it.
+        formats_lost: the formats asked (`SelectConfig.formats`, where the model answers them)
+            lose the answer too; False where only the fact's prompts and paraphrases do, or none
+            was asked.
     """
 
     family: Family
@@ -166,6 +175,7 @@ class Selection:
     success: bool
     forget_accuracy: float
     retain_accuracy: float
+    formats_lost: bool = False
 
     @property
     def ablations(self) -> list[Ablation]:
@@ -181,6 +191,7 @@ class Selection:
             "forget_accuracy": self.forget_accuracy,
             "retain_accuracy": self.retain_accuracy,
             "condition_codes": self.condition_codes,
+            "formats_lost": self.formats_lost,
         }
 
     @classmethod
@@ -192,6 +203,7 @@ class Selection:
             success=d["success"],
             forget_accuracy=d["forget_accuracy"],
             retain_accuracy=d["retain_accuracy"],
+            formats_lost=d.get("formats_lost", False),  # plan files before the key: not asked
         )
 
 
@@ -234,11 +246,11 @@ def select(
     """
     config = config or SelectConfig()
     deadline = None if config.max_seconds is None else time.monotonic() + config.max_seconds
-    forget = _forget_probe(model, fact, pool, config.formats)
+    forget, late = _forget_probe(model, fact, pool, config.formats)
     wrong = forget.anti[0]  # the fact's counterfactual answers (the same for every prompt)
     keep = probe_facts(retain, relation_values(pool + retain), fallback=wrong)
     with attach(model, bottleneck, error_term=not strict) as handle:
-        search = _Search(model, handle, fact, forget, keep, config, deadline, shared)
+        search = _Search(model, handle, fact, forget, late, keep, config, deadline, shared)
         families = [
             f
             for f in (FAMILIES if bottleneck.has_stats else ZERO_FAMILIES)
@@ -250,6 +262,7 @@ def select(
             log.info("family %s", selection)
             rank = (
                 selection.success,
+                selection.formats_lost,
                 -selection.forget_accuracy,
                 selection.retain_accuracy,
                 -len(selection.codes),
@@ -268,10 +281,11 @@ def select(
 
 def _forget_probe(
     model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...] = ()
-) -> Probe:
+) -> tuple[Probe, torch.Tensor]:
     """The fact's prompts, its main prompt in the other formats a user will try (`_formats`) and
     the model-checked generated paraphrases, each contrasted with the counterfactual answers.
-    `main` marks what must lose the answer: the fact's own prompts and the formats."""
+    `main` marks what must lose the answer: the fact's own prompts and the formats. Also a bool
+    per prompt: a format prompt (asked in the search's second stage)."""
     anti = make_antisamples(model, fact, pool=pool, rationales=False)
     wrong = sorted({a.answer for a in anti if a.kind == "counterfactual"})
     if not wrong:
@@ -283,20 +297,22 @@ def _forget_probe(
     prompts = list(dict.fromkeys([*fact.prompts, *formats, *paraphrases]))
     must = {*fact.prompts, *formats}
     main = torch.tensor([p in must for p in prompts])
-    return Probe(prompts, [fact.answer] * len(prompts), [wrong] * len(prompts), main)
+    late = torch.tensor([p in formats and p not in fact.prompts for p in prompts])
+    return Probe(prompts, [fact.answer] * len(prompts), [wrong] * len(prompts), main), late
 
 
 def _formats(model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...]) -> list[str]:
-    """The fact's main prompt as the attack card asks it (`formats`, one prompt each: e.g. a
-    question, the chat template, a few-shot prefix of the pool's facts of its relation, a
-    misleading or a helpful context sentence), where it can be built and the model answers it:
-    a plan that hides the fact from the plain prompt alone is not a plan."""
+    """The fact's prompts as the attack card asks them (`formats`: e.g. a question, the chat
+    template, a few-shot prefix of the pool's facts of its relation, a misleading or a helpful
+    context sentence), where they can be built and the model answers them: a plan that hides
+    the fact from the plain prompt alone is not a plan. Every prompt of the fact, not only the
+    main one: asked of the main prompt alone, 2 of the first 12 country requests kept the answer
+    in the chat or helpful form of a paraphrase."""
     # Imported here, not at the top: the attack suite imports the plan, which imports this module.
     from codecut.probes.attacks.format import variant_prompts
 
-    plain = Fact(fact.subject, fact.relation, fact.prompt, fact.answer)
     others = [g for g in pool if (g.subject, g.relation) != (fact.subject, fact.relation)]
-    asked = [q for v in formats for q in variant_prompts(model, plain, others, v, SHOTS)]
+    asked = [q for v in formats for q in variant_prompts(model, fact, others, v, SHOTS)]
     asked = [q for q in dict.fromkeys(asked) if in_vocabulary(model.tokenizer, q)]
     if not asked:
         return []
@@ -403,18 +419,26 @@ class _Search:
         handle: Attachment,
         fact: Fact,
         forget: Probe,
+        late: torch.Tensor,
         keep: Probe,
         config: SelectConfig,
         deadline: float | None = None,
         shared: RetainCache | None = None,
     ):
         self.model, self.handle, self.forget, self.config = model, handle, forget, config
+        self.late = late  # bool per forget prompt: a format prompt, asked in the second stage
         self.deadline = deadline
         n = handle.bottleneck.n_codes
         self.forget_prefix = Prefix(model, handle.hook, forget.prompts)
         self.forget_targets = _targets(model, forget.answers)
-        forget_attr = attributions(model, handle, forget, self.forget_prefix)
-        self.forget_scores = forget_attr.scores  # with no cut in place
+        # Attributions (a backward pass) for the first stage's prompts, with no cut in place;
+        # the formats' are first needed in the second stage, with cuts in place.
+        early = (~late).nonzero().flatten()
+        attr = attributions(
+            model, handle, forget.subset(early.tolist()), self.forget_prefix.rows(early)
+        )
+        self.forget_scores = torch.zeros(len(late), n)
+        self.forget_scores[early] = attr.scores
         cache = shared or RetainCache()
         if keep.prompts:
             retain = cache.clean(model, handle, keep.prompts, keep.answers)
@@ -422,9 +446,13 @@ class _Search:
         else:
             fired_keep = fired = torch.zeros(0, n, dtype=torch.bool)
         same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
+        # The condition sets cover the first stage's prompts: sets added for the formats (the
+        # chat template's or the few-shot prefix's codes) held in other prompts and cost the
+        # first stage its cut on the synthetic world. A format prompt none of them marks is
+        # left to an unconditional cut.
         self.conditions = condition_codes(
-            forget_attr.first,
-            forget_attr.last,
+            attr.first,
+            attr.last,
             fired_keep[~same],
             max_rate=config.condition_rate,
             top=config.condition_candidates,
@@ -461,11 +489,7 @@ class _Search:
         self.keep_same = same[rows]
         self.keep_ok = retain.ok[rows] if rows else torch.zeros(0, dtype=torch.bool)
         self.base_retain = self.keep_ok.float().mean().item() if rows else 1.0
-        p, ok = self.forget_prefix.scores(self.forget_targets)
-        held = ok | (p >= config.p_threshold)
-        self.clean = Trial(
-            False, ok.float().mean().item(), self.base_retain, held, p.mean().item(), False
-        )
+        self.clean = self.trial(FAMILIES[0], [], ~late)._replace(gone=False)  # the first stage
         log.info("retain prompts a trial may measure: %d", len(rows))
 
     def out_of_time(self) -> bool:
@@ -479,36 +503,50 @@ class _Search:
         return drop or trial.subject_lost
 
     def family(self, family: Family) -> Selection:
-        """Add the best code while the answer holds, skipping `costly` codes."""
+        """Add the best code while the answer holds, skipping `costly` codes.
+
+        Two stages: first the fact's prompts and paraphrases; once they lose the answer, the
+        formats too (`late`), by adding codes from there. A family whose second stage stalls
+        returns its first stage's cut: the formats are what the most codes are needed for, and
+        asking them from the start cost the demo's request its cut (see `FORMATS`)."""
         config = self.config
         chosen: list[int] = []
         tried: list[int] = []
+        active = ~self.late  # the forget prompts the current stage asks
         result, idle = self.clean, 0
+        first: tuple[list[int], Trial] | None = None  # the first stage's cut, once it succeeds
         while (
             len(chosen) < config.max_codes
             and len(tried) < config.max_trials
-            and idle < config.patience
+            and idle < (config.patience if first is None else config.format_patience)
             and not self.out_of_time()
         ):
-            code = self.next_code(family, chosen, result.held, tried)
+            code = self.next_code(family, chosen, result.held & active, tried)
             if code is None:
                 break
             tried.append(code)
-            trial = self.trial(family, chosen + [code])
+            trial = self.trial(family, chosen + [code], active)
             log.debug(
                 "try code %d: forget %.2f retain %.2f held %d", code,
                 trial.forget_accuracy, trial.retain_accuracy, int(trial.held.sum()),
             )  # fmt: skip
             # A code that moves nothing only costs retention later: skip it too.
-            idle_code = trial.held.sum() >= result.held.sum() and trial.p_answer > (
-                result.p_answer - config.min_gain
+            idle_code = (trial.held & active).sum() >= (result.held & active).sum() and (
+                trial.p_answer > result.p_answer - config.min_gain
             )
             if self.costly(trial) or idle_code:
                 idle += 1
                 continue
             chosen, result, idle = chosen + [code], trial, 0
+            if result.gone and not active.all():
+                first, active = (chosen, result), active | self.late
+                result = self.trial(family, chosen, active)
             if result.gone:
                 break
+        formats_lost = result.gone and bool(self.late.any() and active.all())
+        if not result.gone and first is not None:
+            chosen, result = first
+            log.info("the formats keep the answer with %s; the first stage's cut stands", family)
         return Selection(
             family=family,
             codes=chosen,
@@ -516,6 +554,7 @@ class _Search:
             success=result.gone,
             forget_accuracy=result.forget_accuracy,
             retain_accuracy=result.retain_accuracy,
+            formats_lost=formats_lost,
         )
 
     def ablations(self, family: Family, codes: list[int]) -> list[Ablation]:
@@ -526,18 +565,24 @@ class _Search:
         (a cut code fires there and, for a conditional cut, every code of a condition set)."""
         return reached(self.ablations(family, codes), self.keep_fired)
 
-    def trial(self, family: Family, codes: list[int]) -> Trial:
-        """Measure the forget prompts and the retain prompts the cut reaches, with it in place."""
+    def trial(self, family: Family, codes: list[int], active: torch.Tensor) -> Trial:
+        """Measure the `active` forget prompts (the others count as held) and the retain prompts
+        the cut reaches, with it in place."""
         self.handle.ablations[:] = self.ablations(family, codes)
-        p, ok = self.forget_prefix.scores(self.forget_targets)
+        rows = active.nonzero().flatten()
+        p, ok = self.forget_prefix.rows(rows).scores(self.forget_targets[rows])
         keep_ok = self.keep_ok.clone()
         reach = self.reached(family, codes).nonzero().flatten()
         if len(reach):
             keep_ok[reach] = self.keep_prefix.rows(reach).scores(self.keep_targets[reach])[1]
         self.handle.ablations.clear()
-        held = ok | (p >= self.config.p_threshold)
+        held = torch.ones_like(active)  # the prompts not asked count as held
+        held[rows] = ok | (p >= self.config.p_threshold)
         # Gone: on every prompt of the fact, and on all but `slack` of the generated ones.
-        gone = not held[self.forget.main].any() and held.float().mean().item() <= self.config.slack
+        gone = (
+            not held[self.forget.main & active].any()
+            and held[active].float().mean().item() <= self.config.slack
+        )
         retain = keep_ok.float().mean().item() if len(keep_ok) else 1.0
         subject_lost = bool((self.keep_ok & ~keep_ok & self.keep_same).any())
         return Trial(gone, ok.float().mean().item(), retain, held, p.mean().item(), subject_lost)

@@ -48,10 +48,11 @@ def test_a_trial_measures_what_a_full_measurement_does(world, world_bottleneck):
     forget = probe_facts([fact], relation_values(facts), fallback=[])
     keep = probe_facts(retain, relation_values(facts), fallback=[])
     with attach(model, world_bottleneck) as handle:
-        search = _Search(model, handle, fact, forget, keep, SelectConfig())
+        late = torch.zeros(len(forget.prompts), dtype=torch.bool)  # no formats asked
+        search = _Search(model, handle, fact, forget, late, keep, SelectConfig())
         codes = torch.topk(search.keep_fired.sum(0).float(), 6).indices.tolist()
         family = Family("clamp", 8.0, False)
-        trial = search.trial(family, codes)
+        trial = search.trial(family, codes, ~late)
         handle.ablations[:] = search.ablations(family, codes)
         _, ok = search.model.answer_scores(search.keep.prompts, search.keep.answers)
         handle.ablations.clear()
@@ -65,5 +66,7 @@ def test_a_search_out_of_time_returns_an_unsuccessful_selection(world, world_bot
     """With no time left the selector says so (success False, no codes) instead of failing."""
     model, w = world
     facts = w.facts()
-    selection = select(model, world_bottleneck, facts[0], facts[1:20], facts, SelectConfig(max_seconds=0.0))
+    selection = select(
+        model, world_bottleneck, facts[0], facts[1:20], facts, SelectConfig(max_seconds=0.0)
+    )
     assert not selection.success and selection.codes == [] and selection.ablations == []

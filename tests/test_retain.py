@@ -51,20 +51,21 @@ def test_nothing_known_is_an_error(world):
         default_retain(model, [target], [])
 
 
-def test_forget_probe_asks_the_main_prompt_in_the_formats_the_model_answers(world):
-    """The attack card's formats of the main prompt join the must-lose prompts where the clean
-    model answers them; generated paraphrases stay outside (within the search's slack)."""
+def test_forget_probe_asks_the_facts_prompts_in_the_formats_the_model_answers(world):
+    """The attack card's formats of each of the fact's prompts join the must-lose prompts where
+    the clean model answers them, marked for the search's second stage; generated paraphrases
+    stay outside (within the search's slack)."""
     model, w = world
     facts, target = findar(w)
-    probe = _forget_probe(model, target, facts, formats=ALL_FORMATS)
+    probe, late = _forget_probe(model, target, facts, formats=ALL_FORMATS)
     must = [p for p, m in zip(probe.prompts, probe.main.tolist()) if m]
     formats = [p for p in must if p not in target.prompts]
     assert must[: len(target.prompts)] == target.prompts
+    assert formats == [p for p, x in zip(probe.prompts, late.tolist()) if x]
     others = [f for f in facts if f is not target]
-    plain = type(target)(target.subject, target.relation, target.prompt, target.answer)
-    few_shot = variant_prompts(model, plain, others, "few-shot", 3)[0]
-    assert few_shot in formats  # the world model answers its prompt after other facts
-    assert all(p.endswith(target.prompt) for p in formats)
+    few_shot = variant_prompts(model, target, others, "few-shot", 3)
+    assert few_shot[0] in formats  # the world model answers the main prompt after other facts
+    assert all(any(p.endswith(q) for q in target.prompts) for p in formats)
     _, answered = model.answer_scores(formats, [target.answer] * len(formats))
     assert answered.all()
     generated = [p for p, m in zip(probe.prompts, probe.main.tolist()) if not m]

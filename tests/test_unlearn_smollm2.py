@@ -27,7 +27,7 @@ def test_forgets_a_books_author_and_keeps_the_example_facts():
     )
     examples = example_facts()
     assert all(f.relation != "author" for f in examples)
-    probe = _forget_probe(model, author, examples)  # the prompts the plan must take it from
+    probe, _ = _forget_probe(model, author, examples)  # the prompts the plan must take it from
     must = [p for p, m in zip(probe.prompts, probe.main.tolist()) if m]
     assert question in must
     plan = codecut.unlearn(model, bn, [author])  # default pool, retain set, no time budget
