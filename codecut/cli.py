@@ -66,7 +66,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     when = f" when codes {sel.condition_codes} fired" if sel.family.conditional else ""
     print(
         f"cut {len(sel.codes)} codes ({sel.family.mode}{when}) in {plan.seconds:.0f} s; "
-        f"success: {sel.success}"
+        f"success: {sel.success}; every format (question, chat, few-shot, context) too: "
+        f"{sel.formats_lost}"
     )
 
     # The forget prompt and its paraphrases, the same subject's other facts, other subjects'
@@ -299,6 +300,7 @@ def print_plan(plan) -> None:
             "p after": f"{f.after.p_answer:.3f}",
             "answered after": f.after.correct,
             "paraphrases after": percent(f.after.paraphrase_accuracy),
+            "formats lost": f.selection.formats_lost,
             "codes": len(f.selection.codes),
             "mode": f.selection.family.mode
             + (" if subject" if f.selection.family.conditional else ""),

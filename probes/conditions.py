@@ -9,6 +9,8 @@ rather than an entity (everything about the subject) or a relation (every subjec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from codecut.probes.attribution import NEVER
 
@@ -21,6 +23,7 @@ def condition_codes(
     max_rate: float,
     top: int,
     top_triples: int,
+    given: Sequence[list[int]] = (),
 ) -> list[list[int]]:
     """Code sets that mark the association in the forget prompts.
 
@@ -47,10 +50,15 @@ def condition_codes(
         max_rate: the largest fraction of `fired_other`'s prompts the sets may hold in, together.
         top: candidates (by positions reached) paired at each step.
         top_triples: candidates combined three at a time.
+        given: sets chosen before (for some of the prompts): the cover goes on from them, in
+            what they left of the budget, and returns only the sets it adds.
     """
     budget = int(max_rate * len(fired_other))  # other prompts the sets may hold in, together
     covered = torch.zeros(len(first), dtype=torch.bool)
     reached = torch.zeros(len(fired_other), dtype=torch.bool)  # other prompts a set holds in
+    for codes in given:
+        covered |= (first[:, codes] < NEVER).all(1)
+        reached |= fired_other[:, codes].all(1)
     chosen: list[list[int]] = []
     while not covered.all():
         f, end = first[~covered], last[~covered]

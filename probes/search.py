@@ -11,7 +11,8 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
    layers above.
 2. Conditions (`condition_codes`): code sets that fire in the forget prompts' context and,
    together, in at most `SelectConfig.condition_rate` of other subjects' retain prompts,
-   covering the fact's prompts and paraphrases (not the formats).
+   covering the fact's prompts and paraphrases; then sets for the formats, in what is left of
+   the budget, which only the second stage's cut acts under.
 3. Score (`attributions`), per code c:
 
        score(c) = mean_{p in F} attr_p(c) - penalty * max_{r in R'} max(attr_r(c), 0)
@@ -439,6 +440,15 @@ class _Search:
         )
         self.forget_scores = torch.zeros(len(late), n)
         self.forget_scores[early] = attr.scores
+        # Where each code first fired in the formats (a forward without gradients), for the
+        # second stage's condition sets.
+        formats = late.nonzero().flatten()
+        first = torch.full((len(late), n), NEVER, dtype=torch.long)
+        first[early] = attr.first
+        for rows, sub in self.forget_prefix.rows(formats).groups():
+            with torch.no_grad():
+                sub.batch_logits()
+            first[formats[rows]] = first_fired(handle, sub.batch["last"])
         cache = shared or RetainCache()
         if keep.prompts:
             retain = cache.clean(model, handle, keep.prompts, keep.answers)
@@ -446,21 +456,27 @@ class _Search:
         else:
             fired_keep = fired = torch.zeros(0, n, dtype=torch.bool)
         same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
-        # The condition sets cover the first stage's prompts: sets added for the formats (the
-        # chat template's or the few-shot prefix's codes) held in other prompts and cost the
-        # first stage its cut on the synthetic world. A format prompt none of them marks is
-        # left to an unconditional cut.
-        self.conditions = condition_codes(
-            attr.first,
-            attr.last,
-            fired_keep[~same],
+        # The condition sets cover the first stage's prompts; the second stage's cut also acts
+        # under the sets that cover the formats, in what is left of the budget (`more`). The
+        # formats' sets are not used in the first stage: there they held in other prompts and
+        # cost the synthetic world's first stage its cut. Without them the chat and few-shot
+        # forms of a country's continent, which the first stage's sets do not mark, kept the
+        # answer under every conditional cut.
+        cover = dict(
+            fired_other=fired_keep[~same],
             max_rate=config.condition_rate,
             top=config.condition_candidates,
             top_triples=config.condition_triple_candidates,
         )
+        last = self.forget_prefix.batch["last"]
+        self.conditions = condition_codes(first[early], last[early], **cover)
+        self.sets = self.conditions  # the sets a conditional cut acts under (`family` sets it)
+        self.more: list[list[int]] = []
+        if self.conditions and len(formats):
+            self.more = condition_codes(first, last, given=self.conditions, **cover)
         log.info(
-            "forget prompts %d, retain prompts %d, condition codes %s",
-            len(forget.prompts), len(keep.prompts), self.conditions,
+            "forget prompts %d, retain prompts %d, condition codes %s, for the formats %s",
+            len(forget.prompts), len(keep.prompts), self.conditions, self.more,
         )  # fmt: skip
         # A conditional cut acts only where its condition holds, so only the retain prompts
         # where it does can suffer from it; an unconditional cut can hurt every retain prompt.
@@ -470,10 +486,13 @@ class _Search:
         gated = torch.zeros(len(fired_keep), dtype=torch.bool)
         for codes in self.conditions:
             gated |= fired[:, codes].all(1)
+        gated_more = gated.clone()
+        for codes in self.more:
+            gated_more |= fired[:, codes].all(1)
         # The retain prompts a trial judges a cut on: the same subject's, those where a
-        # condition holds, and the main prompt of every other fact (for unconditional cuts).
-        # The plan's results measure every prompt.
-        rows = (same | gated | keep.main).nonzero().flatten().tolist() if keep.prompts else []
+        # condition holds (of either stage), and the main prompt of every other fact (for
+        # unconditional cuts). The plan's results measure every prompt.
+        rows = (same | gated_more | keep.main).nonzero().flatten().tolist() if keep.prompts else []
         # The penalties come from the same prompts: other subjects' paraphrases, which only an
         # unconditional cut reaches, are judged by their main prompts, and not attributed.
         attr_r = cache.scores(model, handle, keep, rows).clamp(min=0) if rows else None
@@ -515,6 +534,7 @@ class _Search:
         active = ~self.late  # the forget prompts the current stage asks
         result, idle = self.clean, 0
         first: tuple[list[int], Trial] | None = None  # the first stage's cut, once it succeeds
+        self.sets = self.conditions
         while (
             len(chosen) < config.max_codes
             and len(tried) < config.max_trials
@@ -540,17 +560,21 @@ class _Search:
             chosen, result, idle = chosen + [code], trial, 0
             if result.gone and not active.all():
                 first, active = (chosen, result), active | self.late
+                self.sets = self.conditions + self.more
                 result = self.trial(family, chosen, active)
+                if self.costly(result):  # the formats' sets reach too far: the first's alone
+                    self.sets = self.conditions
+                    result = self.trial(family, chosen, active)
             if result.gone:
                 break
         formats_lost = result.gone and bool(self.late.any() and active.all())
         if not result.gone and first is not None:
-            chosen, result = first
+            (chosen, result), self.sets = first, self.conditions
             log.info("the formats keep the answer with %s; the first stage's cut stands", family)
         return Selection(
             family=family,
             codes=chosen,
-            condition_codes=self.conditions if family.conditional else [],
+            condition_codes=self.sets if family.conditional else [],
             success=result.gone,
             forget_accuracy=result.forget_accuracy,
             retain_accuracy=result.retain_accuracy,
@@ -558,7 +582,7 @@ class _Search:
         )
 
     def ablations(self, family: Family, codes: list[int]) -> list[Ablation]:
-        return _ablations(family, codes, self.conditions)
+        return _ablations(family, codes, self.sets)
 
     def reached(self, family: Family, codes: list[int]) -> torch.Tensor:
         """bool per trial retain prompt: a cut of `codes` in `family` can change its answer
