@@ -2,7 +2,7 @@
 
 For one forget fact, with the bottleneck attached (error term kept, unless in strict mode):
 
-1. Probes. Forget: the fact's prompts, its main prompt in the formats a user will try
+1. Probes. Forget: the fact's prompts, the same prompts in the formats a user will try
    (`SelectConfig.formats`, by default `FORMATS`: question, chat template, few-shot, a helpful
    context sentence) and the generated paraphrases, each kept where the model answers it,
    contrasted with the counterfactual answers (`make_antisamples`). Retain: every prompt
@@ -27,10 +27,10 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
    subject its answer, until the answer is gone (not the greedy token and p <
    `p_threshold`) on every prompt of the fact and on all but `slack` of the generated ones
    (`success`), then go on adding codes until every format loses it too (`formats_lost`); a
-   family whose second stage stalls returns its first stage's cut. The first family whose cut
-   takes the formats too is kept; if none does, the best result (success, formats lost,
-   lowest forget accuracy, highest retain accuracy, fewest codes), `success` False if none
-   succeeded; also when `SelectConfig.max_seconds` runs out.
+   family whose second stage stalls returns its first stage's cut. The first family that
+   succeeds is kept, whether or not its cut took the formats; if none does, the best result
+   (formats lost, lowest forget accuracy, highest retain accuracy, fewest codes) with
+   `success` False; also when `SelectConfig.max_seconds` runs out.
 
     selection = select(model, bottleneck, fact, retain, pool, SelectConfig(max_codes=8))
     selection.ablations             # what to install; selection.to_dict() for the plan file
@@ -82,8 +82,8 @@ FAMILIES = (
     Family("clamp", 8.0, True),
     Family("clamp", 4.0, False),
 )
-# The formats of the attack card's format probe that the forget probe asks the main prompt in,
-# and how many facts the few-shot prefix shows (the attack card's default).
+# The formats of the attack card's format probe that the forget probe can ask the fact's
+# prompts in, and how many facts the few-shot prefix shows (the attack card's default).
 ALL_FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
 # The formats the forget probe asks by default, in the search's second stage. Asked from the
 # start, as must-lose prompts like the fact's own, they cost the demo's request (France ->
@@ -129,7 +129,7 @@ class SelectConfig:
             second stage stalled at 5 format prompts for 12 trials, 20 s.
         min_gain: a kept code must take a forget prompt off the answer or lower the answer's
             mean probability by this much.
-        formats: the formats of the fact's main prompt (`ALL_FORMATS`) that must lose the
+        formats: the formats of the fact's prompts (`ALL_FORMATS`) that must lose the
             answer too, once the fact's prompts and paraphrases have (`Selection.formats_lost`
             says whether they did); () asks none.
         max_seconds: the search's time budget (None: no limit). When it runs out, the best cut
@@ -283,7 +283,7 @@ def select(
 def _forget_probe(
     model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...] = ()
 ) -> tuple[Probe, torch.Tensor]:
-    """The fact's prompts, its main prompt in the other formats a user will try (`_formats`) and
+    """The fact's prompts, the same prompts in the other formats a user will try (`_formats`) and
     the model-checked generated paraphrases, each contrasted with the counterfactual answers.
     `main` marks what must lose the answer: the fact's own prompts and the formats. Also a bool
     per prompt: a format prompt (asked in the search's second stage)."""
@@ -483,12 +483,8 @@ class _Search:
         # A condition can complete at the predicting position itself, so `fired` (up to and
         # including it), not the context alone: judged on context alone, other capitals'
         # paraphrases the demo's cut reached there went unmeasured and lost their answers.
-        gated = torch.zeros(len(fired_keep), dtype=torch.bool)
-        for codes in self.conditions:
-            gated |= fired[:, codes].all(1)
-        gated_more = gated.clone()
-        for codes in self.more:
-            gated_more |= fired[:, codes].all(1)
+        gated = _holds(self.conditions, fired)
+        gated_more = gated | _holds(self.more, fired)
         # The retain prompts a trial judges a cut on: the same subject's, those where a
         # condition holds (of either stage), and the main prompt of every other fact (for
         # unconditional cuts). The plan's results measure every prompt.
@@ -633,6 +629,14 @@ class _Search:
         score[exclude] = -float("inf")
         best = int(score.argmax())
         return best if score[best] > 0 else None
+
+
+def _holds(sets: list[list[int]], fired: torch.Tensor) -> torch.Tensor:
+    """bool per prompt: every code of one of `sets` fired (`fired` as `Clean.fired`)."""
+    holds = torch.zeros(len(fired), dtype=torch.bool)
+    for codes in sets:
+        holds |= fired[:, codes].all(1)
+    return holds
 
 
 def _targets(model: Model, answers: list[str]) -> torch.Tensor:
