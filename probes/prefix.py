@@ -87,6 +87,30 @@ class Prefix:
         sub.hidden = None if self.hidden is None else self.hidden[rows, :width]
         return sub
 
+    @staticmethod
+    def stack(parts: list[Prefix]) -> Prefix:
+        """One prefix of the prompts of `parts` (of one model and layer, each cut to its own
+        width, e.g. by `rows`), in order, right-padded to the widest as `Model.tokenize` pads.
+        Padding is never read at a prompt's own positions (causal, masked), so its residual
+        stream is left zero."""
+        out = object.__new__(Prefix)
+        out.model, out.layer = parts[0].model, parts[0].layer
+        width = max(p.batch["input_ids"].shape[1] for p in parts)
+
+        def pad(t: torch.Tensor, value: float) -> torch.Tensor:
+            return nn.functional.pad(
+                t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1]), value=value
+            )
+
+        pad_id = out.model.tokenizer.pad_token_id or 0
+        out.batch = {
+            "input_ids": torch.cat([pad(p.batch["input_ids"], pad_id) for p in parts]),
+            "attention_mask": torch.cat([pad(p.batch["attention_mask"], 0) for p in parts]),
+            "last": torch.cat([p.batch["last"] for p in parts]),
+        }
+        out.hidden = None if out.layer == 0 else torch.cat([pad(p.hidden, 0.0) for p in parts])
+        return out
+
     def groups(self) -> list[tuple[torch.Tensor, Prefix]]:
         """(rows, their prefix) for groups of prompts of similar length: padding is work too
         (a few-shot prompt is four times as long as a plain one)."""

@@ -18,6 +18,7 @@ is, since a plan measured against nothing cannot be trusted.
 from __future__ import annotations
 
 from codecut.probes.antisamples import in_vocabulary
+from codecut.probes.memo import answer_scores
 
 from codecut.errors import BadInput
 from codecut.facts import Fact, example_facts
@@ -76,5 +77,5 @@ def _known(model: Model, facts: list[Fact]) -> list[Fact]:
     """The facts whose answer is the model's greedy next token on their main prompt."""
     if not facts:
         return []
-    _, correct = model.answer_scores([f.prompt for f in facts], [f.answer for f in facts])
+    _, correct = answer_scores(model, [f.prompt for f in facts], [f.answer for f in facts])
     return [f for f, ok in zip(facts, correct.tolist()) if ok]

@@ -56,6 +56,7 @@ from codecut.probes.attribution import (
     relation_values,
 )
 from codecut.probes.conditions import condition_codes
+from codecut.probes.memo import answer_scores, kept
 from codecut.probes.prefix import Prefix, target_scores
 from tqdm.auto import tqdm
 
@@ -239,8 +240,9 @@ def select(
         config: the search's options (default `SelectConfig()`).
         strict: search with the bottleneck in strict mode (no error term), as the plan will
             run it.
-        shared: the retain prompts' measurements from an earlier search of the same plan
-            (same model, bottleneck and mode), so that a plan of many facts measures them once.
+        shared: where the retain prompts' measurements are kept (same model, bottleneck and
+            mode); default: the process's (`RetainCache.shared`), so that a plan of many
+            facts, and the next request, measure each prompt once.
 
     Raises BadInput when the fact has no anti-answers or no code can be cut within the retain
     budget.
@@ -250,6 +252,7 @@ def select(
     forget, late = _forget_probe(model, fact, pool, config.formats)
     wrong = forget.anti[0]  # the fact's counterfactual answers (the same for every prompt)
     keep = probe_facts(retain, relation_values(pool + retain), fallback=wrong)
+    shared = shared or RetainCache.shared(model, bottleneck, strict)  # before attaching
     with attach(model, bottleneck, error_term=not strict) as handle:
         search = _Search(model, handle, fact, forget, late, keep, config, deadline, shared)
         families = [
@@ -317,7 +320,7 @@ def _formats(model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...
     asked = [q for q in dict.fromkeys(asked) if in_vocabulary(model.tokenizer, q)]
     if not asked:
         return []
-    _, answered = model.answer_scores(asked, [fact.answer] * len(asked))
+    _, answered = answer_scores(model, asked, [fact.answer] * len(asked))
     return [q for q, ok in zip(asked, answered.tolist()) if ok]
 
 
@@ -341,56 +344,100 @@ class Clean(NamedTuple):
 
 
 class RetainCache:
-    """The retain prompts measured with no cut in place, kept for the next fact's search and
-    for the plan's results: they depend on the prompts, the model and the attached bottleneck,
-    not on the fact. One cache serves the searches of one plan (`unlearn` makes it).
+    """The retain prompts measured with no cut in place, kept for the next search and for the
+    plan's results: they depend on the prompts, the model and the attached bottleneck, not on
+    the fact. `shared` keeps one per model, bottleneck and mode for the life of the process
+    (`memo.kept`), so that a plan of many facts, and the next request, measure a prompt once.
 
     Every prompt is run once without gradients (`clean`: answers and the codes that fire);
     attributions, which need a backward pass, only for the prompts a search asks for
     (`scores`), each once. A country relation's 352 retain prompts took 22 s with gradients."""
 
+    # Prompts kept at most (about 70 kB each with the shipped bottleneck); past it, the
+    # cache starts again.
+    MAX_ROWS = 8192
+
     def __init__(self) -> None:
-        self._clean: dict[tuple, Clean] = {}
+        self._rows: dict[tuple[str, str], _Row] = {}
         self._scores: dict[tuple, torch.Tensor] = {}
 
+    @staticmethod
+    def shared(model: Model, bottleneck: Bottleneck, strict: bool) -> RetainCache:
+        """The process's cache for `model` and `bottleneck` at its hook, in strict mode or not;
+        looked up before the search attaches the bottleneck (an attachment is a new hook)."""
+        return kept(model, ("retain", bottleneck.hook, strict), RetainCache, bottleneck)
+
     def get(self, prompts: list[str], answers: list[str]) -> Clean | None:
-        """What `clean` measured for these prompts, if it did."""
-        return self._clean.get((tuple(prompts), tuple(answers)))
+        """What `clean` measured for these prompts, if it measured all of them."""
+        keys = list(zip(prompts, answers))
+        if not keys or any(k not in self._rows for k in keys):
+            return None
+        rows = [self._rows[k] for k in keys]
+        return Clean(
+            Prefix.stack([r.prefix for r in rows]),
+            torch.tensor([r.target for r in rows], dtype=torch.long),
+            torch.tensor([r.p for r in rows]),
+            torch.tensor([r.ok for r in rows], dtype=torch.bool),
+            torch.stack([r.first for r in rows]),
+            torch.stack([r.fired for r in rows]),
+        )
 
     def clean(
         self, model: Model, handle: Attachment, prompts: list[str], answers: list[str]
     ) -> Clean:
-        """The prompts' answers and firing codes, measured on the first request for them."""
-        key = (tuple(prompts), tuple(answers))
-        if key not in self._clean:
-            prefix = Prefix(model, handle.hook, prompts)
-            targets = _targets(model, answers)
-            n, P = handle.bottleneck.n_codes, len(prompts)
-            p, ok = torch.zeros(P), torch.zeros(P, dtype=torch.bool)
-            first = torch.full((P, n), NEVER, dtype=torch.long)
-            fired = torch.zeros(P, n, dtype=torch.bool)
+        """The prompts' answers and firing codes, each prompt measured on its first request."""
+        todo = list(dict.fromkeys(k for k in zip(prompts, answers) if k not in self._rows))
+        if todo:
+            if len(self._rows) + len(todo) > self.MAX_ROWS:
+                self._rows.clear()
+                self._scores.clear()
+                return self.clean(model, handle, prompts, answers)
+            prefix = Prefix(model, handle.hook, [q for q, _ in todo])
+            targets = _targets(model, [a for _, a in todo])
             for rows, sub in prefix.groups():
                 with torch.no_grad():
-                    p[rows], ok[rows] = target_scores(sub.batch_logits(), targets[rows])
+                    p, ok = target_scores(sub.batch_logits(), targets[rows])
                 last = sub.batch["last"]
-                first[rows], fired[rows] = first_fired(handle, last), fired_codes(handle, last)
-            self._clean[key] = Clean(prefix, targets, p, ok, first, fired)
-        return self._clean[key]
+                first = first_fired(handle, last).int()  # NEVER fits: 70 kB a prompt, not 100
+                fired = fired_codes(handle, last)
+                for j, i in enumerate(rows.tolist()):
+                    self._rows[todo[i]] = _Row(
+                        prefix.rows([i]),
+                        int(targets[i]),
+                        p[j].item(),
+                        bool(ok[j]),
+                        first[j],
+                        fired[j],
+                    )
+        return self.get(prompts, answers)
 
     def scores(
         self, model: Model, handle: Attachment, keep: Probe, rows: list[int]
     ) -> torch.Tensor:
         """[len(rows), n] the attributions of `keep`'s prompts at `rows` (see `attributions`),
         computed for those not asked before."""
-        clean = self.clean(model, handle, keep.prompts, keep.answers)
+        if not rows:
+            return torch.zeros(0, handle.bottleneck.n_codes)
         keys = {i: (keep.prompts[i], keep.answers[i], tuple(keep.anti[i])) for i in rows}
         todo = [i for i in rows if keys[i] not in self._scores]
         if todo:
-            new = attributions(model, handle, keep.subset(todo), clean.prefix.rows(todo)).scores
+            clean = self.clean(
+                model, handle, [keep.prompts[i] for i in todo], [keep.answers[i] for i in todo]
+            )
+            new = attributions(model, handle, keep.subset(todo), clean.prefix).scores
             self._scores.update({keys[i]: row for i, row in zip(todo, new)})
-        if not rows:
-            return torch.zeros(0, handle.bottleneck.n_codes)
         return torch.stack([self._scores[keys[i]] for i in rows])
+
+
+class _Row(NamedTuple):
+    """One retain prompt's `Clean` measurement."""
+
+    prefix: Prefix  # the prompt alone, cut to its width
+    target: int
+    p: float
+    ok: bool
+    first: torch.Tensor  # [n] int32
+    fired: torch.Tensor  # [n] bool
 
 
 def reached(ablations: list[Ablation], fired: torch.Tensor) -> torch.Tensor:

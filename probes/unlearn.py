@@ -72,7 +72,8 @@ def unlearn(
     if retain is None:
         retain = default_retain(model, forget, pool)
     retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
-    shared = RetainCache()  # the retain prompts are measured once for every fact
+    # The retain prompts are measured once for every fact, and kept for the next request.
+    shared = RetainCache.shared(model, bottleneck, strict)
     selections = [
         select(model, bottleneck, fact, retain, pool, config, strict=strict, shared=shared)
         for fact in tqdm(forget, desc="unlearning", leave=False)

@@ -1,9 +1,11 @@
 """Ten facts in one plan on the synthetic world: the same cuts as ten single-fact plans
-composed, for less model work (the retain prompts are measured once, not ten times)."""
+composed, for less model work than ten requests in ten processes (the retain prompts are
+measured once, not ten times)."""
 
 import pytest
 import torch
 from codecut.probes.evaluate import answered, fact_accuracy
+from codecut.probes.memo import clear
 
 from codecut import apply, unlearn
 from codecut.models import decoder_layers
@@ -12,22 +14,24 @@ N = 10
 
 
 class TokenCount:
-    """Tokens through the model's first layer (padding included): the model work done."""
+    """Tokens through each of the model's layers, summed (padding included): the model work
+    done, that of the searches' measurements (which skip the layers below the hook) included."""
 
     def __init__(self, model):
         self.tokens = 0
-        self.layer = decoder_layers(model.hf)[0]
+        self.layers = decoder_layers(model.hf)
 
     def __enter__(self):
         def count(module, args, kwargs):
             hidden = kwargs.get("hidden_states", args[0] if args else None)
             self.tokens += hidden.shape[0] * hidden.shape[1]
 
-        self.handle = self.layer.register_forward_pre_hook(count, with_kwargs=True)
+        self.handles = [x.register_forward_pre_hook(count, with_kwargs=True) for x in self.layers]
         return self
 
     def __exit__(self, *exc):
-        self.handle.remove()
+        for handle in self.handles:
+            handle.remove()
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +47,14 @@ def plans(world, world_bottleneck):
         len(ten) == N and len({f.subject for f in ten}) > 1 and len({f.relation for f in ten}) > 1
     )
     retain = [f for f in known if f not in ten]
+    clear()  # nothing kept from earlier tests: each way starts cold
     with TokenCount(model) as one_plan:
         together = unlearn(model, world_bottleneck, ten, retain=retain, pool=facts)
+    singles = []
     with TokenCount(model) as single_plans:
-        singles = [unlearn(model, world_bottleneck, [f], retain=retain, pool=facts) for f in ten]
+        for f in ten:  # ten requests in ten fresh processes: nothing kept between them
+            clear()
+            singles.append(unlearn(model, world_bottleneck, [f], retain=retain, pool=facts))
     return model, ten, retain, together, singles, (one_plan.tokens, single_plans.tokens)
 
 
@@ -72,4 +80,25 @@ def test_ten_facts_in_one_plan_match_ten_plans_composed(plans):
 
 def test_one_plan_does_less_model_work_than_ten(plans):
     one_plan, single_plans = plans[-1]
-    assert one_plan < 0.8 * single_plans, (one_plan, single_plans)
+    # Counted through every layer (the searches' trials, which skip the layers below the hook,
+    # are most of it): 0.86 of the work at seed 0. Counted at the first layer alone, as this
+    # test once did, the saving looked larger than it is.
+    assert one_plan < 0.9 * single_plans, (one_plan, single_plans)
+
+
+def test_the_next_request_reuses_the_retain_measurements(world, world_bottleneck):
+    """The same request again in the same process measures its retain prompts no more: less
+    model work, the same cut."""
+    model, w = world
+    facts = w.facts()
+    known = [f for f in facts[:40] if fact_accuracy(model, [f]) == 1]
+    fact, retain = known[0], known[1:]
+    clear()
+    with TokenCount(model) as count:  # one count: a hook added between them would be a change
+        first = unlearn(model, world_bottleneck, [fact], retain=retain, pool=facts)
+        cold = count.tokens
+        again = unlearn(model, world_bottleneck, [fact], retain=retain, pool=facts)
+        warm = count.tokens - cold
+    assert warm < 0.8 * cold, (warm, cold)
+    assert again.results.facts[0].selection == first.results.facts[0].selection
+    assert again.results.retain == first.results.retain

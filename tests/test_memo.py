@@ -1,0 +1,81 @@
+"""What is kept between requests is reused only while the model and bottleneck are unchanged,
+and a prompt measured among others reads the same as measured with them."""
+
+import copy
+import gc
+
+import torch
+from codecut.codebook import attach
+from codecut.probes.memo import answer_scores, kept
+from codecut.probes.prefix import Prefix
+from codecut.probes.search import RetainCache
+
+
+def test_kept_is_made_again_when_weights_or_hooks_change(world, world_bottleneck):
+    model, _ = world
+    first = kept(model, ("test",), dict, world_bottleneck)
+    assert kept(model, ("test",), dict, world_bottleneck) is first
+    assert kept(model, ("other",), dict, world_bottleneck) is not first
+    weight = next(model.hf.parameters())
+    with torch.no_grad():
+        weight.add_(0.0)  # an in-place step: same values, a new version
+    second = kept(model, ("test",), dict, world_bottleneck)
+    assert second is not first
+    with attach(model, world_bottleneck):  # a hook in the model
+        assert kept(model, ("test",), dict, world_bottleneck) is not second
+    assert kept(model, ("test",), dict, world_bottleneck) is not second  # made anew once more
+    with torch.no_grad():
+        next(world_bottleneck.parameters()).mul_(1.0)
+    assert kept(model, ("test",), dict, world_bottleneck) is not second
+
+
+def test_a_dead_bottleneck_takes_its_entry_with_it(world, world_bottleneck):
+    model, _ = world
+    other = copy.deepcopy(world_bottleneck)
+    kept(model, ("dies",), dict, other)
+    from codecut.probes.memo import _KEPT
+
+    before = len(_KEPT[model.hf])
+    del other
+    gc.collect()
+    assert len(_KEPT[model.hf]) == before - 1
+
+
+def test_answer_scores_are_the_models(world):
+    model, w = world
+    facts = w.facts()[:10]
+    prompts, answers = [f.prompt for f in facts], [f.answer for f in facts]
+    p, ok = model.answer_scores(prompts, answers)
+    answer_scores(model, prompts[:4], answers[:4])  # some measured before, in another batch
+    p2, ok2 = answer_scores(model, prompts, answers)
+    torch.testing.assert_close(p2, p, atol=1e-5, rtol=1e-4)
+    assert ok2.tolist() == ok.tolist()
+
+
+def test_stacked_prefixes_are_the_batchs(world, world_bottleneck):
+    model, w = world
+    prompts = [f.prompt for f in w.facts()[:6]] + ["A much longer prompt, padded less than most."]
+    with attach(model, world_bottleneck):
+        whole = Prefix(model, world_bottleneck.hook, prompts)
+        parts = Prefix.stack([whole.rows([i]) for i in (6, 2, 0)])
+        with torch.no_grad():
+            torch.testing.assert_close(
+                parts.logits(), whole.logits()[[6, 2, 0]], atol=1e-4, rtol=1e-4
+            )
+
+
+def test_the_retain_cache_measures_each_prompt_once_and_the_same(world, world_bottleneck):
+    model, w = world
+    facts = w.facts()[:12]
+    prompts, answers = [f.prompt for f in facts], [f.answer for f in facts]
+    with attach(model, world_bottleneck) as handle:
+        together = RetainCache().clean(model, handle, prompts, answers)
+        cache = RetainCache()
+        cache.clean(model, handle, prompts[5:], answers[5:])
+        assert cache.get(prompts, answers) is None  # not all measured yet
+        apart = cache.clean(model, handle, prompts, answers)
+    torch.testing.assert_close(apart.p, together.p, atol=1e-5, rtol=1e-4)
+    assert apart.ok.tolist() == together.ok.tolist()
+    assert torch.equal(apart.fired, together.fired)
+    assert torch.equal(apart.first, together.first)
+    assert apart.fired.any()  # codes fire: the comparison can fail
