@@ -28,9 +28,10 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
    `p_threshold`) on every prompt of the fact and on all but `slack` of the generated ones
    (`success`), then go on adding codes until every format loses it too (`formats_lost`); a
    family whose second stage stalls returns its first stage's cut. The first family that
-   succeeds is kept, whether or not its cut took the formats; if none does, the best result
-   (formats lost, lowest forget accuracy, highest retain accuracy, fewest codes) with
-   `success` False; also when `SelectConfig.max_seconds` runs out.
+   succeeds with the formats lost is kept; one that succeeds without them is the best so far
+   while the next (stronger) families are tried. Then the best result (success, formats lost,
+   lowest forget accuracy, highest retain accuracy, fewest codes), with `success` False if
+   none succeeded; also when `SelectConfig.max_seconds` runs out.
 
     selection = select(model, bottleneck, fact, retain, pool, SelectConfig(max_codes=8))
     selection.ablations             # what to install; selection.to_dict() for the plan file
@@ -133,8 +134,11 @@ class SelectConfig:
         formats: the formats of the fact's prompts (`ALL_FORMATS`) that must lose the
             answer too, once the fact's prompts and paraphrases have (`Selection.formats_lost`
             says whether they did); () asks none.
-        max_seconds: the search's time budget (None: no limit). When it runs out, the best cut
-            found so far is returned, with `success` False unless it already succeeded. None by
+        max_seconds: the time budget per fact (None: no limit); `unlearn` counts its own setup
+            in the first fact's. The search does not start a step that would run past it, going
+            by the last step's time; then the best cut found so far is returned, with `success`
+            False unless it already succeeded. The measuring of the plan's results comes after
+            it (under a second on the country facts). None by
             default so that a plan depends on its inputs alone, not on the machine's speed;
             `codecut unlearn` sets `CLI_MAX_SECONDS`.
     """
@@ -273,7 +277,8 @@ def select(
             )
             if selection.codes and (best is None or rank > best[0]):
                 best = (rank, selection)
-            if selection.success or search.out_of_time():
+            done = selection.success and (selection.formats_lost or not search.late.any())
+            if done or search.out_of_time(search.step):
                 break
     if best is not None:
         return best[1]
@@ -476,6 +481,7 @@ class _Search:
         self.model, self.handle, self.forget, self.config = model, handle, forget, config
         self.late = late  # bool per forget prompt: a format prompt, asked in the second stage
         self.deadline = deadline
+        self.step = 0.0  # seconds the last step of the search (next code and its trial) took
         n = handle.bottleneck.n_codes
         self.forget_prefix = Prefix(model, handle.hook, forget.prompts)
         self.forget_targets = _targets(model, forget.answers)
@@ -554,8 +560,11 @@ class _Search:
         self.clean = self.trial(FAMILIES[0], [], ~late)._replace(gone=False)  # the first stage
         log.info("retain prompts a trial may measure: %d", len(rows))
 
-    def out_of_time(self) -> bool:
-        return self.deadline is not None and time.monotonic() > self.deadline
+    def out_of_time(self, ahead: float = 0.0) -> bool:
+        """The deadline has passed, or will have in `ahead` seconds (a step as long as the
+        last would run past it: a trial of the formats takes seconds, and checked only between
+        trials, a 60 s budget ended at 63 s)."""
+        return self.deadline is not None and time.monotonic() + ahead > self.deadline
 
     def costly(self, trial: Trial) -> bool:
         """The cut costs more than `retain_budget` of retain accuracy, or takes the answer of a
@@ -582,13 +591,15 @@ class _Search:
             len(chosen) < config.max_codes
             and len(tried) < config.max_trials
             and idle < (config.patience if first is None else config.format_patience)
-            and not self.out_of_time()
+            and not self.out_of_time(self.step)
         ):
+            started = time.monotonic()
             code = self.next_code(family, chosen, result.held & active, tried)
             if code is None:
                 break
             tried.append(code)
             trial = self.trial(family, chosen + [code], active)
+            self.step = time.monotonic() - started
             log.debug(
                 "try code %d: forget %.2f retain %.2f held %d", code,
                 trial.forget_accuracy, trial.retain_accuracy, int(trial.held.sum()),

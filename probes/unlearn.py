@@ -12,6 +12,7 @@ the whole plan.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pandas as pd
 from codecut.codebook import Bottleneck
@@ -74,10 +75,12 @@ def unlearn(
     retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
     # The retain prompts are measured once for every fact, and kept for the next request.
     shared = RetainCache.shared(model, bottleneck, strict)
-    selections = [
-        select(model, bottleneck, fact, retain, pool, config, strict=strict, shared=shared)
-        for fact in tqdm(forget, desc="unlearning", leave=False)
-    ]
+    selections = []
+    for i, fact in enumerate(tqdm(forget, desc="unlearning", leave=False)):
+        # The first fact's time budget counts the request's setup (the default retain set).
+        spent = time.time() - t0 if i == 0 else 0.0
+        budget = _spend(config or SelectConfig(), spent)
+        selections.append(select(model, bottleneck, fact, retain, pool, budget, strict, shared))
     plan = UnlearnPlan(
         bottleneck_hash=bottleneck.content_hash,
         bottleneck_source=bottleneck.source,
@@ -90,6 +93,13 @@ def unlearn(
     plan.results = _results(model, plan, retain, before, selections, shared)
     plan.seconds = round(time.time() - t0, 2)
     return plan
+
+
+def _spend(config: SelectConfig, seconds: float) -> SelectConfig:
+    """`config` with `seconds` less of its time budget (none left: 0)."""
+    if config.max_seconds is None:
+        return config
+    return replace(config, max_seconds=max(config.max_seconds - seconds, 0.0))
 
 
 def _results(
