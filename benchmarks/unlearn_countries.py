@@ -1,6 +1,6 @@
 """Unlearning benchmark on the country facts: one request at a time, every format, every row.
 
-    python benchmarks/unlearn_countries.py [--requests 60] [--seed 0] [--max-seconds S] [--no-formats]
+    python benchmarks/unlearn_countries.py [--requests 60] [--seed 0] [--max-seconds S] [--no-formats] [--cold]
 
 Facts: benchmarks/data/country_facts.jsonl (built by benchmarks/country_facts.py from the
 `countryinfo` package: the facts SmolLM2-135M-Instruct knows). Model: SmolLM2-135M-Instruct
@@ -22,7 +22,11 @@ Per request:
 - retention, on the plain prompts (the prompt and paraphrases) of the other facts: prompts
   answered with the plan / answered without it, for the same subject's other facts, other
   subjects' facts of the same relation, and unrelated facts (other subject, other relation).
-- seconds: the time `codecut.unlearn` took (the measuring around it is not counted).
+- seconds: the time `codecut.unlearn` took (the measuring around it is not counted). The
+  requests run one after another in one process, as in a notebook: what a request measured
+  that the next one needs again (its relation's other facts) is kept (`codecut.probes.memo`).
+  `cold` marks the first request of each relation, which paid for them; `--cold` clears what
+  is kept before every request.
 Only the prompts where a cut code fires are measured with the plan (`Baseline`); on the first
 request every prompt is measured as well, and the run stops if the two differ.
 A request that raises is a row with its error and success False.
@@ -41,7 +45,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -50,6 +54,7 @@ from codecut.codebook import attach
 from codecut.probes.attacks.format import variant_prompts
 from codecut.probes.attribution import fired_codes
 from codecut.probes.evaluate import answered, prompts_and_answers
+from codecut.probes.memo import clear
 from codecut.probes.search import FORMATS, SelectConfig, reached
 from tqdm.auto import tqdm
 
@@ -85,6 +90,9 @@ class Row:
     selector_formats_lost: bool | None  # the selector's own claim (`Selection.formats_lost`)
     family: str | None  # the cut's family: mode, clamp strength, "if" for a conditional one
     seconds: float | None
+    # The first request of its relation in the process: the retain facts of its relation not
+    # yet measured (`codecut.probes.memo`); with --cold, every request is.
+    cold: bool = True
     error: str = ""
 
 
@@ -224,6 +232,10 @@ def summarize(rows: list[Row]) -> dict:
         },
         "median_seconds": float(seconds.median()) if len(seconds) else None,
         "worst_seconds": float(seconds.max()) if len(seconds) else None,
+        "cold_requests": int(t["cold"].sum()),
+        "cold_median_seconds": float(t.loc[t["cold"], "seconds"].median())
+        if t["cold"].any()
+        else None,
         "success_rate_by_relation": t.groupby("relation")["success"].mean().round(3).to_dict(),
     }
 
@@ -272,10 +284,18 @@ def main() -> None:
         help="the selector does not ask the formats (SelectConfig(formats=())); results go to "
         "unlearn_countries_noformats.{json,md}",
     )
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="nothing kept between requests (codecut.probes.memo.clear() before each), as if "
+        "each ran in a fresh process",
+    )
     ap.add_argument("--out", help="the results' name under benchmarks/results (no extension)")
     args = ap.parse_args()
     config = SelectConfig(max_seconds=args.max_seconds, formats=() if args.no_formats else FORMATS)
-    name = args.out or ("unlearn_countries_noformats" if args.no_formats else "unlearn_countries")
+    name = args.out or "unlearn_countries" + ("_noformats" if args.no_formats else "") + (
+        "_cold" if args.cold else ""
+    )
     facts = codecut.load_facts(FACTS)
     model = codecut.load_model("smollm2-135m-instruct")
     bn = codecut.load_bottleneck("smollm2-135m-instruct")
@@ -283,8 +303,13 @@ def main() -> None:
     command = shlex.join(["python", "benchmarks/unlearn_countries.py", *sys.argv[1:]])
     base = Baseline(model, bn, facts)
     rows = []
+    seen: set[str] = set()
     for i, fact in enumerate(tqdm(targets, desc="forgetting country facts one at a time")):
-        rows.append(request(model, bn, fact, facts, base, config, check=i == 0))
+        if args.cold:
+            clear()
+        row = request(model, bn, fact, facts, base, config, check=i == 0)
+        rows.append(replace(row, cold=args.cold or fact.relation not in seen))
+        seen.add(fact.relation)
         tqdm.write(str(rows[-1]))
         write_results(rows, bn.content_hash, command, len(targets), len(facts), name)
 
