@@ -57,7 +57,7 @@ from codecut.probes.attribution import (
     relation_values,
 )
 from codecut.probes.conditions import condition_codes
-from codecut.probes.memo import answer_scores, kept
+from codecut.probes.memo import kept
 from codecut.probes.prefix import Prefix, target_scores
 from tqdm.auto import tqdm
 
@@ -294,7 +294,8 @@ def _forget_probe(
     """The fact's prompts, the same prompts in the other formats a user will try (`_formats`) and
     the model-checked generated paraphrases, each contrasted with the counterfactual answers.
     `main` marks what must lose the answer: the fact's own prompts and the formats. Also a bool
-    per prompt: a format prompt (asked in the search's second stage)."""
+    per prompt: a format prompt (asked in the search's second stage, where the model answers
+    it: `_Search` drops the others)."""
     anti = make_antisamples(model, fact, pool=pool, rationales=False)
     wrong = sorted({a.answer for a in anti if a.kind == "counterfactual"})
     if not wrong:
@@ -313,20 +314,15 @@ def _forget_probe(
 def _formats(model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...]) -> list[str]:
     """The fact's prompts as the attack card asks them (`formats`: e.g. a question, the chat
     template, a few-shot prefix of the pool's facts of its relation, a misleading or a helpful
-    context sentence), where they can be built and the model answers them: a plan that hides
-    the fact from the plain prompt alone is not a plan. Every prompt of the fact, not only the
-    main one: asked of the main prompt alone, 2 of the first 12 country requests kept the answer
-    in the chat or helpful form of a paraphrase."""
+    context sentence), where they can be built; the search keeps those the model answers. Every
+    prompt of the fact, not only the main one: asked of the main prompt alone, 2 of the first
+    12 country requests kept the answer in the chat or helpful form of a paraphrase."""
     # Imported here, not at the top: the attack suite imports the plan, which imports this module.
     from codecut.probes.attacks.format import variant_prompts
 
     others = [g for g in pool if (g.subject, g.relation) != (fact.subject, fact.relation)]
     asked = [q for v in formats for q in variant_prompts(model, fact, others, v, SHOTS)]
-    asked = [q for q in dict.fromkeys(asked) if in_vocabulary(model.tokenizer, q)]
-    if not asked:
-        return []
-    _, answered = answer_scores(model, asked, [fact.answer] * len(asked))
-    return [q for q, ok in zip(asked, answered.tolist()) if ok]
+    return [q for q in dict.fromkeys(asked) if in_vocabulary(model.tokenizer, q)]
 
 
 def _ablations(family: Family, codes: list[int], conditions: list[list[int]]) -> list[Ablation]:
@@ -478,13 +474,30 @@ class _Search:
         deadline: float | None = None,
         shared: RetainCache | None = None,
     ):
-        self.model, self.handle, self.forget, self.config = model, handle, forget, config
-        self.late = late  # bool per forget prompt: a format prompt, asked in the second stage
+        self.model, self.handle, self.config = model, handle, config
         self.deadline = deadline
         self.step = 0.0  # seconds the last step of the search (next code and its trial) took
         n = handle.bottleneck.n_codes
         self.forget_prefix = Prefix(model, handle.hook, forget.prompts)
         self.forget_targets = _targets(model, forget.answers)
+        # The formats, run without gradients: kept where the model answers them (a plan that
+        # hides the fact from the plain prompt alone is not a plan; measured here, not by a
+        # full forward of their own: 1.2 s of a 10 s request), with where each code first
+        # fired, for the second stage's condition sets.
+        formats = late.nonzero().flatten()
+        answered = torch.zeros(len(late), dtype=torch.bool)
+        first = torch.full((len(late), n), NEVER, dtype=torch.long)
+        for rows, sub in self.forget_prefix.rows(formats).groups():
+            with torch.no_grad():
+                logits = sub.batch_logits()
+            answered[formats[rows]] = target_scores(logits, self.forget_targets[formats[rows]])[1]
+            first[formats[rows]] = first_fired(handle, sub.batch["last"])
+        asked = (~late | answered).nonzero().flatten()
+        if len(asked) < len(late):
+            forget, late, first = forget.subset(asked.tolist()), late[asked], first[asked]
+            self.forget_prefix = self.forget_prefix.rows(asked)
+            self.forget_targets = self.forget_targets[asked]
+        self.forget, self.late = forget, late  # bool per forget prompt: a format prompt
         # Attributions (a backward pass) for the first stage's prompts, with no cut in place;
         # the formats' are first needed in the second stage, with cuts in place.
         early = (~late).nonzero().flatten()
@@ -493,15 +506,8 @@ class _Search:
         )
         self.forget_scores = torch.zeros(len(late), n)
         self.forget_scores[early] = attr.scores
-        # Where each code first fired in the formats (a forward without gradients), for the
-        # second stage's condition sets.
-        formats = late.nonzero().flatten()
-        first = torch.full((len(late), n), NEVER, dtype=torch.long)
         first[early] = attr.first
-        for rows, sub in self.forget_prefix.rows(formats).groups():
-            with torch.no_grad():
-                sub.batch_logits()
-            first[formats[rows]] = first_fired(handle, sub.batch["last"])
+        formats = late.nonzero().flatten()
         cache = shared or RetainCache()
         if keep.prompts:
             retain = cache.clean(model, handle, keep.prompts, keep.answers)

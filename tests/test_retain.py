@@ -3,9 +3,12 @@
 from collections import Counter
 
 import pytest
+import torch
+from codecut.codebook import attach
 from codecut.probes.attacks.format import variant_prompts
+from codecut.probes.attribution import Probe, probe_facts, relation_values
 from codecut.probes.retain import UNRELATED_PER_RELATION, default_retain
-from codecut.probes.search import ALL_FORMATS, _forget_probe
+from codecut.probes.search import ALL_FORMATS, SelectConfig, _forget_probe, _Search
 
 
 def findar(w):
@@ -51,10 +54,12 @@ def test_nothing_known_is_an_error(world):
         default_retain(model, [target], [])
 
 
-def test_forget_probe_asks_the_facts_prompts_in_the_formats_the_model_answers(world):
-    """The attack card's formats of each of the fact's prompts join the must-lose prompts where
-    the clean model answers them, marked for the search's second stage; generated paraphrases
-    stay outside (within the search's slack)."""
+def test_forget_probe_asks_the_facts_prompts_in_the_formats_the_model_answers(
+    world, world_bottleneck
+):
+    """The attack card's formats of each of the fact's prompts join the must-lose prompts,
+    marked for the search's second stage, which asks those the clean model answers; generated
+    paraphrases stay outside (within the search's slack)."""
     model, w = world
     facts, target = findar(w)
     probe, late = _forget_probe(model, target, facts, formats=ALL_FORMATS)
@@ -66,7 +71,29 @@ def test_forget_probe_asks_the_facts_prompts_in_the_formats_the_model_answers(wo
     few_shot = variant_prompts(model, target, others, "few-shot", 3)
     assert few_shot[0] in formats  # the world model answers the main prompt after other facts
     assert all(any(p.endswith(q) for q in target.prompts) for p in formats)
-    _, answered = model.answer_scores(formats, [target.answer] * len(formats))
-    assert answered.all()
+    # The search asks those the model answers, the others not at all: one it cannot answer
+    # added to them goes, and nothing else does.
+    unanswerable = "the weather today is"
+    extended = Probe(
+        [*probe.prompts, unanswerable],
+        [*probe.answers, target.answer],
+        [*probe.anti, probe.anti[0]],
+        torch.cat([probe.main, torch.tensor([True])]),
+    )
+    _, answered = model.answer_scores(
+        [*formats, unanswerable], [target.answer] * (len(formats) + 1)
+    )
+    assert answered[:-1].any() and not answered[-1]
+    keep = probe_facts([f for f in facts if f is not target][:5], relation_values(facts), [])
+    with attach(model, world_bottleneck) as handle:
+        search = _Search(
+            model, handle, target, extended, torch.cat([late, torch.tensor([True])]), keep,
+            SelectConfig(),
+        )  # fmt: skip
+    asked = [p for p, x in zip(search.forget.prompts, search.late.tolist()) if x]
+    assert asked == [p for p, ok in zip(formats, answered.tolist()) if ok]
+    assert [p for p in search.forget.prompts if p not in asked] == [
+        p for p in probe.prompts if p not in formats
+    ]
     generated = [p for p, m in zip(probe.prompts, probe.main.tolist()) if not m]
     assert generated and all(p.startswith("people say that") for p in generated)
