@@ -284,7 +284,8 @@ def select(
         return best[1]
     if search.out_of_time():
         log.warning("%r: no code chosen in max_seconds=%s", fact.prompt, config.max_seconds)
-        return Selection(families[0], [], [], False, 1.0, search.base_retain)
+        base = search.judged[families[0].conditional].base
+        return Selection(families[0], [], [], False, 1.0, base)
     raise BadInput(f"no code could be cut for {fact.prompt!r} within the retain budget")
 
 
@@ -544,27 +545,27 @@ class _Search:
         # paraphrases the demo's cut reached there went unmeasured and lost their answers.
         gated = _holds(self.conditions, fired)
         gated_more = gated | _holds(self.more, fired)
-        # The retain prompts a trial judges a cut on: the same subject's, those where a
-        # condition holds (of either stage), and the main prompt of every other fact (for
-        # unconditional cuts). The plan's results measure every prompt.
+        # The retain prompts a conditional cut is judged on: the same subject's, those where a
+        # condition holds (of either stage), and the main prompt of every other fact.
         rows = (same | gated_more | keep.main).nonzero().flatten().tolist() if keep.prompts else []
-        # The penalties come from the same prompts: other subjects' paraphrases, which only an
-        # unconditional cut reaches, are judged by their main prompts, and not attributed.
+        # The penalties come from the same prompts: other subjects' paraphrases are not
+        # attributed (a backward pass each).
         attr_r = cache.scores(model, handle, keep, rows).clamp(min=0) if rows else None
         gated_r = gated[rows]
         self.penalties = {
             True: attr_r[gated_r].amax(0) if gated_r.any() else torch.zeros(n),
             False: attr_r.amax(0) if rows else torch.zeros(n),
         }
-        self.keep = keep.subset(rows)
-        self.keep_prefix = retain.prefix.rows(rows) if rows else None
-        self.keep_targets = retain.targets[rows] if rows else torch.zeros(0, dtype=torch.long)
-        self.keep_fired = fired[rows]
-        self.keep_same = same[rows]
-        self.keep_ok = retain.ok[rows] if rows else torch.zeros(0, dtype=torch.bool)
-        self.base_retain = self.keep_ok.float().mean().item() if rows else 1.0
+        # An unconditional cut is judged on every retain prompt: it reaches other subjects'
+        # paraphrases, and judged by their main prompts alone, Rwanda's capital took 34% of the
+        # other capitals' paraphrases with it. A trial re-measures only those a cut reaches.
+        every = list(range(len(keep.prompts)))
+        self.judged = {
+            True: _Judged.of(retain, same, rows) if rows else _Judged.none(n),
+            False: _Judged.of(retain, same, every) if every else _Judged.none(n),
+        }
         self.clean = self.trial(FAMILIES[0], [], ~late)._replace(gone=False)  # the first stage
-        log.info("retain prompts a trial may measure: %d", len(rows))
+        log.info("retain prompts a conditional trial may measure: %d", len(rows))
 
     def out_of_time(self, ahead: float = 0.0) -> bool:
         """The deadline has passed, or will have in `ahead` seconds (a step as long as the
@@ -572,11 +573,12 @@ class _Search:
         trials, a 60 s budget ended at 63 s)."""
         return self.deadline is not None and time.monotonic() + ahead > self.deadline
 
-    def costly(self, trial: Trial) -> bool:
+    def costly(self, family: Family, trial: Trial) -> bool:
         """The cut costs more than `retain_budget` of retain accuracy, or takes the answer of a
         retain prompt about the fact's own subject (the facts a user most expects to stay: a
         budget over all prompts let 3 of 6 requests of the fine-tuning comparison take one)."""
-        drop = trial.retain_accuracy < self.base_retain - self.config.retain_budget
+        base = self.judged[family.conditional].base
+        drop = trial.retain_accuracy < base - self.config.retain_budget
         return drop or trial.subject_lost
 
     def family(self, family: Family) -> Selection:
@@ -614,7 +616,7 @@ class _Search:
             idle_code = (trial.held & active).sum() >= (result.held & active).sum() and (
                 trial.p_answer > result.p_answer - config.min_gain
             )
-            if self.costly(trial) or idle_code:
+            if self.costly(family, trial) or idle_code:
                 idle += 1
                 continue
             chosen, result, idle = chosen + [code], trial, 0
@@ -622,7 +624,9 @@ class _Search:
                 first, active = (chosen, result), active | self.late
                 self.sets = self.conditions + self.more
                 result = self.trial(family, chosen, active)
-                if self.costly(result):  # the formats' sets reach too far: the first's alone
+                if self.costly(
+                    family, result
+                ):  # the formats' sets reach too far: the first's alone
                     self.sets = self.conditions
                     result = self.trial(family, chosen, active)
             if result.gone:
@@ -645,9 +649,9 @@ class _Search:
         return _ablations(family, codes, self.sets)
 
     def reached(self, family: Family, codes: list[int]) -> torch.Tensor:
-        """bool per trial retain prompt: a cut of `codes` in `family` can change its answer
-        (a cut code fires there and, for a conditional cut, every code of a condition set)."""
-        return reached(self.ablations(family, codes), self.keep_fired)
+        """bool per retain prompt `family` is judged on: a cut of `codes` in it can change its
+        answer (a cut code fires there and, for a conditional cut, every code of a set)."""
+        return reached(self.ablations(family, codes), self.judged[family.conditional].fired)
 
     def trial(self, family: Family, codes: list[int], active: torch.Tensor) -> Trial:
         """Measure the `active` forget prompts (the others count as held) and the retain prompts
@@ -655,10 +659,11 @@ class _Search:
         self.handle.ablations[:] = self.ablations(family, codes)
         rows = active.nonzero().flatten()
         p, ok = self.forget_prefix.rows(rows).scores(self.forget_targets[rows])
-        keep_ok = self.keep_ok.clone()
+        judged = self.judged[family.conditional]
+        keep_ok = judged.ok.clone()
         reach = self.reached(family, codes).nonzero().flatten()
         if len(reach):
-            keep_ok[reach] = self.keep_prefix.rows(reach).scores(self.keep_targets[reach])[1]
+            keep_ok[reach] = judged.prefix.rows(reach).scores(judged.targets[reach])[1]
         self.handle.ablations.clear()
         held = torch.ones_like(active)  # the prompts not asked count as held
         held[rows] = ok | (p >= self.config.p_threshold)
@@ -668,7 +673,7 @@ class _Search:
             and held[active].float().mean().item() <= self.config.slack
         )
         retain = keep_ok.float().mean().item() if len(keep_ok) else 1.0
-        subject_lost = bool((self.keep_ok & ~keep_ok & self.keep_same).any())
+        subject_lost = bool((judged.ok & ~keep_ok & judged.same).any())
         return Trial(gone, ok.float().mean().item(), retain, held, p.mean().item(), subject_lost)
 
     def next_code(
@@ -693,6 +698,37 @@ class _Search:
         score[exclude] = -float("inf")
         best = int(score.argmax())
         return best if score[best] > 0 else None
+
+
+class _Judged(NamedTuple):
+    """The retain prompts a family's trials judge a cut on, measured with no cut in place."""
+
+    prefix: Prefix | None  # their residual stream below the hook (None: no prompt)
+    targets: torch.Tensor  # [R] each one's answer token
+    fired: torch.Tensor  # [R, n] as `Clean.fired`
+    same: torch.Tensor  # [R] bool: about the forget fact's subject
+    ok: torch.Tensor  # [R] bool: answered
+    base: float  # their accuracy
+
+    @classmethod
+    def of(cls, clean: Clean, same: torch.Tensor, rows: list[int]) -> _Judged:
+        ok = clean.ok[rows]
+        base = ok.float().mean().item()
+        return cls(
+            clean.prefix.rows(rows), clean.targets[rows], clean.fired[rows], same[rows], ok, base
+        )
+
+    @classmethod
+    def none(cls, n: int) -> _Judged:
+        empty = torch.zeros(0, dtype=torch.bool)
+        return cls(
+            None,
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, n, dtype=torch.bool),
+            empty,
+            empty,
+            1.0,
+        )
 
 
 def _holds(sets: list[list[int]], fired: torch.Tensor) -> torch.Tensor:

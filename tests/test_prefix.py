@@ -41,7 +41,8 @@ def test_prefix_logits_are_the_full_forwards_with_a_cut_in_place(world, world_bo
 
 def test_a_trial_measures_what_a_full_measurement_does(world, world_bottleneck):
     """The retain accuracy of a trial, which re-runs only the prompts a cut reaches, equals the
-    accuracy of every trial prompt measured with the cut in place."""
+    accuracy of every prompt it judges measured with the cut in place: for an unconditional
+    cut, every retain prompt (paraphrases of other facts included)."""
     model, w = world
     facts = w.facts()
     fact, retain = facts[0], facts[1:40]
@@ -50,16 +51,18 @@ def test_a_trial_measures_what_a_full_measurement_does(world, world_bottleneck):
     with attach(model, world_bottleneck) as handle:
         late = torch.zeros(len(forget.prompts), dtype=torch.bool)  # no formats asked
         search = _Search(model, handle, fact, forget, late, keep, SelectConfig())
-        codes = torch.topk(search.keep_fired.sum(0).float(), 6).indices.tolist()
+        judged = search.judged[False]
+        codes = torch.topk(judged.fired.sum(0).float(), 6).indices.tolist()
         family = Family("clamp", 8.0, False)
         trial = search.trial(family, codes, ~late)
         handle.ablations[:] = search.ablations(family, codes)
-        _, ok = search.model.answer_scores(search.keep.prompts, search.keep.answers)
+        _, ok = search.model.answer_scores(keep.prompts, keep.answers)
         handle.ablations.clear()
     assert search.reached(family, codes).any()
-    assert ok.float().mean().item() < search.base_retain  # the cut costs something
+    assert len(judged.ok) == len(keep.prompts) > len(retain)  # paraphrases too
+    assert ok.float().mean().item() < judged.base  # the cut costs something
     assert trial.retain_accuracy == ok.float().mean().item()
-    assert torch.equal(_targets(model, search.keep.answers), search.keep_targets)
+    assert torch.equal(_targets(model, keep.answers), judged.targets)
 
 
 def test_a_search_out_of_time_returns_an_unsuccessful_selection(world, world_bottleneck):
