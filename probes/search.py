@@ -389,18 +389,18 @@ class RetainCache:
     ) -> Clean:
         """The prompts' answers and firing codes, each prompt measured on its first request."""
         todo = list(dict.fromkeys(k for k in zip(prompts, answers) if k not in self._rows))
+        if len(self._rows) + len(todo) > self.MAX_ROWS:  # start again, with these prompts
+            self._rows.clear()
+            self._scores.clear()
+            todo = list(dict.fromkeys(zip(prompts, answers)))
         if todo:
-            if len(self._rows) + len(todo) > self.MAX_ROWS:
-                self._rows.clear()
-                self._scores.clear()
-                return self.clean(model, handle, prompts, answers)
             prefix = Prefix(model, handle.hook, [q for q, _ in todo])
             targets = _targets(model, [a for _, a in todo])
             for rows, sub in prefix.groups():
                 with torch.no_grad():
                     p, ok = target_scores(sub.batch_logits(), targets[rows])
                 last = sub.batch["last"]
-                first = first_fired(handle, last).int()  # NEVER fits: 70 kB a prompt, not 100
+                first = first_fired(handle, last).int()  # NEVER fits int32: 70 kB a row, not 100
                 fired = fired_codes(handle, last)
                 for j, i in enumerate(rows.tolist()):
                     self._rows[todo[i]] = _Row(

@@ -79,3 +79,21 @@ def test_the_retain_cache_measures_each_prompt_once_and_the_same(world, world_bo
     assert torch.equal(apart.fired, together.fired)
     assert torch.equal(apart.first, together.first)
     assert apart.fired.any()  # codes fire: the comparison can fail
+
+
+def test_a_full_retain_cache_starts_again_with_the_prompts_asked(world, world_bottleneck):
+    model, w = world
+    facts = w.facts()[:12]
+    prompts, answers = [f.prompt for f in facts], [f.answer for f in facts]
+    with attach(model, world_bottleneck) as handle:
+        together = RetainCache().clean(model, handle, prompts, answers)
+        small = RetainCache()
+        small.MAX_ROWS = 12
+        small.clean(model, handle, prompts[:8], answers[:8])
+        small.clean(model, handle, prompts[4:], answers[4:])  # 4 new: 12 rows, it fits
+        assert len(small._rows) == 12
+        asked = [*prompts[6:], "A new prompt about nothing"]
+        again = small.clean(model, handle, asked, [*answers[6:], "x"])  # 1 new: over
+    assert len(small._rows) == 7  # started again: what was asked, not the old rows
+    assert again.ok[:6].tolist() == together.ok[6:].tolist()
+    torch.testing.assert_close(again.p[:6], together.p[6:], atol=1e-5, rtol=1e-4)
