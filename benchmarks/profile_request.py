@@ -1,9 +1,12 @@
 """Where one unlearning request's time goes: seconds per stage and the model work.
 
-    python benchmarks/profile_request.py [SUBJECT RELATION]     # default: France capital
+    python benchmarks/profile_request.py [SUBJECT RELATION] [--facts FILE] [--warm]
 
 One `codecut.unlearn` request on SmolLM2-135M-Instruct with its shipped bottleneck and the
-example facts as the pool (the demo's request by default), run under cProfile. Prints the
+example facts (or `--facts`) as the pool (the demo's request, France capital, by default), run
+under cProfile. `--warm` first runs, unprofiled, a request for another subject of the same
+relation, as a notebook's earlier request would: what it measured is kept for this one
+(`codecut.probes.memo`). Prints the
 wall time, the cumulative seconds of each stage of the request (a stage's time includes the
 stages it calls), and the model work: tokens through the decoder layers (padding included),
 divided by the number of layers, so "full-model token-forwards", with and without gradients.
@@ -12,9 +15,9 @@ Run it alone: a second process on the same cores makes every figure meaningless.
 
 from __future__ import annotations
 
+import argparse
 import cProfile
 import pstats
-import sys
 import time
 from collections import Counter
 
@@ -39,10 +42,18 @@ STAGES = [
 
 
 def main() -> None:
-    subject, relation = sys.argv[1:3] if len(sys.argv) > 2 else ("France", "capital")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("subject", nargs="?", default="France")
+    ap.add_argument("relation", nargs="?", default="capital")
+    ap.add_argument("--facts", help="a facts JSONL file for the pool (default: the example facts)")
+    ap.add_argument("--warm", action="store_true", help="another request of the relation first")
+    args = ap.parse_args()
+    subject, relation = args.subject, args.relation
     model = codecut.load_model("smollm2-135m-instruct")
     bn = codecut.load_bottleneck("smollm2-135m-instruct")
-    facts = example_facts()
+    facts = codecut.load_facts(args.facts) if args.facts else example_facts()
     fact = next(f for f in facts if (f.subject, f.relation) == (subject, relation))
     work: Counter[str] = Counter()
 
@@ -53,6 +64,10 @@ def main() -> None:
     layers = decoder_layers(model.hf)
     for layer in layers:
         layer.register_forward_pre_hook(count, with_kwargs=True)
+    if args.warm:  # after the hooks: a hook added later would make what is kept stale
+        other = next(f for f in facts if f.relation == relation and f.subject != subject)
+        codecut.unlearn(model, bn, [other], pool=facts)
+        work.clear()
     profile = cProfile.Profile()
     t0 = time.time()
     profile.enable()
