@@ -396,21 +396,12 @@ class RetainCache:
         if todo:
             prefix = Prefix(model, handle.hook, [q for q, _ in todo])
             targets = _targets(model, [a for _, a in todo])
-            for rows, sub in prefix.groups():
-                with torch.no_grad():
-                    p, ok = target_scores(sub.batch_logits(), targets[rows])
-                last = sub.batch["last"]
-                first = first_fired(handle, last).int()  # NEVER fits int32: 70 kB a row, not 100
-                fired = fired_codes(handle, last)
-                for j, i in enumerate(rows.tolist()):
-                    self._rows[todo[i]] = _Row(
-                        prefix.rows([i]),
-                        int(targets[i]),
-                        p[j].item(),
-                        bool(ok[j]),
-                        first[j],
-                        fired[j],
-                    )
+            p, ok, first, fired = _measure(handle, prefix, targets)
+            first = first.int()  # NEVER fits int32: 70 kB a row, not 100
+            for i, key in enumerate(todo):
+                self._rows[key] = _Row(
+                    prefix.rows([i]), int(targets[i]), p[i].item(), bool(ok[i]), first[i], fired[i]
+                )
         return self.get(prompts, answers)
 
     def scores(
@@ -488,11 +479,10 @@ class _Search:
         formats = late.nonzero().flatten()
         answered = torch.zeros(len(late), dtype=torch.bool)
         first = torch.full((len(late), n), NEVER, dtype=torch.long)
-        for rows, sub in self.forget_prefix.rows(formats).groups():
-            with torch.no_grad():
-                logits = sub.batch_logits()
-            answered[formats[rows]] = target_scores(logits, self.forget_targets[formats[rows]])[1]
-            first[formats[rows]] = first_fired(handle, sub.batch["last"])
+        sub = self.forget_prefix.rows(formats)
+        _, answered[formats], first[formats], _ = _measure(
+            handle, sub, self.forget_targets[formats]
+        )
         asked = (~late | answered).nonzero().flatten()
         if len(asked) < len(late):
             forget, late, first = forget.subset(asked.tolist()), late[asked], first[asked]
@@ -624,9 +614,8 @@ class _Search:
                 first, active = (chosen, result), active | self.late
                 self.sets = self.conditions + self.more
                 result = self.trial(family, chosen, active)
-                if self.costly(
-                    family, result
-                ):  # the formats' sets reach too far: the first's alone
+                # The formats' sets reach too far: the first stage's alone.
+                if self.costly(family, result):
                     self.sets = self.conditions
                     result = self.trial(family, chosen, active)
             if result.gone:
@@ -729,6 +718,24 @@ class _Judged(NamedTuple):
             empty,
             1.0,
         )
+
+
+def _measure(
+    handle: Attachment, prefix: Prefix, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`prefix`'s prompts run without gradients, by groups of similar length, with whatever cut
+    `handle` holds: per prompt, the target's p, whether it is the greedy next token, where each
+    code first fired (`first_fired`) and whether it fired up to the predicting position."""
+    n, P = handle.bottleneck.n_codes, len(targets)
+    p, ok = torch.zeros(P), torch.zeros(P, dtype=torch.bool)
+    first = torch.full((P, n), NEVER, dtype=torch.long)
+    fired = torch.zeros(P, n, dtype=torch.bool)
+    for rows, sub in prefix.groups():
+        with torch.no_grad():
+            p[rows], ok[rows] = target_scores(sub.batch_logits(), targets[rows])
+        last = sub.batch["last"]
+        first[rows], fired[rows] = first_fired(handle, last), fired_codes(handle, last)
+    return p, ok, first, fired
 
 
 def _holds(sets: list[list[int]], fired: torch.Tensor) -> torch.Tensor:

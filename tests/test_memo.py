@@ -4,6 +4,7 @@ and a prompt measured among others reads the same as measured with them."""
 import copy
 import gc
 
+import pytest
 import torch
 from codecut.codebook import attach
 from codecut.probes.memo import answer_scores, kept
@@ -64,12 +65,20 @@ def test_stacked_prefixes_are_the_batchs(world, world_bottleneck):
             )
 
 
-def test_the_retain_cache_measures_each_prompt_once_and_the_same(world, world_bottleneck):
+@pytest.fixture(scope="module")
+def twelve(world, world_bottleneck):
+    """(model, prompts, answers) of twelve world facts, and their `Clean` measured together."""
     model, w = world
     facts = w.facts()[:12]
     prompts, answers = [f.prompt for f in facts], [f.answer for f in facts]
     with attach(model, world_bottleneck) as handle:
         together = RetainCache().clean(model, handle, prompts, answers)
+    return model, prompts, answers, together
+
+
+def test_the_retain_cache_measures_each_prompt_once_and_the_same(twelve, world_bottleneck):
+    model, prompts, answers, together = twelve
+    with attach(model, world_bottleneck) as handle:
         cache = RetainCache()
         cache.clean(model, handle, prompts[5:], answers[5:])
         assert cache.get(prompts, answers) is None  # not all measured yet
@@ -81,12 +90,9 @@ def test_the_retain_cache_measures_each_prompt_once_and_the_same(world, world_bo
     assert apart.fired.any()  # codes fire: the comparison can fail
 
 
-def test_a_full_retain_cache_starts_again_with_the_prompts_asked(world, world_bottleneck):
-    model, w = world
-    facts = w.facts()[:12]
-    prompts, answers = [f.prompt for f in facts], [f.answer for f in facts]
+def test_a_full_retain_cache_starts_again_with_the_prompts_asked(twelve, world_bottleneck):
+    model, prompts, answers, together = twelve
     with attach(model, world_bottleneck) as handle:
-        together = RetainCache().clean(model, handle, prompts, answers)
         small = RetainCache()
         small.MAX_ROWS = 12
         small.clean(model, handle, prompts[:8], answers[:8])
