@@ -1,10 +1,13 @@
 """Unlearning benchmark on the country facts: one request at a time, every format, every row.
 
     python benchmarks/unlearn_countries.py [--requests 60] [--seed 0] [--max-seconds S] [--no-formats] [--cold]
+        [--bottleneck NAME ...] [--only SUBJECT:RELATION ...] [--out NAME]
 
 Facts: benchmarks/data/country_facts.jsonl (built by benchmarks/country_facts.py from the
 `countryinfo` package: the facts SmolLM2-135M-Instruct knows). Model: SmolLM2-135M-Instruct
-with its shipped bottleneck. Each request is `codecut.unlearn(model, bn, [fact], pool=facts)`:
+with its shipped bottlenecks (`--bottleneck`, repeated, picks others; the first is the one
+`Baseline` and the `codes` column use, the others are tried where it cannot remove the fact:
+`later_codes`). Each request is `codecut.unlearn(model, bottlenecks, [fact], pool=facts)`:
 the library's default retain set drawn from the other country facts, as benchmarks/unlearn.py
 does.
 
@@ -28,7 +31,8 @@ Per request:
   `cold` marks the first request of each relation, which paid for them; `--cold` clears what
   is kept before every request.
 Only the prompts where a cut code fires are measured with the plan (`Baseline`); on the first
-request every prompt is measured as well, and the run stops if the two differ.
+request every prompt is measured as well, and the run stops if the two differ. A plan with cuts
+in a later bottleneck has every prompt measured.
 A request that raises is a row with its error and success False.
 
 Writes benchmarks/results/unlearn_countries.json and .md (the summary and every row), rewritten
@@ -51,6 +55,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from codecut.codebook import attach
+from codecut.codebook.saefile import shipped_for
 from codecut.probes.attacks.format import variant_prompts
 from codecut.probes.attribution import fired_codes
 from codecut.probes.evaluate import answered, prompts_and_answers
@@ -86,6 +91,7 @@ class Row:
     same_relation_retention: float | None
     unrelated_retention: float | None
     codes: int | None
+    later_codes: int | None  # codes cut in the later bottlenecks (0: the first was enough)
     selector_success: bool | None
     selector_formats_lost: bool | None  # the selector's own claim (`Selection.formats_lost`)
     family: str | None  # the cut's family: mode, clamp strength, "if" for a conditional one
@@ -151,7 +157,10 @@ class Baseline:
         return torch.isin(self.owner, torch.tensor([self.index[id(f)] for f in facts]))
 
     def with_plan(self, model, plan) -> torch.Tensor:
-        """bool per prompt: answered with `plan` applied (call it inside `apply`)."""
+        """bool per prompt: answered with `plan` applied (call it inside `apply`); every prompt
+        for a plan with later cuts (`fired` is the first bottleneck's)."""
+        if plan.later:
+            return model.answer_scores(self.prompts, self.answers)[1]
         ok = self.ok.clone()
         reach = reached(plan.ablations, self.fired).nonzero().flatten().tolist()
         if reach:
@@ -166,7 +175,9 @@ class Baseline:
             raise SystemExit("measuring only the prompts a cut reaches differs from all prompts")
 
 
-def request(model, bn, fact: Fact, facts: list[Fact], base: Baseline, config, check=False) -> Row:
+def request(
+    model, bottlenecks, fact: Fact, facts: list[Fact], base: Baseline, config, check=False
+) -> Row:
     """Forget `fact` (the other `facts` as the pool) and measure what changed."""
     others = [f for f in facts if f is not fact]
     groups = {
@@ -182,11 +193,11 @@ def request(model, bn, fact: Fact, facts: list[Fact], base: Baseline, config, ch
     before = {v: answered_prompts(model, ps, fact.answer) for v, ps in formats.items()}
     t0 = time.time()
     try:
-        plan = codecut.unlearn(model, bn, [fact], pool=facts, config=config)
+        plan = codecut.unlearn(model, bottlenecks, [fact], pool=facts, config=config)
     except Exception as e:  # a crash is a failed request, reported as its row
         return Row(
             fact.subject, fact.relation, fact.answer, False, False,
-            *[None] * 12, round(time.time() - t0, 1), f"{type(e).__name__}: {e}",
+            *[None] * 13, round(time.time() - t0, 1), f"{type(e).__name__}: {e}",
         )  # fmt: skip
     seconds = time.time() - t0
     with codecut.apply(model, plan):
@@ -203,7 +214,8 @@ def request(model, bn, fact: Fact, facts: list[Fact], base: Baseline, config, ch
     for k, g in groups.items():
         mask = base.mask(g) if g else None
         retention[k] = int(ok[mask].sum()) / max(int(base.ok[mask].sum()), 1) if g else None
-    sel = plan.results.facts[0].selection
+    result = plan.results.facts[0]
+    sel, last = result.selection, result.last
     success = not any(plain) and all(f in (None, 1.0) for f in forgotten.values())
     para = [not a for a in plain[1:]]
     return Row(
@@ -211,7 +223,8 @@ def request(model, bn, fact: Fact, facts: list[Fact], base: Baseline, config, ch
         sum(para) / len(para) if para else None,
         forgotten["question"], forgotten["chat"], forgotten["few-shot"], forgotten["helpful"],
         retention["same_subject"], retention["same_relation"], retention["unrelated"],
-        len(sel.codes), sel.success, sel.formats_lost,
+        len(sel.codes), sum(len(s.codes) for s in result.later.values()),
+        last.success, last.formats_lost,
         f"{sel.family.mode} {sel.family.c:g}{' if' if sel.family.conditional else ''}",
         round(seconds, 1),
     )  # fmt: skip
@@ -290,6 +303,14 @@ def main() -> None:
         help="nothing kept between requests (codecut.probes.memo.clear() before each), as if "
         "each ran in a fresh process",
     )
+    ap.add_argument(
+        "--bottleneck", action="append",
+        help="a bottleneck to cut in, repeated for later ones (default: the shipped ones)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--only", action="append", metavar="SUBJECT:RELATION",
+        help="run these requests alone, in the order given (give --out too)",
+    )  # fmt: skip
     ap.add_argument("--out", help="the results' name under benchmarks/results (no extension)")
     args = ap.parse_args()
     config = SelectConfig(max_seconds=args.max_seconds, formats=() if args.no_formats else FORMATS)
@@ -298,8 +319,16 @@ def main() -> None:
     )
     facts = codecut.load_facts(FACTS)
     model = codecut.load_model("smollm2-135m-instruct")
-    bn = codecut.load_bottleneck("smollm2-135m-instruct")
+    names = args.bottleneck or shipped_for("smollm2-135m-instruct")
+    bottlenecks = [codecut.load_bottleneck(b) for b in names]
+    bn = bottlenecks[0]
     targets = pick_requests(facts, args.requests, args.seed)
+    if args.only:
+        by_key = {f"{f.subject}:{f.relation}": f for f in facts}
+        missing = [k for k in args.only if k not in by_key]
+        if missing:
+            raise SystemExit(f"--only {missing[0]}: no such fact in {FACTS.name}")
+        targets = [by_key[k] for k in args.only]
     command = shlex.join(["python", "benchmarks/unlearn_countries.py", *sys.argv[1:]])
     base = Baseline(model, bn, facts)
     rows = []
@@ -307,11 +336,12 @@ def main() -> None:
     for i, fact in enumerate(tqdm(targets, desc="forgetting country facts one at a time")):
         if args.cold:
             clear()
-        row = request(model, bn, fact, facts, base, config, check=i == 0)
+        row = request(model, bottlenecks, fact, facts, base, config, check=i == 0)
         rows.append(replace(row, cold=args.cold or fact.relation not in seen))
         seen.add(fact.relation)
         tqdm.write(str(rows[-1]))
-        write_results(rows, bn.content_hash, command, len(targets), len(facts), name)
+        hashes = " + ".join(b.content_hash for b in bottlenecks)
+        write_results(rows, hashes, command, len(targets), len(facts), name)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ class Attachment:
         codes: the clean codes of the most recent forward ([B, T, k]; values keep their autograd
             graph when the forward ran with gradients, for attributions).
         active: bool [B, T], the positions of that forward the bottleneck rewrote.
+        also: attachments removed together with this one (a plan's cuts in other bottlenecks,
+            `codecut.apply`).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class Attachment:
         self.ablations = ablations
         self.codes: Codes | None = None
         self.active: torch.Tensor | None = None
+        self.also: list[Attachment] = []
         self._ids: torch.Tensor | None = None  # token ids of the current call
         self._seen: torch.Tensor | None = None  # bool [B, n]: codes fired so far per sequence
         special = getattr(model.tokenizer, "all_special_ids", None) or []
@@ -75,7 +78,10 @@ class Attachment:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def remove(self) -> None:
-        """Take the bottleneck out (idempotent). `codes` and `active` stay readable."""
+        """Take the bottleneck out, and those in `also` (idempotent). `codes` and `active` stay
+        readable."""
+        while self.also:
+            self.also.pop().remove()
         while self._handles:
             self._handles.pop().remove()
         self._ids = self._seen = None

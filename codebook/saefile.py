@@ -53,6 +53,18 @@ def registry() -> dict[str, Path]:
     return {p.name: p for p in sorted(SHIPPED.iterdir()) if (p / CFG).exists()}
 
 
+def shipped_for(model: str) -> list[str]:
+    """The shipped bottlenecks of a model, by registry name: the one named as the model (its
+    default) first, then the others (at other hooks) by name."""
+    names = [
+        name
+        for name, path in registry().items()
+        if name == model
+        or json.loads((path / CFG).read_text()).get("codecut", {}).get("model") == model
+    ]
+    return sorted(names, key=lambda name: (name != model, name))
+
+
 def save_bottleneck(
     bn: Bottleneck, path: str | os.PathLike, dtype: torch.dtype | None = None
 ) -> None:

@@ -243,13 +243,18 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     forget = codecut.load_facts(args.forget)
     retain = codecut.load_facts(args.retain) if args.retain else None
     model = codecut.load_model(args.model)
-    bn = codecut.load_bottleneck(args.bottleneck or args.model)
+    from codecut.codebook.saefile import shipped_for
     from codecut.probes.search import SelectConfig
+
+    names = args.bottleneck or shipped_for(args.model) or [args.model]
+    bottlenecks = [codecut.load_bottleneck(name) for name in names]
 
     if args.max_seconds is not None and not args.max_seconds > 0:
         raise BadInput(f"--max-seconds {args.max_seconds}: give a number of seconds > 0")
     config = SelectConfig(max_seconds=args.max_seconds)
-    plan = codecut.unlearn(model, bn, forget, retain=retain, config=config, strict=args.strict)
+    plan = codecut.unlearn(
+        model, bottlenecks, forget, retain=retain, config=config, strict=args.strict
+    )
     plan.save(args.out)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=1))
@@ -300,8 +305,8 @@ def print_plan(plan) -> None:
             "p after": f"{f.after.p_answer:.3f}",
             "answered after": f.after.correct,
             "paraphrases after": percent(f.after.paraphrase_accuracy),
-            "formats lost": f.selection.formats_lost,
-            "codes": len(f.selection.codes),
+            "formats lost": f.last.formats_lost,
+            "codes": " + ".join(str(len(s.codes)) for s in (f.selection, *f.later.values())),
             "mode": f.selection.family.mode
             + (" if subject" if f.selection.family.conditional else ""),
         }
@@ -417,7 +422,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("unlearn", help="choose the codes to cut so the model forgets facts")
     s.add_argument("--model", required=True, help="registry name or local HF directory")
-    s.add_argument("--bottleneck", help="bottleneck directory (default: the model's shipped one)")
+    s.add_argument(
+        "--bottleneck", action="append",
+        help="registry name or bottleneck directory; give it again for a later one at another "
+        "hook, tried where the first cannot remove a fact (default: the model's shipped ones)",
+    )  # fmt: skip
     s.add_argument("--forget", required=True, help="JSONL file of facts to forget")
     s.add_argument("--retain", help="JSONL file of facts to keep (default: built automatically)")
     s.add_argument("--out", required=True, help="plan file to write (JSON)")

@@ -8,13 +8,16 @@ calling `.remove()`) reverts to the exact original outputs.
     with codecut.apply(model, plan): ...
     plan.save("plan.json"); plan = codecut.load_plan("plan.json")
     with codecut.apply(model, plan_a, plan_b): ...        # plans for one bottleneck compose
+
+A plan cuts codes in one bottleneck (its `hook`, `ablations`), and, where that one could not
+remove a fact, in later ones at other hooks (`later`, one `Cut` each), applied together.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +35,8 @@ from codecut.errors import BadInput, BadType, NotFound
 from codecut.facts import Fact, fact_from_dict
 from codecut.io import write_text
 
-FORMAT = "codecut-plan/1"
+FORMAT = "codecut-plan/2"  # /2 added `later`; a plan without later cuts is written as /1
+FORMATS = ("codecut-plan/1", FORMAT)  # what `load_plan` reads
 
 
 class Scores(NamedTuple):
@@ -52,13 +56,22 @@ class RetainResult(NamedTuple):
 
 @dataclass
 class FactResult:
-    """One forget fact: what the search chose for it, and the fact before and after the plan."""
+    """One forget fact: what the search chose for it, and the fact before and after the plan.
+    `selection` is the first bottleneck's; `later` the later bottlenecks' whose cut the plan
+    kept, by hook."""
 
     prompt: str
     answer: str
     before: Scores
     after: Scores
     selection: Selection
+    later: dict[str, Selection] = field(default_factory=dict)
+
+    @property
+    def last(self) -> Selection:
+        """The selection that ended the fact's search: the last later bottleneck's, else the
+        first's (its `success` and `formats_lost` are the plan's for the fact)."""
+        return list(self.later.values())[-1] if self.later else self.selection
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +80,7 @@ class FactResult:
             "before": self.before._asdict(),
             "after": self.after._asdict(),
             "selection": self.selection.to_dict(),
+            **({"later": {h: s.to_dict() for h, s in self.later.items()}} if self.later else {}),
         }
 
     @classmethod
@@ -77,6 +91,7 @@ class FactResult:
             before=Scores(**d["before"]),
             after=Scores(**d["after"]),
             selection=Selection.from_dict(d["selection"]),
+            later={hook: Selection.from_dict(s) for hook, s in d.get("later", {}).items()},
         )
 
 
@@ -105,6 +120,31 @@ class PlanResults:
 
 
 @dataclass
+class Cut:
+    """A plan's cuts in one of its later bottlenecks (`UnlearnPlan.later`): the fields as the
+    plan's own for its first bottleneck."""
+
+    bottleneck_hash: str
+    bottleneck_source: str
+    hook: str
+    ablations: list[Ablation]
+    bottleneck: Bottleneck | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def codes(self) -> list[int]:
+        return sorted({c for a in self.ablations for c in a.codes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bottleneck_hash": self.bottleneck_hash,
+            "bottleneck_source": self.bottleneck_source,
+            "hook": self.hook,
+            "codes": self.codes,
+            "ablations": [a.to_dict() for a in self.ablations],
+        }
+
+
+@dataclass
 class UnlearnPlan:
     """What `codecut.unlearn` decided.
 
@@ -123,6 +163,8 @@ class UnlearnPlan:
         strict: the bottleneck runs in strict mode (no error term: only what the codes carry
             passes the layer, CodeUnlearn's setting); False keeps the error term.
         bottleneck: the Bottleneck object itself when the plan was made in this process.
+        later: cuts in later bottlenecks at other hooks (`unlearn` with several bottlenecks,
+            where the first could not remove a fact), applied together with the first's.
     """
 
     bottleneck_hash: str
@@ -134,15 +176,24 @@ class UnlearnPlan:
     seconds: float = 0.0
     strict: bool = False
     bottleneck: Bottleneck | None = field(default=None, repr=False, compare=False)
+    later: list[Cut] = field(default_factory=list)
+
+    @property
+    def own(self) -> Cut:
+        """The plan's cuts in its first bottleneck, as a `Cut`."""
+        return Cut(
+            self.bottleneck_hash, self.bottleneck_source, self.hook, self.ablations, self.bottleneck
+        )
 
     @property
     def codes(self) -> list[int]:
-        """Every code id the plan cuts."""
+        """Every code id the plan cuts in its first bottleneck (`later` has the others')."""
         return sorted({c for a in self.ablations for c in a.codes})
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
+            # A plan without later cuts is the file earlier versions write and read.
+            "format": FORMAT if self.later else FORMATS[0],
             "bottleneck_hash": self.bottleneck_hash,
             "bottleneck_source": self.bottleneck_source,
             "hook": self.hook,
@@ -153,12 +204,15 @@ class UnlearnPlan:
             "results": self.results.to_dict() if self.results is not None else {},
             "seconds": self.seconds,
             "strict": self.strict,
+            **({"later": [c.to_dict() for c in self.later]} if self.later else {}),
         }
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the plan as JSON, atomically; a bottleneck directory is stored relative to it."""
         data = self.to_dict()
-        data["bottleneck_source"] = _portable_source(self.bottleneck_source, Path(path).parent)
+        where = Path(path).parent
+        for d in (data, *data.get("later", [])):
+            d["bottleneck_source"] = _portable_source(d["bottleneck_source"], where)
         write_text(Path(path), json.dumps(data, indent=1) + "\n")
 
 
@@ -202,34 +256,48 @@ def load_plan(path: str | os.PathLike) -> UnlearnPlan:
         raise BadInput(f"{path}: not a plan file (invalid JSON: {e.msg})") from None
     except UnicodeDecodeError:
         raise BadInput(f"{path}: not a plan file (not UTF-8 text)") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in FORMATS:
         raise BadInput(f"{path}: not a codecut plan (expected format {FORMAT!r})")
     try:
-        for key in ("bottleneck_hash", "hook"):
-            if not isinstance(data[key], str) or not data[key]:
-                raise TypeError(f"{key} must be a non-empty string, got {data[key]!r}")
-        if not isinstance(data["ablations"], list):
-            raise TypeError(f"ablations must be a list, got {data['ablations']!r}")
-        ablations = []
-        for i, a in enumerate(data["ablations"]):
-            try:
-                ablations.append(Ablation.from_dict(a))
-            except (ValueError, TypeError) as e:
-                raise BadInput(f"{path}: ablations[{i}]: {e}") from None
+        later = data.get("later", [])
+        if not isinstance(later, list):
+            raise TypeError(f"later must be a list, got {later!r}")
+        cuts = [_cut(d, path, f"later[{i}].") for i, d in enumerate(later)]
+        first = _cut(data, path)
         return UnlearnPlan(
-            bottleneck_hash=data["bottleneck_hash"],
-            bottleneck_source=_resolve_source(data["bottleneck_source"], path.parent),
-            hook=data["hook"],
-            ablations=ablations,
+            bottleneck_hash=first.bottleneck_hash,
+            bottleneck_source=first.bottleneck_source,
+            hook=first.hook,
+            ablations=first.ablations,
             facts=[fact_from_dict(f, where=f"{path}: facts") for f in data["facts"]],
             results=PlanResults.from_dict(data["results"]) if data.get("results") else None,
             seconds=data.get("seconds", 0.0),
             strict=_strict(data.get("strict", False)),
+            later=cuts,
         )
     except KeyError as e:
         raise BadInput(f"{path}: malformed plan (missing {e})") from None
     except TypeError as e:
         raise BadInput(f"{path}: malformed plan ({e})") from None
+
+
+def _cut(data: dict, path: Path, where: str = "") -> Cut:
+    """One bottleneck's cuts as a plan file holds them (the plan's own, or one of `later`)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{where.rstrip('.') or 'the plan'} must be an object, got {data!r}")
+    for key in ("bottleneck_hash", "hook"):
+        if not isinstance(data[key], str) or not data[key]:
+            raise TypeError(f"{where}{key} must be a non-empty string, got {data[key]!r}")
+    if not isinstance(data["ablations"], list):
+        raise TypeError(f"{where}ablations must be a list, got {data['ablations']!r}")
+    ablations = []
+    for i, a in enumerate(data["ablations"]):
+        try:
+            ablations.append(Ablation.from_dict(a))
+        except (ValueError, TypeError) as e:
+            raise BadInput(f"{path}: {where}ablations[{i}]: {e}") from None
+    source = _resolve_source(data["bottleneck_source"], path.parent)
+    return Cut(data["bottleneck_hash"], source, data["hook"], ablations)
 
 
 def _strict(value) -> bool:
@@ -239,43 +307,72 @@ def _strict(value) -> bool:
 
 
 def apply(model, *plans: UnlearnPlan, bottleneck: Bottleneck | None = None) -> Attachment:
-    """Attach the plans' bottleneck with all their ablations; a context manager and a handle.
+    """Attach the plans' bottleneck with all their ablations, and the bottlenecks of their
+    `later` cuts with theirs; a context manager and a handle (the first bottleneck's; the later
+    ones are in its `also` and go with it).
 
-    The bottleneck is, in order: `bottleneck`, the one the first plan was made with in this
-    process, or loaded from the plan's `bottleneck_source`. It must be the one the plans were
-    made for (same content hash), else this is an error.
+    The first bottleneck is, in order: `bottleneck`, the one the first plan was made with in this
+    process, or loaded from the plan's `bottleneck_source`; a later one, the one its cut was made
+    with or loaded from its source. Each must be the one its cuts were made for (same content
+    hash), else this is an error, and nothing stays attached.
     """
     if not plans:
         raise BadInput("apply needs at least one plan")
     for p in plans:
         if not isinstance(p, UnlearnPlan):
             raise BadType(f"apply takes UnlearnPlan objects, got {type(p).__name__}")
-    hashes = {p.bottleneck_hash for p in plans}
-    if len(hashes) > 1:
-        raise BadInput(f"plans for different bottlenecks cannot compose: {sorted(hashes)}")
     hooks = {p.hook for p in plans}
     if len(hooks) > 1:
         raise BadInput(f"plans for different hooks cannot compose: {sorted(hooks)}")
     if len({p.strict for p in plans}) > 1:
         raise BadInput("strict-mode and error-term plans cannot compose: apply them one at a time")
-    bn = bottleneck or plans[0].bottleneck
+    # Every plan's cuts, by hook: the plans' own first, then their later ones.
+    groups: dict[str, list[Cut]] = {plans[0].hook: [p.own for p in plans]}
+    for c in (c for p in plans for c in p.later):
+        groups.setdefault(c.hook, []).append(c)
+    if bottleneck is not None:
+        groups[plans[0].hook][0] = replace(groups[plans[0].hook][0], bottleneck=bottleneck)
+    strict = plans[0].strict
+    handle = None
+    try:
+        for hook, cuts in groups.items():
+            bn = _bottleneck(cuts)
+            ablations = [a for c in cuts for a in c.ablations]
+            h = attach(model, bn, hook=hook, error_term=not strict, ablations=ablations)
+            if handle is None:
+                handle = h
+            else:
+                handle.also.append(h)
+    except BaseException:
+        if handle is not None:
+            handle.remove()
+        raise
+    return handle
+
+
+def _bottleneck(cuts: list[Cut]) -> Bottleneck:
+    """The bottleneck of cuts at one hook, checked: the first cut's own object, else loaded
+    from its source; it must be the one every cut was made for."""
+    hashes = {c.bottleneck_hash for c in cuts}
+    if len(hashes) > 1:
+        raise BadInput(f"plans for different bottlenecks cannot compose: {sorted(hashes)}")
+    cut = cuts[0]
+    bn = cut.bottleneck
     if bn is None:
-        if not plans[0].bottleneck_source:
+        if not cut.bottleneck_source:
             raise BadInput(
-                "the plan names no bottleneck file (it was made with one never saved): "
-                "pass bottleneck=..."
+                f"the plan names no bottleneck file for {cut.hook} (it was made with one never "
+                "saved): pass bottleneck=..."
             )
-        bn = load_bottleneck(plans[0].bottleneck_source)
-    if bn.content_hash != plans[0].bottleneck_hash:
+        bn = load_bottleneck(cut.bottleneck_source)
+    if bn.content_hash != cut.bottleneck_hash:
         raise BadInput(
-            f"the plan was made for bottleneck {plans[0].bottleneck_hash}, not for "
+            f"the plan was made for bottleneck {cut.bottleneck_hash}, not for "
             f"{bn.content_hash} ({bn.source or 'in memory'}); make a new plan for this bottleneck"
         )
-    if bn.hook and plans[0].hook != bn.hook:
+    if bn.hook and cut.hook != bn.hook:
         raise BadInput(
-            f"the plan cuts at {plans[0].hook} but its bottleneck was trained at {bn.hook}; "
+            f"the plan cuts at {cut.hook} but its bottleneck was trained at {bn.hook}; "
             "a plan's hook must be its bottleneck's (was the plan file edited?)"
         )
-    ablations = [a for p in plans for a in p.ablations]
-    strict = plans[0].strict
-    return attach(model, bn, hook=plans[0].hook, error_term=not strict, ablations=ablations)
+    return bn

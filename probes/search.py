@@ -554,7 +554,10 @@ class _Search:
             True: _Judged.of(retain, same, rows) if rows else _Judged.none(n),
             False: _Judged.of(retain, same, every) if every else _Judged.none(n),
         }
-        self.clean = self.trial(FAMILIES[0], [], ~late)._replace(gone=False)  # the first stage
+        self.clean = self.trial(FAMILIES[0], [], ~late)  # the first stage, no cut
+        # Gone with no cut: the fact's prompts lost the answer to a cut in an earlier bottleneck.
+        self.gone_before = self.clean.gone
+        self.clean = self.clean._replace(gone=False)
         log.info("retain prompts a conditional trial may measure: %d", len(rows))
 
     def out_of_time(self, ahead: float = 0.0) -> bool:
@@ -585,8 +588,14 @@ class _Search:
         result, idle = self.clean, 0
         first: tuple[list[int], Trial] | None = None  # the first stage's cut, once it succeeds
         self.sets = self.conditions
+        if self.gone_before and self.late.any():
+            # An earlier bottleneck's cut (see `unlearn`) took the fact's prompts: the formats.
+            first, active = ([], result), active | self.late
+            self.sets = self.conditions + self.more
+            result = self.trial(family, [], active)
         while (
-            len(chosen) < config.max_codes
+            not result.gone
+            and len(chosen) < config.max_codes
             and len(tried) < config.max_trials
             and idle < (config.patience if first is None else config.format_patience)
             and not self.out_of_time(self.step)

@@ -5,31 +5,63 @@
     plan.results.facts[0].after          # the fact with the plan applied
 
 Each forget fact gets its own search (`select`), against the same retain set, measured once for
-all of them (`RetainCache`); the plan holds every fact's ablations, and its results measure every fact and the retain set before and after
-the whole plan.
+all of them (`RetainCache`); the plan holds every fact's ablations, and its results measure every
+fact and the retain set before and after the whole plan.
+
+Given several bottlenecks (at different hooks), a fact whose search in the first does not remove
+it from every prompt and format is searched again in the next, with the cut found so far in
+place, and so on; a later bottleneck's cut is kept only where it completes the removal
+(`plan.later`):
+
+    plan = unlearn(model, [bn_layer12, bn_layer18], forget=facts)
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pandas as pd
-from codecut.codebook import Bottleneck
+from codecut.codebook import Attachment, Bottleneck, attach
 from codecut.probes.evaluate import evaluate, prompts_and_answers, summary, table
-from codecut.probes.plan import FactResult, PlanResults, RetainResult, Scores, UnlearnPlan, apply
+from codecut.probes.plan import (
+    Cut,
+    FactResult,
+    PlanResults,
+    RetainResult,
+    Scores,
+    UnlearnPlan,
+    apply,
+)
 from codecut.probes.retain import default_retain
-from codecut.probes.search import RetainCache, SelectConfig, Selection, reached, select
+from codecut.probes.search import (
+    FAMILIES,
+    ZERO_FAMILIES,
+    RetainCache,
+    SelectConfig,
+    Selection,
+    reached,
+    select,
+)
 from tqdm.auto import tqdm
 
 from codecut.errors import BadInput, BadType
 from codecut.facts import Fact, example_facts
 from codecut.models import Model
 
+log = logging.getLogger(__name__)
+
+
+# With later bottlenecks and a time budget, the first bottleneck's search gets this share of a
+# fact's budget and the later ones what is left.
+FIRST_SHARE = 0.6
+
 
 def unlearn(
     model: Model,
-    bottleneck: Bottleneck,
+    bottleneck: Bottleneck | Sequence[Bottleneck],
     forget: list[Fact],
     retain: list[Fact] | None = None,
     pool: list[Fact] | None = None,
@@ -40,7 +72,8 @@ def unlearn(
 
     Args:
         model: the model that knows the facts.
-        bottleneck: the bottleneck to cut codes in (its hook is used).
+        bottleneck: the bottleneck to cut codes in (its hook is used), or several at different
+            hooks, tried in order for a fact the earlier ones did not remove (see above).
         forget: facts to forget; each must be known by the model (greedy answer).
         retain: facts that must survive; default: `retain.default_retain` (the known facts of
             `pool` and the example facts about a forget fact's subject or of its relation, and a
@@ -55,6 +88,8 @@ def unlearn(
     Returns the plan, with `results` (a `PlanResults`) and `seconds` filled in.
     """
     t0 = time.time()
+    bottlenecks = _bottlenecks(bottleneck)
+    bottleneck = bottlenecks[0]
     if not forget:
         raise BadInput("nothing to forget: the forget set is empty")
     if not all(isinstance(f, Fact) for f in forget):
@@ -80,19 +115,110 @@ def unlearn(
         # The first fact's time budget counts the request's setup (the default retain set).
         spent = time.time() - t0 if i == 0 else 0.0
         budget = _spend(config or SelectConfig(), spent)
-        selections.append(select(model, bottleneck, fact, retain, pool, budget, strict, shared))
+        selections.append(_select(model, bottlenecks, fact, retain, pool, budget, strict, shared))
+    later = [
+        Cut(bn.content_hash, bn.source, bn.hook, ablations, bn)
+        for bn in bottlenecks[1:]
+        if (ablations := [a for s in selections if bn.hook in s for a in s[bn.hook].ablations])
+    ]
     plan = UnlearnPlan(
         bottleneck_hash=bottleneck.content_hash,
         bottleneck_source=bottleneck.source,
         hook=bottleneck.hook,
-        ablations=[a for s in selections for a in s.ablations],
+        ablations=[a for s in selections for a in s[bottleneck.hook].ablations],
         facts=list(forget),
         strict=strict,
         bottleneck=bottleneck,
+        later=later,
     )
     plan.results = _results(model, plan, retain, before, selections, shared)
     plan.seconds = round(time.time() - t0, 2)
     return plan
+
+
+def _bottlenecks(bottleneck) -> list[Bottleneck]:
+    """`unlearn`'s bottleneck argument as a list, checked: one per hook."""
+    many = [bottleneck] if isinstance(bottleneck, Bottleneck) else list(bottleneck or [])
+    if not many:
+        raise BadInput("no bottleneck given: pass one, or a list of them at different hooks")
+    for bn in many:
+        if not isinstance(bn, Bottleneck):
+            raise BadType(f"bottleneck must be a codecut Bottleneck, got {type(bn).__name__}")
+    hooks = [bn.hook for bn in many]
+    if len(set(hooks)) < len(hooks):
+        raise BadInput(f"give at most one bottleneck per hook, got hooks {hooks}")
+    return many
+
+
+def _select(
+    model: Model,
+    bottlenecks: list[Bottleneck],
+    fact: Fact,
+    retain: list[Fact],
+    pool: list[Fact],
+    config: SelectConfig,
+    strict: bool,
+    shared: RetainCache,
+) -> dict[str, Selection]:
+    """One fact's cuts, by hook: the first bottleneck's search, then, while the fact holds in a
+    prompt or a format, the next bottleneck's with the cuts so far in place (a later cut is kept
+    where it completes the removal). The first hook is always there (an empty Selection when
+    only a later bottleneck could cut)."""
+    first, rest = bottlenecks[0], bottlenecks[1:]
+    started = time.monotonic()
+    budget = config.max_seconds
+    own = (
+        config if not rest or budget is None else replace(config, max_seconds=budget * FIRST_SHARE)
+    )
+    try:
+        chosen = {first.hook: select(model, first, fact, retain, pool, own, strict, shared)}
+    except BadInput as e:
+        if not rest:
+            raise
+        log.info("%s: %s; on to %s", first.hook, e, rest[0].hook)
+        chosen = {}
+    handles: list[Attachment] = []
+    try:
+        for bn in rest:
+            if chosen and _done(list(chosen.values())[-1], config):
+                break
+            left = None if budget is None else budget - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                break
+            for hook, s in chosen.items():  # the cuts so far, in place
+                handles.append(
+                    attach(model, _by_hook(bottlenecks, hook), error_term=not strict,
+                           ablations=s.ablations)
+                )  # fmt: skip
+            try:
+                s = select(model, bn, fact, retain, pool, replace(config, max_seconds=left), strict)
+            except BadInput as e:
+                log.info("%s: %s", bn.hook, e)
+                continue
+            finally:
+                while handles:
+                    handles.pop().remove()
+            previous = list(chosen.values())[-1] if chosen else None
+            if s.success and (previous is None or not previous.success or s.formats_lost):
+                chosen[bn.hook] = s
+    finally:
+        while handles:
+            handles.pop().remove()
+    if not chosen:
+        raise BadInput(f"no code could be cut for {fact.prompt!r} within the retain budget")
+    if first.hook not in chosen:
+        family = FAMILIES[0] if first.has_stats else ZERO_FAMILIES[0]
+        chosen = {first.hook: Selection(family, [], [], False, 1.0, 1.0), **chosen}
+    return chosen
+
+
+def _done(selection: Selection, config: SelectConfig) -> bool:
+    """The fact is gone from its prompts, and from the formats where any were asked."""
+    return selection.success and (selection.formats_lost or not config.formats)
+
+
+def _by_hook(bottlenecks: list[Bottleneck], hook: str) -> Bottleneck:
+    return next(bn for bn in bottlenecks if bn.hook == hook)
 
 
 def _spend(config: SelectConfig, seconds: float) -> SelectConfig:
@@ -107,14 +233,15 @@ def _results(
     plan: UnlearnPlan,
     retain: list[Fact],
     before: pd.DataFrame,
-    selections: list[Selection],
+    selections: list[dict[str, Selection]],
     shared: RetainCache,
 ) -> PlanResults:
     """Every forget fact (rows of `before`, in `plan.facts`' order) and the retain set, before
     and after the plan. The retain prompts were measured without a cut by the search (error
     term kept: the clean model's answers); with the plan, only those a cut can reach are
     measured again, the others keep their answers (not in strict mode, where every prompt
-    goes through the codes)."""
+    goes through the codes, nor with later cuts, whose reach that measurement does not know:
+    there every retain prompt is measured again)."""
     prompts, answers = prompts_and_answers(retain)
     clean = None if plan.strict or not retain else shared.get(prompts, answers)
     retain_before = retain_after = None
@@ -122,7 +249,10 @@ def _results(
         retain_before = evaluate(model, retain)
     with apply(model, plan):
         after = evaluate(model, plan.facts)
-        if clean is not None:
+        if clean is not None and plan.later:
+            retain_before = table(retain, clean.p, clean.ok)
+            retain_after = evaluate(model, retain)
+        elif clean is not None:
             p, ok = clean.p.clone(), clean.ok.clone()
             reach = reached(plan.ablations, clean.fired).nonzero().flatten()
             if len(reach):
@@ -131,9 +261,17 @@ def _results(
             retain_after = table(retain, p, ok)
         elif retain:
             retain_after = evaluate(model, retain)
+    hook = plan.hook
     facts = [
-        FactResult(b["prompt"], b["answer"], _scores(b), _scores(a), selection)
-        for (_, b), (_, a), selection in zip(before.iterrows(), after.iterrows(), selections)
+        FactResult(
+            b["prompt"],
+            b["answer"],
+            _scores(b),
+            _scores(a),
+            chosen[hook],
+            {h: s for h, s in chosen.items() if h != hook},
+        )  # fmt: skip
+        for (_, b), (_, a), chosen in zip(before.iterrows(), after.iterrows(), selections)
     ]
     if not retain:
         return PlanResults(facts)

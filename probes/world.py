@@ -250,12 +250,12 @@ def _train(seed: int, config: TrainConfig, out: Path) -> None:
     (out / "world.json").write_text(json.dumps(data, indent=1))
 
 
-def world_bottleneck(model: Model, world: World, seed: int = 0):
-    """The tests' and benchmarks' bottleneck for a world: TopK, 1024 codes, k=16, at layer 2,
-    trained on 200k activations of the world's corpus (seconds on a CPU)."""
+def world_bottleneck(model: Model, world: World, seed: int = 0, hook: str = "blocks.2.hook_out"):
+    """The tests' and benchmarks' bottleneck for a world: TopK, 1024 codes, k=16, at layer 2
+    (or `hook`), trained on 200k activations of the world's corpus (seconds on a CPU)."""
     from codecut.codebook import train_bottleneck
 
     return train_bottleneck(
-        model, "blocks.2.hook_out", "topk", n_codes=1024, k=16, tokens=200_000,
+        model, hook, "topk", n_codes=1024, k=16, tokens=200_000,
         texts=world.corpus(), batch_size=512, seed=seed,
     )  # fmt: skip

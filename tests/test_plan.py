@@ -249,6 +249,18 @@ def test_plan_file_errors_name_the_file(tmp_path):
         (tmp_path / "plan.json").write_text(json.dumps(broken))
         with pytest.raises(BadInput, match=r"plan.json: .*(ablations|Ablation)"):
             load_plan(tmp_path / "plan.json")
+    # a later bottleneck's cuts (format /2) are checked as the plan's own
+    base = {**base, "format": "codecut-plan/2", "ablations": []}
+    later = {"bottleneck_hash": "1" * 16, "bottleneck_source": "", "hook": "blocks.3.hook_out"}
+    for broken, message in (
+        ({**base, "later": {}}, "later must be a list"),
+        ({**base, "later": [5]}, r"later\[0\] must be an object"),
+        ({**base, "later": [{**later, "ablations": [[1]]}]}, r"later\[0\]\.ablations\[0\]"),
+        ({**base, "later": [{**later, "hook": ""}]}, r"later\[0\]\.hook must be a non-empty"),
+    ):
+        (tmp_path / "plan.json").write_text(json.dumps(broken))
+        with pytest.raises(BadInput, match=rf"plan.json: .*{message}"):
+            load_plan(tmp_path / "plan.json")
 
 
 def test_evaluate_with_a_plan_gives_before_and_after(world, world_bottleneck):

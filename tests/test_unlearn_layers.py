@@ -1,0 +1,110 @@
+"""Cuts in two bottlenecks at different layers: where the first cannot remove a fact, the
+second searches with the first's cut in place; one plan holds both, applies and saves both."""
+
+import pytest
+import torch
+from codecut.codebook import load_bottleneck
+from codecut.probes import unlearn as unlearn_module
+from codecut.probes.evaluate import fact_accuracy
+from codecut.probes.plan import Cut
+from codecut.probes.world import world_bottleneck as world_bottleneck_for
+
+from codecut import apply, load_plan, unlearn
+from codecut.errors import BadInput
+
+LATER = "blocks.3.hook_out"
+
+
+@pytest.fixture(scope="module")
+def later_bottleneck(world):
+    """A second world bottleneck, one layer above the first (blocks.2)."""
+    return world_bottleneck_for(*world, seed=0, hook=LATER)
+
+
+@pytest.fixture(scope="module")
+def target(world):
+    """The fact test_unlearn forgets in seed 0 (the first colour the model answers on every
+    template, from the fourth subject on), with the world's facts as the pool."""
+    model, w = world
+    facts = w.facts("all")
+    colours = {f.subject: f for f in facts if f.relation == "color"}
+    fact = next(colours[s] for s in w.subjects[3:] if fact_accuracy(model, [colours[s]]) == 1)
+    return fact, facts
+
+
+def hooked(model) -> set[str]:
+    """The hook points with a hook on them (a point's aliases, e.g. hook_resid_post, aside)."""
+    points = {id(p) for p in model.hook_dict.values() if p._forward_hooks}
+    return {name for name, p in model.hook_dict.items() if id(p) in points and "hook_out" in name}
+
+
+def test_a_fact_the_first_bottleneck_removes_needs_no_later_cut(
+    world, world_bottleneck, later_bottleneck, target
+):
+    model, _ = world
+    fact, facts = target
+    alone = unlearn(model, world_bottleneck, [fact], pool=facts)
+    both = unlearn(model, [world_bottleneck, later_bottleneck], [fact], pool=facts)
+    assert alone.results.facts[0].selection.success
+    assert both.later == [] and both.results.facts[0].later == {}
+    assert both.ablations == alone.ablations
+
+
+def test_the_second_bottleneck_removes_what_the_first_cannot(
+    world, world_bottleneck, later_bottleneck, target, monkeypatch, tmp_path
+):
+    model, _ = world
+    fact, facts = target
+    real = unlearn_module.select
+
+    def first_cannot(model, bottleneck, *args, **kwargs):
+        if bottleneck is world_bottleneck:
+            raise BadInput("no code could be cut (as if)")
+        return real(model, bottleneck, *args, **kwargs)
+
+    monkeypatch.setattr(unlearn_module, "select", first_cannot)
+    weights = {k: v.clone() for k, v in model.hf.state_dict().items()}
+    plan = unlearn(model, [world_bottleneck, later_bottleneck], [fact], pool=facts)
+    assert plan.ablations == [] and [c.hook for c in plan.later] == [LATER]
+    result = plan.results.facts[0]
+    assert not result.selection.codes and result.last is result.later[LATER]
+    assert result.last.success and not result.after.correct
+    before, after = plan.results.retain
+    assert after["accuracy"] >= before["accuracy"] - 0.05, (before, after)
+    assert hooked(model) == set()
+    with apply(model, plan):
+        assert hooked(model) == {"blocks.2.hook_out", LATER}
+        assert fact_accuracy(model, [fact]) == 0
+    assert hooked(model) == set()
+    assert all(torch.equal(v, weights[k]) for k, v in model.hf.state_dict().items())
+    # Saved beside its later bottleneck, the plan loads it from there and acts the same.
+    later_bottleneck.save(tmp_path / "bn3")
+    plan.later[0].bottleneck = load_bottleneck(tmp_path / "bn3")
+    plan.later[0].bottleneck_source = str(tmp_path / "bn3")
+    plan.save(tmp_path / "plan.json")
+    again = load_plan(tmp_path / "plan.json")
+    assert again.later[0].bottleneck_source == str(tmp_path / "bn3")
+    assert again.results.facts[0].later[LATER] == result.later[LATER]
+    with apply(model, again, bottleneck=world_bottleneck):
+        assert fact_accuracy(model, [fact]) == 0
+
+
+def test_a_later_cut_for_another_bottleneck_leaves_no_hook(
+    world, world_bottleneck, later_bottleneck
+):
+    model, w = world
+    plan = unlearn_module.UnlearnPlan(
+        world_bottleneck.content_hash, "", world_bottleneck.hook, [], w.facts()[:1],
+        bottleneck=world_bottleneck,
+    )  # fmt: skip
+    plan.later = [Cut("0" * 16, "", LATER, [], later_bottleneck)]
+    with pytest.raises(BadInput, match="made for bottleneck 0000000000000000"):
+        apply(model, plan)
+    assert hooked(model) == set()
+
+
+def test_one_bottleneck_per_hook(world, world_bottleneck, target):
+    model, _ = world
+    fact, facts = target
+    with pytest.raises(BadInput, match="one bottleneck per hook"):
+        unlearn(model, [world_bottleneck, world_bottleneck], [fact], pool=facts)
