@@ -101,7 +101,7 @@ def card(bn, facts_result: dict, out: Path, entity_samples: int) -> str:
 
 A TopK sparse autoencoder: {bn.n_codes} codes, k = {bn.cfg.k} active per token, unit-norm
 decoder rows, stored in bf16 ({size:.1f} MB). sae-lens layout: `sae_lens.SAE.load_from_disk`
-reads this directory; `codecut.load_bottleneck("smollm2-135m-instruct")` loads it.
+reads this directory; `codecut.load_bottleneck("{out.name}")` loads it.
 Content hash `{bn.content_hash}`.
 
 ## Training
