@@ -359,9 +359,26 @@ class RetainCache:
     # cache starts again.
     MAX_ROWS = 8192
 
-    def __init__(self) -> None:
+    def __init__(
+        self, parent: RetainCache | None = None, dirty: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
         self._rows: dict[tuple[str, str], _Row] = {}
         self._scores: dict[tuple, torch.Tensor] = {}
+        self._parent, self._dirty = parent, dirty
+
+    def after_cut(self, dirty: set[tuple[str, str]]) -> RetainCache:
+        """This bottleneck's cache with a cut in another bottleneck in place (`unlearn`'s later
+        bottlenecks) that reaches the (prompt, answer) pairs `dirty`: those are measured anew
+        and kept apart; every other prompt's measurement is this cache's (the cut cannot change
+        it: its codes do not fire there up to the predicting position), and what is measured of
+        them goes here too, for the next request."""
+        return RetainCache(self, frozenset(dirty))
+
+    def _home(self, key: tuple[str, str]) -> RetainCache:
+        """The cache that holds the measurement of `key` (prompt, answer)."""
+        if self._parent is not None and key not in self._dirty:
+            return self._parent
+        return self
 
     @staticmethod
     def shared(model: Model, bottleneck: Bottleneck, strict: bool) -> RetainCache:
@@ -372,9 +389,9 @@ class RetainCache:
     def get(self, prompts: list[str], answers: list[str]) -> Clean | None:
         """What `clean` measured for these prompts, if it measured all of them."""
         keys = list(zip(prompts, answers))
-        if not keys or any(k not in self._rows for k in keys):
+        if not keys or any(k not in self._home(k)._rows for k in keys):
             return None
-        rows = [self._rows[k] for k in keys]
+        rows = [self._home(k)._rows[k] for k in keys]
         return Clean(
             Prefix.stack([r.prefix for r in rows]),
             torch.tensor([r.target for r in rows], dtype=torch.long),
@@ -388,18 +405,21 @@ class RetainCache:
         self, model: Model, handle: Attachment, prompts: list[str], answers: list[str]
     ) -> Clean:
         """The prompts' answers and firing codes, each prompt measured on its first request."""
-        todo = list(dict.fromkeys(k for k in zip(prompts, answers) if k not in self._rows))
-        if len(self._rows) + len(todo) > self.MAX_ROWS:  # start again, with these prompts
-            self._rows.clear()
-            self._scores.clear()
-            todo = list(dict.fromkeys(zip(prompts, answers)))
+        keys = list(dict.fromkeys(zip(prompts, answers)))
+        todo = [k for k in keys if k not in self._home(k)._rows]
+        caches = [self] if self._parent is None else [self, self._parent]
+        if sum(len(c._rows) for c in caches) + len(todo) > self.MAX_ROWS:  # start again
+            for cache in caches:
+                cache._rows.clear()
+                cache._scores.clear()
+            todo = keys
         if todo:
             prefix = Prefix(model, handle.hook, [q for q, _ in todo])
             targets = _targets(model, [a for _, a in todo])
             p, ok, first, fired = _measure(handle, prefix, targets)
             first = first.int()  # NEVER fits int32: 70 kB a row, not 100
             for i, key in enumerate(todo):
-                self._rows[key] = _Row(
+                self._home(key)._rows[key] = _Row(
                     prefix.rows([i]), int(targets[i]), p[i].item(), bool(ok[i]), first[i], fired[i]
                 )
         return self.get(prompts, answers)
@@ -412,14 +432,15 @@ class RetainCache:
         if not rows:
             return torch.zeros(0, handle.bottleneck.n_codes)
         keys = {i: (keep.prompts[i], keep.answers[i], tuple(keep.anti[i])) for i in rows}
-        todo = [i for i in rows if keys[i] not in self._scores]
+        todo = [i for i in rows if keys[i] not in self._home(keys[i][:2])._scores]
         if todo:
             clean = self.clean(
                 model, handle, [keep.prompts[i] for i in todo], [keep.answers[i] for i in todo]
             )
             new = attributions(model, handle, keep.subset(todo), clean.prefix).scores
-            self._scores.update({keys[i]: row for i, row in zip(todo, new)})
-        return torch.stack([self._scores[keys[i]] for i in rows])
+            for i, row in zip(todo, new):
+                self._home(keys[i][:2])._scores[keys[i]] = row
+        return torch.stack([self._home(keys[i][:2])._scores[keys[i]] for i in rows])
 
 
 class _Row(NamedTuple):
@@ -681,7 +702,9 @@ class _Search:
         with the cuts so far in place (what is left to cut changes as codes go); None when no
         code scores above 0."""
         rows = held.nonzero().flatten()
-        if chosen:
+        # The formats' attributions are not measured on creation (the second stage measures
+        # them with its cuts in place); a search an earlier cut sent there measures them here.
+        if chosen or self.late[rows].any():
             self.handle.ablations[:] = self.ablations(family, chosen)
             scores = attributions(
                 self.model,
@@ -691,7 +714,7 @@ class _Search:
             ).scores
             self.handle.ablations.clear()
         else:
-            scores = self.forget_scores[rows]  # with no cut: measured on creation
+            scores = self.forget_scores[rows]  # the first stage's, with no cut: from creation
         score = scores.mean(0) - self.config.penalty * self.penalties[family.conditional]
         score[exclude] = -float("inf")
         best = int(score.argmax())

@@ -21,10 +21,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import replace
+from typing import NamedTuple
 
 import pandas as pd
-from codecut.codebook import Attachment, Bottleneck, attach
+import torch
+from codecut.codebook import Ablation, Bottleneck, attach
 from codecut.probes.evaluate import evaluate, prompts_and_answers, summary, table
 from codecut.probes.plan import (
     Cut,
@@ -110,28 +113,28 @@ def unlearn(
     retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
     # The retain prompts are measured once for every fact, and kept for the next request.
     shared = RetainCache.shared(model, bottleneck, strict)
-    selections = []
+    chosen: list[_Chosen] = []
     for i, fact in enumerate(tqdm(forget, desc="unlearning", leave=False)):
         # The first fact's time budget counts the request's setup (the default retain set).
         spent = time.time() - t0 if i == 0 else 0.0
         budget = _spend(config or SelectConfig(), spent)
-        selections.append(_select(model, bottlenecks, fact, retain, pool, budget, strict, shared))
+        chosen.append(_select(model, bottlenecks, fact, retain, pool, budget, strict, shared))
     later = [
         Cut(bn.content_hash, bn.source, bn.hook, ablations, bn)
         for bn in bottlenecks[1:]
-        if (ablations := [a for s in selections if bn.hook in s for a in s[bn.hook].ablations])
+        if (ablations := [a for c in chosen for a in _ablations(c, bn.hook)])
     ]
     plan = UnlearnPlan(
         bottleneck_hash=bottleneck.content_hash,
         bottleneck_source=bottleneck.source,
         hook=bottleneck.hook,
-        ablations=[a for s in selections for a in s[bottleneck.hook].ablations],
+        ablations=[a for c in chosen for a in _ablations(c, bottleneck.hook)],
         facts=list(forget),
         strict=strict,
         bottleneck=bottleneck,
         later=later,
     )
-    plan.results = _results(model, plan, retain, before, selections, shared)
+    plan.results = _results(model, plan, retain, before, chosen, shared)
     plan.seconds = round(time.time() - t0, 2)
     return plan
 
@@ -150,6 +153,13 @@ def _bottlenecks(bottleneck) -> list[Bottleneck]:
     return many
 
 
+class _Chosen(NamedTuple):
+    """One fact's cuts."""
+
+    selections: dict[str, Selection]  # by hook; the first bottleneck's is always there
+    reach: set[tuple[str, str]]  # the retain (prompt, answer) pairs its later cuts can change
+
+
 def _select(
     model: Model,
     bottlenecks: list[Bottleneck],
@@ -159,57 +169,84 @@ def _select(
     config: SelectConfig,
     strict: bool,
     shared: RetainCache,
-) -> dict[str, Selection]:
-    """One fact's cuts, by hook: the first bottleneck's search, then, while the fact holds in a
-    prompt or a format, the next bottleneck's with the cuts so far in place (a later cut is kept
-    where it completes the removal). The first hook is always there (an empty Selection when
-    only a later bottleneck could cut)."""
+) -> _Chosen:
+    """One fact's cuts: the first bottleneck's search, then, while the fact holds in a prompt or
+    a format, the next bottleneck's with the cuts so far in place (a later cut is kept where it
+    completes the removal). The first hook's selection is empty when only a later bottleneck
+    could cut.
+
+    A later search measures anew only the retain prompts the cuts so far reach; the others'
+    measurements are its bottleneck's process-wide ones (`RetainCache.after_cut`), made once.
+    """
     first, rest = bottlenecks[0], bottlenecks[1:]
     started = time.monotonic()
     budget = config.max_seconds
-    own = (
-        config if not rest or budget is None else replace(config, max_seconds=budget * FIRST_SHARE)
-    )
+    own = config
+    if rest and budget is not None:
+        own = replace(config, max_seconds=budget * FIRST_SHARE)
+    keys = list(zip(*prompts_and_answers(retain)))
+    chosen: dict[str, Selection] = {}
     try:
-        chosen = {first.hook: select(model, first, fact, retain, pool, own, strict, shared)}
+        chosen[first.hook] = select(model, first, fact, retain, pool, own, strict, shared)
     except BadInput as e:
         if not rest:
             raise
         log.info("%s: %s; on to %s", first.hook, e, rest[0].hook)
-        chosen = {}
-    handles: list[Attachment] = []
-    try:
-        for bn in rest:
-            if chosen and _done(list(chosen.values())[-1], config):
-                break
-            left = None if budget is None else budget - (time.monotonic() - started)
-            if left is not None and left <= 0:
-                break
-            for hook, s in chosen.items():  # the cuts so far, in place
-                handles.append(
-                    attach(model, _by_hook(bottlenecks, hook), error_term=not strict,
-                           ablations=s.ablations)
-                )  # fmt: skip
-            try:
-                s = select(model, bn, fact, retain, pool, replace(config, max_seconds=left), strict)
-            except BadInput as e:
-                log.info("%s: %s", bn.hook, e)
-                continue
-            finally:
-                while handles:
-                    handles.pop().remove()
-            previous = list(chosen.values())[-1] if chosen else None
-            if s.success and (previous is None or not previous.success or s.formats_lost):
-                chosen[bn.hook] = s
-    finally:
-        while handles:
-            handles.pop().remove()
+    dirty = _reach(shared, chosen[first.hook], keys) if chosen else set()
+    reach: set[tuple[str, str]] = set()
+    for bn in rest:
+        if chosen and _done(list(chosen.values())[-1], config):
+            break
+        left = None if budget is None else budget - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            break
+        base = RetainCache.shared(model, bn, strict)  # looked up before anything is attached
+        # In strict mode every prompt goes through the earlier bottleneck's codes: all anew.
+        cache = RetainCache() if strict else base.after_cut(dirty)
+        try:
+            with ExitStack() as cuts:
+                for hook, s in chosen.items():  # the cuts so far, in place
+                    bn_cut = _by_hook(bottlenecks, hook)
+                    cuts.enter_context(
+                        attach(model, bn_cut, error_term=not strict, ablations=s.ablations)
+                    )
+                later = replace(config, max_seconds=left)
+                s = select(model, bn, fact, retain, pool, later, strict, cache)
+        except BadInput as e:
+            log.info("%s: %s", bn.hook, e)
+            continue
+        previous = list(chosen.values())[-1] if chosen else None
+        if s.success and (previous is None or not previous.success or s.formats_lost):
+            chosen[bn.hook] = s
+            new = _reach(cache, s, keys)
+            dirty |= new
+            reach |= new
     if not chosen:
         raise BadInput(f"no code could be cut for {fact.prompt!r} within the retain budget")
     if first.hook not in chosen:
         family = FAMILIES[0] if first.has_stats else ZERO_FAMILIES[0]
         chosen = {first.hook: Selection(family, [], [], False, 1.0, 1.0), **chosen}
-    return chosen
+    return _Chosen(chosen, reach)
+
+
+def _reach(
+    cache: RetainCache, selection: Selection, keys: list[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The (prompt, answer) pairs of `keys` whose answer `selection`'s cut can change, by the
+    codes `cache` measured firing there (every pair, where it did not measure them all)."""
+    if not keys:
+        return set()
+    clean = cache.get([q for q, _ in keys], [a for _, a in keys])
+    if clean is None:
+        return set(keys)
+    rows = reached(selection.ablations, clean.fired).tolist()
+    return {k for k, hit in zip(keys, rows) if hit}
+
+
+def _ablations(chosen: _Chosen, hook: str) -> list[Ablation]:
+    """A fact's cut at `hook` (none where it has none)."""
+    selection = chosen.selections.get(hook)
+    return selection.ablations if selection is not None else []
 
 
 def _done(selection: Selection, config: SelectConfig) -> bool:
@@ -233,15 +270,15 @@ def _results(
     plan: UnlearnPlan,
     retain: list[Fact],
     before: pd.DataFrame,
-    selections: list[dict[str, Selection]],
+    chosen: list[_Chosen],
     shared: RetainCache,
 ) -> PlanResults:
     """Every forget fact (rows of `before`, in `plan.facts`' order) and the retain set, before
     and after the plan. The retain prompts were measured without a cut by the search (error
     term kept: the clean model's answers); with the plan, only those a cut can reach are
-    measured again, the others keep their answers (not in strict mode, where every prompt
-    goes through the codes, nor with later cuts, whose reach that measurement does not know:
-    there every retain prompt is measured again)."""
+    measured again (the first bottleneck's by its firing codes, the later ones' as their
+    searches found), the others keep their answers (not in strict mode, where every prompt
+    goes through the codes)."""
     prompts, answers = prompts_and_answers(retain)
     clean = None if plan.strict or not retain else shared.get(prompts, answers)
     retain_before = retain_after = None
@@ -249,12 +286,12 @@ def _results(
         retain_before = evaluate(model, retain)
     with apply(model, plan):
         after = evaluate(model, plan.facts)
-        if clean is not None and plan.later:
-            retain_before = table(retain, clean.p, clean.ok)
-            retain_after = evaluate(model, retain)
-        elif clean is not None:
+        if clean is not None:
             p, ok = clean.p.clone(), clean.ok.clone()
-            reach = reached(plan.ablations, clean.fired).nonzero().flatten()
+            later = set().union(*(c.reach for c in chosen))
+            reach = reached(plan.ablations, clean.fired)
+            reach |= torch.tensor([k in later for k in zip(prompts, answers)], dtype=torch.bool)
+            reach = reach.nonzero().flatten()
             if len(reach):
                 p[reach], ok[reach] = clean.prefix.rows(reach).scores(clean.targets[reach])
             retain_before = table(retain, clean.p, clean.ok)
@@ -268,10 +305,10 @@ def _results(
             b["answer"],
             _scores(b),
             _scores(a),
-            chosen[hook],
-            {h: s for h, s in chosen.items() if h != hook},
+            c.selections[hook],
+            {h: s for h, s in c.selections.items() if h != hook},
         )  # fmt: skip
-        for (_, b), (_, a), chosen in zip(before.iterrows(), after.iterrows(), selections)
+        for (_, b), (_, a), c in zip(before.iterrows(), after.iterrows(), chosen)
     ]
     if not retain:
         return PlanResults(facts)

@@ -103,3 +103,23 @@ def test_a_full_retain_cache_starts_again_with_the_prompts_asked(twelve, world_b
     assert len(small._rows) == 7  # started again: what was asked, not the old rows
     assert again.ok[:6].tolist() == together.ok[6:].tolist()
     torch.testing.assert_close(again.p[:6], together.p[6:], atol=1e-5, rtol=1e-4)
+
+
+def test_a_cache_after_a_cut_measures_anew_only_what_the_cut_reaches(twelve, world_bottleneck):
+    """`after_cut` (a later bottleneck's search with an earlier cut in place): the prompts the
+    cut reaches are measured anew and kept apart; the others come from the parent cache, and
+    what is measured of them goes there, for the next request."""
+    model, prompts, answers, together = twelve
+    reached = {(prompts[0], answers[0])}
+    with attach(model, world_bottleneck) as handle:
+        base = RetainCache()
+        base.clean(model, handle, prompts[:6], answers[:6])
+        parent_row = base._rows[(prompts[1], answers[1])]
+        after = base.after_cut(reached)
+        got = after.clean(model, handle, prompts, answers)
+    assert set(after._rows) == reached
+    assert set(base._rows) == set(zip(prompts, answers))  # the 6 new ones went to the parent
+    assert base._rows[(prompts[1], answers[1])] is parent_row  # not measured again
+    assert after._rows[(prompts[0], answers[0])] is not base._rows[(prompts[0], answers[0])]
+    assert got.ok.tolist() == together.ok.tolist()
+    torch.testing.assert_close(got.p, together.p, atol=1e-5, rtol=1e-4)

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from codecut.codebook.saefile import shipped_for
 from codecut.probes.evaluate import to_json
 from codecut.probes.plan import PlanResults
 
@@ -189,6 +190,13 @@ def test_saved_plan_names_its_bottleneck_relative_to_itself(world, world_bottlen
 def test_shipped_bottleneck_is_named_by_registry_name(tmp_path):
     bn = load_bottleneck("smollm2-135m-instruct")
     assert bn.source == "smollm2-135m-instruct"
+    # the model's shipped bottlenecks, its default first (what `codecut unlearn` cuts in)
+    assert shipped_for("smollm2-135m-instruct") == [
+        "smollm2-135m-instruct",
+        "smollm2-135m-instruct-l18",
+    ]
+    assert load_bottleneck("smollm2-135m-instruct-l18").hook == "blocks.18.hook_out"
+    assert shipped_for("no-such-model") == []
     plan = make_plan(bn, [1], [])
     plan.save(tmp_path / "plan.json")
     assert json.loads((tmp_path / "plan.json").read_text())["bottleneck_source"] == bn.source
