@@ -386,6 +386,10 @@ class RetainCache:
         looked up before the search attaches the bottleneck (an attachment is a new hook)."""
         return kept(model, ("retain", bottleneck.hook, strict), RetainCache, bottleneck)
 
+    def missing(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (prompt, answer) pairs of `keys` not measured yet."""
+        return [k for k in keys if k not in self._home(k)._rows]
+
     def get(self, prompts: list[str], answers: list[str]) -> Clean | None:
         """What `clean` measured for these prompts, if it measured all of them."""
         keys = list(zip(prompts, answers))
