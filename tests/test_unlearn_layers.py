@@ -1,6 +1,8 @@
 """Cuts in two bottlenecks at different layers: where the first cannot remove a fact, the
 second searches with the first's cut in place; one plan holds both, applies and saves both."""
 
+import time
+
 import pytest
 import torch
 from codecut.codebook import load_bottleneck
@@ -8,6 +10,7 @@ from codecut.probes import unlearn as unlearn_module
 from codecut.probes.evaluate import fact_accuracy, summary
 from codecut.probes.plan import Cut
 from codecut.probes.retain import default_retain
+from codecut.probes.search import RetainCache
 from codecut.probes.world import world_bottleneck as world_bottleneck_for
 
 from codecut import apply, evaluate, load_plan, unlearn
@@ -115,3 +118,19 @@ def test_one_bottleneck_per_hook(world, world_bottleneck, target):
     fact, facts = target
     with pytest.raises(BadInput, match="one bottleneck per hook"):
         unlearn(model, [world_bottleneck, world_bottleneck], [fact], pool=facts)
+
+
+def test_the_later_retain_prompts_are_measured_as_time_allows(world, later_bottleneck, target):
+    """Within a time budget a later search starts only with its retain prompts measured; they
+    are measured a chunk at a time until the deadline, and kept (the next request finds them)."""
+    model, _ = world
+    fact, facts = target
+    keys = [(f.prompt, f.answer) for f in facts if f.subject != fact.subject][:40]
+    cache = RetainCache()
+    unlearn_module._measure_as_time_allows(model, later_bottleneck, cache, keys, 0.0)
+    assert cache.missing(keys) == keys  # past the deadline: nothing measured
+    unlearn_module._measure_as_time_allows(
+        model, later_bottleneck, cache, keys, time.monotonic() + 600
+    )
+    assert cache.missing(keys) == []
+    assert hooked(model) == set()
