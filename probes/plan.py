@@ -188,7 +188,7 @@ class UnlearnPlan:
     @property
     def codes(self) -> list[int]:
         """Every code id the plan cuts in its first bottleneck (`later` has the others')."""
-        return sorted({c for a in self.ablations for c in a.codes})
+        return self.own.codes
 
     def to_dict(self) -> dict[str, Any]:
         return {

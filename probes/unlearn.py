@@ -184,33 +184,38 @@ def _select(
     measurements are its bottleneck's process-wide ones (`RetainCache.after_cut`), made once.
     """
     first, rest = bottlenecks[0], bottlenecks[1:]
+    if not rest:
+        return _Chosen(
+            {first.hook: select(model, first, fact, retain, pool, config, strict, shared)}, set()
+        )
     started = time.monotonic()
     budget = config.max_seconds
-    own = config
-    if rest and budget is not None:
-        own = replace(config, max_seconds=budget * FIRST_SHARE)
+    own = config if budget is None else replace(config, max_seconds=budget * FIRST_SHARE)
     keys = list(zip(*prompts_and_answers(retain)))
     chosen: dict[str, Selection] = {}
     try:
         chosen[first.hook] = select(model, first, fact, retain, pool, own, strict, shared)
     except BadInput as e:
-        if not rest:
-            raise
         log.info("%s: %s; on to %s", first.hook, e, rest[0].hook)
     dirty = _reach(shared, chosen[first.hook], keys) if chosen else set()
     reach: set[tuple[str, str]] = set()
     for bn in rest:
-        if chosen and _done(list(chosen.values())[-1], config):
+        last = next(reversed(chosen.values()), None)  # the selection that ended the search so far
+        if last is not None and _done(last, config):
             break
-        base = RetainCache.shared(model, bn, strict)  # looked up before anything is attached
-        clean = [k for k in keys if k not in dirty]
-        if budget is not None and not strict:
-            _measure_as_time_allows(model, bn, base, clean, started + budget)
+        if strict:  # every prompt goes through the earlier bottleneck's codes: all anew
+            cache = RetainCache()
+        else:
+            base = RetainCache.shared(model, bn, strict)  # looked up before anything is attached
+            clean = [k for k in keys if k not in dirty]
+            if budget is not None:
+                _measure_as_time_allows(model, bn, base, clean, started + budget)
+                if base.missing(clean):
+                    break
+            cache = base.after_cut(dirty)
         left = None if budget is None else budget - (time.monotonic() - started)
-        if left is not None and (left < LATER_MIN_SECONDS or base.missing(clean)):
+        if left is not None and left < LATER_MIN_SECONDS:
             break
-        # In strict mode every prompt goes through the earlier bottleneck's codes: all anew.
-        cache = RetainCache() if strict else base.after_cut(dirty)
         try:
             with ExitStack() as cuts:
                 for hook, s in chosen.items():  # the cuts so far, in place
@@ -223,8 +228,7 @@ def _select(
         except BadInput as e:
             log.info("%s: %s", bn.hook, e)
             continue
-        previous = list(chosen.values())[-1] if chosen else None
-        if s.success and (previous is None or not previous.success or s.formats_lost):
+        if s.success and (last is None or not last.success or s.formats_lost):
             chosen[bn.hook] = s
             new = _reach(cache, s, keys)
             dirty |= new
