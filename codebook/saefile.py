@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from codecut.codebook.bottleneck import Bottleneck, BottleneckConfig
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from codecut.errors import BadInput, NotFound
@@ -150,23 +150,25 @@ def _read(path: Path) -> Bottleneck:
             data = handle_config_defaulting(data)
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as e:
         raise BottleneckFileError(f"{cfg_file} is not a valid sae-lens config ({e})") from None
+    cfg = _config(data, cfg_file)
+    if cfg.kind == "codebook":
+        register_with_sae_lens()
+    # The shapes the config implies, checked against the files' headers before anything is
+    # allocated: a config with a wrong (say huge) d_sae must not allocate gigabytes first.
+    with torch.device("meta"):
+        meta = Bottleneck(cfg)
+    expected = {name: tuple(p.shape) for name, p in meta.named_parameters()}
+    _check_shapes(weights_file, expected, cfg_file)
+    stats_file = path / STATS
+    if stats_file.is_file():
+        stats_shapes = {name: tuple(b.shape) for name, b in meta.named_buffers()}
+        _check_shapes(stats_file, stats_shapes, cfg_file)
     try:
         weights = load_file(weights_file)
     except (SafetensorError, OSError, ValueError) as e:
         raise BottleneckFileError(f"{weights_file} is corrupt or truncated ({e})") from None
-    cfg = _config(data, cfg_file)
-    if cfg.kind == "codebook":
-        register_with_sae_lens()
     bn = Bottleneck(cfg)
-    expected = {name: tuple(p.shape) for name, p in bn.named_parameters()}
-    got = {name: tuple(t.shape) for name, t in weights.items() if name in expected}
-    if got != expected:
-        raise BottleneckFileError(
-            f"{weights_file} does not match {cfg_file}: expected tensors {expected}, found "
-            f"{ {n: tuple(t.shape) for n, t in weights.items()} }"
-        )
     state = {name: weights[name].float() for name in expected}
-    stats_file = path / STATS
     if "content_hash" in data.get("codecut", {}) and not stats_file.is_file():
         # codecut writes the stats with the weights (its content hash covers them); a foreign
         # sae-lens directory has none and loads without (clamp ablations then refuse).
@@ -189,6 +191,23 @@ def _read(path: Path) -> Bottleneck:
             f"({bn.content_hash} != {recorded}): the file was changed or damaged"
         )
     return bn
+
+
+def _check_shapes(file: Path, expected: dict[str, tuple[int, ...]], cfg_file: Path) -> None:
+    """Refuse a safetensors file whose tensors (read from its header alone: nothing is loaded)
+    do not have the shapes `cfg_file` implies, naming the first that differs."""
+    try:
+        with safe_open(file, "pt") as f:
+            found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BottleneckFileError(f"{file} is corrupt or truncated ({e})") from None
+    for name, shape in expected.items():
+        if found.get(name) != shape:
+            has = f"has {list(found[name])}" if name in found else "is missing"
+            raise BottleneckFileError(
+                f"{file} does not match {cfg_file}: tensor {name} {has}, the config "
+                f"(d_in, d_sae) implies {list(shape)}; fix {CFG} or use the matching weights"
+            )
 
 
 def _config(data: dict[str, Any], cfg_file: Path) -> BottleneckConfig:
