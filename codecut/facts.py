@@ -11,6 +11,11 @@ from codecut.errors import BadInput, NotFound
 from codecut.io import write_text
 
 REQUIRED = ("subject", "relation", "prompt", "answer")
+# What `read_utf8` asks for when given a directory, by the kind of file.
+EXPECTED = {
+    "facts": "a JSONL file of facts, one JSON object a line",
+    "texts": "a text file, documents separated by blank lines",
+}
 
 
 @dataclass
@@ -80,6 +85,8 @@ def read_utf8(path: str | os.PathLike, what: str) -> str:
     """The text of a user's file (`what`: "facts", "texts", ... for the messages), UTF-8 with an
     optional BOM; a missing file or a bad byte is an error naming the file (and the line)."""
     path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{what} file {path} is a directory; give {EXPECTED.get(what, 'a file')}")
     if not path.is_file():
         raise NotFound(f"{what} file {path} does not exist")
     data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a BOM some editors write
