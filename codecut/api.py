@@ -23,6 +23,7 @@ from codecut.probes.finetune import finetune_config
 from codecut.probes.finetune import finetune_unlearn as _finetune_unlearn
 from codecut.probes.plan import apply as _apply
 from codecut.probes.unlearn import unlearn as _unlearn
+from codecut.probes.unlearn import unlearn_request
 
 F = TypeVar("F", bound=Callable)
 
@@ -57,4 +58,4 @@ apply = _any_model(_apply)
 evaluate = _any_model(_evaluate)
 finetune_unlearn = _any_model(_finetune_unlearn, check=finetune_config)
 train_bottleneck = _any_model(_train_bottleneck, check=train_config, optional=True)
-unlearn = _any_model(_unlearn)
+unlearn = _any_model(_unlearn, check=unlearn_request)

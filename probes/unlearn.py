@@ -70,8 +70,8 @@ LATER_MIN_SECONDS = 10.0
 def unlearn(
     model: Model,
     bottleneck: Bottleneck | Sequence[Bottleneck],
-    forget: list[Fact],
-    retain: list[Fact] | None = None,
+    forget: Fact | list[Fact],
+    retain: Fact | list[Fact] | None = None,
     pool: list[Fact] | None = None,
     config: SelectConfig | None = None,
     strict: bool = False,
@@ -82,10 +82,12 @@ def unlearn(
         model: the model that knows the facts.
         bottleneck: the bottleneck to cut codes in (its hook is used), or several at different
             hooks, tried in order for a fact the earlier ones did not remove (see above).
-        forget: facts to forget; each must be known by the model (greedy answer).
+        forget: facts to forget (or one fact); each must be known by the model (greedy
+            answer). A fact given twice is searched once, with a warning.
         retain: facts that must survive; default: `retain.default_retain` (the known facts of
             `pool` and the example facts about a forget fact's subject or of its relation, and a
-            few unrelated ones). Forget facts' own (subject, relation) pairs are left out of it.
+            few unrelated ones). Forget facts' own (subject, relation) pairs are left out of it
+            (with a warning when given here; an error when that leaves none).
         pool: known facts to draw counterfactual answers and the default retain set from;
             default: `retain`, else the shipped example facts.
         config: the search's options (default `SelectConfig()`).
@@ -96,14 +98,10 @@ def unlearn(
     Returns the plan, with `results` (a `PlanResults`) and `seconds` filled in.
     """
     t0 = time.time()
-    bottlenecks = _bottlenecks(bottleneck)
+    bottlenecks, forget, retain, repeated = unlearn_request(bottleneck, forget, retain)
+    if repeated:
+        log.warning("%d repeated forget fact(s) left out: each fact is searched once", repeated)
     bottleneck = bottlenecks[0]
-    if not forget:
-        raise BadInput("nothing to forget: the forget set is empty")
-    if not all(isinstance(f, Fact) for f in forget):
-        raise BadType(
-            "forget must be a list of codecut.Fact (read a JSONL file with codecut.load_facts)"
-        )
     if pool is None:
         pool = list(retain) if retain else example_facts()
     before = evaluate(model, forget)
@@ -115,6 +113,10 @@ def unlearn(
     forget_keys = {(f.subject, f.relation) for f in forget}
     if retain is None:
         retain = default_retain(model, forget, pool)
+    elif dropped := sum((f.subject, f.relation) in forget_keys for f in retain):
+        log.warning(
+            "%d retain fact(s) left out: they have a forget fact's subject and relation", dropped
+        )
     retain = [f for f in retain if (f.subject, f.relation) not in forget_keys]
     # The retain prompts are measured once for every fact, and kept for the next request.
     shared = RetainCache.shared(model, bottleneck, strict)
@@ -142,6 +144,60 @@ def unlearn(
     plan.results = _results(model, plan, retain, before, chosen, shared)
     plan.seconds = round(time.time() - t0, 2)
     return plan
+
+
+class Request(NamedTuple):
+    """`unlearn`'s arguments but the model, checked (`unlearn_request`)."""
+
+    bottlenecks: list[Bottleneck]
+    forget: list[Fact]  # each fact once
+    retain: list[Fact] | None  # as given (one Fact: a list of one)
+    repeated: int  # forget facts given more than once, left out
+
+
+def unlearn_request(
+    bottleneck: Bottleneck | Sequence[Bottleneck],
+    forget: Fact | list[Fact],
+    retain: Fact | list[Fact] | None = None,
+    pool: list[Fact] | None = None,
+    config: SelectConfig | None = None,
+    strict: bool = False,
+) -> Request:
+    """Check `unlearn`'s arguments but the model, so that a hopeless request fails before the
+    model is loaded or run (the command line and `codecut.unlearn` call it first).
+
+    One Fact is a list of one; a forget fact given twice is kept once (each copy would run
+    the same search again). A retain set whose every fact has a forget fact's (subject,
+    relation) is refused: those are left out of it, and a plan checked against no retain fact
+    would report full retention for nothing."""
+    del pool, config, strict  # checked where they are used
+    bottlenecks = _bottlenecks(bottleneck)
+    if isinstance(forget, Fact):
+        forget = [forget]
+    if isinstance(retain, Fact):
+        retain = [retain]
+    if not forget:
+        raise BadInput("nothing to forget: the forget set is empty")
+    if not isinstance(forget, Sequence) or not all(isinstance(f, Fact) for f in forget):
+        raise BadType(
+            "forget must be a codecut.Fact or a list of them (read a JSONL file with "
+            "codecut.load_facts)"
+        )
+    unique: list[Fact] = []
+    for f in forget:
+        if f not in unique:
+            unique.append(f)
+    if retain is not None:
+        if not isinstance(retain, Sequence) or not all(isinstance(f, Fact) for f in retain):
+            raise BadType("retain must be a codecut.Fact or a list of them, or None")
+        keys = {(f.subject, f.relation) for f in unique}
+        if retain and all((f.subject, f.relation) in keys for f in retain):
+            raise BadInput(
+                "every retain fact has a forget fact's subject and relation, so none is left "
+                "to check the cut against: give other facts to keep (or leave retain out for "
+                "the default set)"
+            )
+    return Request(bottlenecks, unique, retain, len(forget) - len(unique))
 
 
 def _bottlenecks(bottleneck) -> list[Bottleneck]:
