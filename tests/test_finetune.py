@@ -249,13 +249,13 @@ def test_cli_round_trip(task, tmp_path, capsys):
     [
         (
             "method",
-            "unknown method 'forget'; known methods: ga, graddiff, npo, simnpo, rmu, "
+            "unknown --method 'forget'; known methods: ga, graddiff, npo, simnpo, rmu, "
             "flat, snap, antisample, bake",
         ),
         ("unknown", "the model does not know"),
         ("out", "exists and is not empty"),
-        ("bake", "method bake needs a plan"),
-        ("retain", "method graddiff needs retain facts"),
+        ("bake", "--method bake needs a --plan"),
+        ("retain", "--method graddiff needs --retain facts"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(task, tmp_path, capsys, case, message):

@@ -18,6 +18,11 @@ from codecut.facts import Fact
 STEPS = 100  # at most; a run stops early once the forget answer is gone
 LR = 1e-5
 MIN_STEPS = 5  # before an early stop (or every step, when fewer): one lucky step does not end it
+# The CLI flag of each argument `finetune_config` checks, for its messages.
+CLI_NAMES = {
+    "method": "--method", "retain": "--retain", "plan": "--plan", "params": "--params",
+    "steps": "--steps", "lr": "--lr", "batch_size": "--batch-size", "save_dir": "--out",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,25 +70,36 @@ def finetune_config(
     seed: int = 0,
     save_dir: str | os.PathLike | None = None,
     batch_size: int | None = None,
+    names: dict[str, str] | None = None,
     **options,
 ) -> FinetuneConfig:
     """Check a request (the arguments of `finetune_unlearn` but the model) and return its
-    config; a hopeless one is a one-line error before anything is loaded, copied or written."""
+    config; a hopeless one is a one-line error before anything is loaded, copied or written.
+    `names` maps arguments to what the user typed (`CLI_NAMES` for the command line)."""
+
+    def name(arg: str) -> str:
+        return (names or {}).get(arg, arg)
+
     if method not in METHODS:
-        raise BadInput(f"unknown method {method!r}; known methods: {', '.join(METHODS)}")
+        raise BadInput(f"unknown {name('method')} {method!r}; known methods: {', '.join(METHODS)}")
     if not forget:
         raise BadInput("nothing to forget: the forget set is empty")
-    for name, facts in (("forget", forget), ("retain", retain or [])):
-        if not all(isinstance(f, Fact) for f in facts):
+    for arg, facts in (("forget", forget), ("retain", retain or [])):
+        if isinstance(facts, Fact) or not all(isinstance(f, Fact) for f in facts):
             raise BadType(
-                f"{name} must be a list of codecut.Fact (read a JSONL file with codecut.load_facts)"
+                f"{arg} must be a list of codecut.Fact (read a JSONL file with codecut.load_facts)"
             )
     if method in NEEDS_RETAIN and not retain:
-        raise BadInput(f"method {method} needs retain facts (its loss keeps them)")
+        raise BadInput(
+            f"{name('method')} {method} needs {name('retain')} facts (its loss keeps them)"
+        )
     if method == "bake" and plan is None:
-        raise BadInput("method bake needs a plan to make permanent (codecut.unlearn makes one)")
+        raise BadInput(
+            f"{name('method')} bake needs a {name('plan')} to make permanent "
+            "(codecut.unlearn makes one)"
+        )
     if method != "bake" and plan is not None:
-        raise BadInput(f"a plan is for method bake only, not {method}")
+        raise BadInput(f"a {name('plan')} is for {name('method')} bake only, not {method}")
     if plan is not None and not isinstance(plan, UnlearnPlan):
         raise BadType(f"plan must be an UnlearnPlan, got {type(plan).__name__}")
     known = method_options(method)
@@ -95,20 +111,22 @@ def finetune_config(
         )
     check_options(method, options)
     if not (isinstance(steps, int) and steps >= 1):
-        raise BadInput(f"steps must be a whole number >= 1, got {steps!r}")
+        raise BadInput(f"{name('steps')} must be a whole number >= 1, got {steps!r}")
     if min_steps is None:
         min_steps = min(MIN_STEPS, steps)
     if not (isinstance(min_steps, int) and 0 <= min_steps <= steps):
         raise BadInput(f"min_steps must be a whole number from 0 to steps ({steps})")
     if not lr > 0:
-        raise BadInput(f"lr must be > 0, got {lr!r}")
+        raise BadInput(f"{name('lr')} must be > 0, got {lr!r}")
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
-        raise BadInput(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        raise BadInput(f"{name('batch_size')} must be a whole number >= 1, got {batch_size!r}")
     if params is not None:
-        params_.parse(params)
+        params_.parse(params, name("params"))
     if save_dir is not None and Path(save_dir).exists():
         if not Path(save_dir).is_dir() or any(Path(save_dir).iterdir()):
-            raise BadInput(f"{save_dir} exists and is not empty; choose a new directory")
+            raise BadInput(
+                f"{name('save_dir')} {save_dir} exists and is not empty; choose a new directory"
+            )
     return FinetuneConfig(
         method, params, steps, lr, min_steps, seed, batch_size, {**known, **options}
     )

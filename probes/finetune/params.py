@@ -27,9 +27,10 @@ FORMS = (
 LORA_RANK = 8
 
 
-def parse(spec: str) -> tuple[str, int, int]:
+def parse(spec: str, name: str = "params") -> tuple[str, int, int]:
     """(kind, a, b) of a spec: ("all", 0, 0), ("last", N, 0), ("mlp", A, B) or ("lora", R, 0);
-    checked for its form only (the model's depth is checked by `trainable`)."""
+    checked for its form only (the model's depth is checked by `trainable`). `name`: what the
+    user called the argument, for the messages."""
     if spec == "all":
         return "all", 0, 0
     if m := re.fullmatch(r"last:(\d+)", spec):
@@ -39,9 +40,9 @@ def parse(spec: str) -> tuple[str, int, int]:
     if m := re.fullmatch(r"lora(?::(\d+))?", spec):
         rank = int(m[1] or LORA_RANK)
         if rank < 1:
-            raise BadInput(f"params {spec!r}: the LoRA rank must be >= 1")
+            raise BadInput(f"{name} {spec!r}: the LoRA rank must be >= 1")
         return "lora", rank, 0
-    raise BadInput(f"params {spec!r}: use {FORMS}")
+    raise BadInput(f"{name} {spec!r}: use {FORMS}")
 
 
 @contextmanager
