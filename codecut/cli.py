@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,9 +130,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.strict and args.plan:
         raise BadInput("--strict and --plan do not combine: a plan keeps the error term")
     facts = codecut.load_facts(args.facts)
-    model = codecut.load_model(args.model)
+    plan = codecut.load_plan(args.plan) if args.plan else None  # bad files fail before the model
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
-    plan = codecut.load_plan(args.plan) if args.plan else None
+    model = codecut.load_model(args.model)
     table = codecut.evaluate(model, facts, bottleneck=bottleneck, strict=args.strict, plan=plan)
     if args.json:
         print(json.dumps(codecut.probes.evaluate.to_json(table), indent=1))
@@ -240,17 +242,18 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
 def cmd_unlearn(args: argparse.Namespace) -> None:
     """Choose the codes to cut so the model forgets the facts; write the plan."""
-    forget = codecut.load_facts(args.forget)
-    retain = codecut.load_facts(args.retain) if args.retain else None
-    model = codecut.load_model(args.model)
     from codecut.codebook.saefile import shipped_for
     from codecut.probes.search import SelectConfig
+    from codecut.probes.unlearn import unlearn_request
 
+    # Every input is checked before the model loads: a bad one fails in seconds.
+    check_out_file(args.out, "--out", "plan.json")
+    forget = codecut.load_facts(args.forget)
+    retain = codecut.load_facts(args.retain) if args.retain else None
     names = args.bottleneck or shipped_for(args.model) or [args.model]
     bottlenecks = [codecut.load_bottleneck(name) for name in names]
-
-    if args.max_seconds is not None and not args.max_seconds > 0:
-        raise BadInput(f"--max-seconds {args.max_seconds}: give a number of seconds > 0")
+    unlearn_request(bottlenecks, forget, retain)
+    model = codecut.load_model(args.model)
     config = SelectConfig(max_seconds=args.max_seconds)
     plan = codecut.unlearn(
         model, bottlenecks, forget, retain=retain, config=config, strict=args.strict
@@ -269,6 +272,8 @@ def cmd_attack(args: argparse.Namespace) -> None:
 
     if args.lora < 0:
         raise BadInput(f"--lora {args.lora}: the LoRA rank must be >= 1 (0: all weights)")
+    if args.plot:  # before the attack (minutes): a plot that cannot be written fails now
+        check_out_file(args.plot, "--plot", "card.png")
     facts = codecut.load_facts(args.facts)
     pool = codecut.load_facts(args.pool) if args.pool else None
     texts = read_texts(args.texts) if args.texts else None
@@ -279,20 +284,36 @@ def cmd_attack(args: argparse.Namespace) -> None:
     card = codecut.attack(
         model, facts, bottleneck=bottleneck, plan=plan, pool=pool, texts=texts, config=config
     )
+    # The card is printed before the plot is drawn: a plotting failure never loses it.
+    if args.json:
+        print(json.dumps(card.to_dict(), indent=1), flush=True)
+    else:
+        table = card.table()
+        for column in ("clean", "bottleneck", "plan", "chance"):
+            table[column] = table[column].map(lambda x: "-" if x is None or x != x else f"{x:.3f}")
+        print(table.to_string(index=False))
+        print(
+            f"\nfacts attacked: {len(facts)}, neighbours: {len(card.neighbours)}, "
+            f"{card.seconds:.0f} s",
+            flush=True,
+        )
     if args.plot:
         card.plot(args.plot)
-    if args.json:
-        print(json.dumps(card.to_dict(), indent=1))
-        return
-    table = card.table()
-    for column in ("clean", "bottleneck", "plan", "chance"):
-        table[column] = table[column].map(lambda x: "-" if x is None or x != x else f"{x:.3f}")
-    print(table.to_string(index=False))
-    print(
-        f"\nfacts attacked: {len(facts)}, neighbours: {len(card.neighbours)}, {card.seconds:.0f} s"
-    )
-    if args.plot:
-        print(f"plot written to {args.plot}")
+        if not args.json:
+            print(f"plot written to {args.plot}")
+
+
+def check_out_file(path: str, flag: str, example: str) -> None:
+    """Refuse, before any long work, a file to write that could not be written: a directory,
+    or a path under a file or an unwritable folder (`example`: a file name to suggest)."""
+    out = Path(path)
+    if out.is_dir():
+        raise BadInput(f"{flag} {path} is a directory; give a file path such as {out / example}")
+    folder = next(p for p in out.absolute().parents if p.exists())  # `/` at worst
+    if not folder.is_dir():
+        raise BadInput(f"{flag} {path}: {folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInput(f"{flag} {path}: cannot write in {folder}; choose another path")
 
 
 def print_plan(plan) -> None:
@@ -323,6 +344,8 @@ def print_plan(plan) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a model's weights so it forgets the facts; write the model directory."""
+    from codecut.probes.finetune.config import CLI_NAMES, finetune_config
+
     forget = codecut.load_facts(args.forget)
     retain = codecut.load_facts(args.retain) if args.retain else None
     plan = codecut.load_plan(args.plan) if args.plan else None
@@ -330,9 +353,15 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     options = {
         "params": args.params, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size
     }  # fmt: skip
+    options = {k: v for k, v in options.items() if v is not None}
+    # Checked here first so that the messages name the flags (--lr, not lr).
+    finetune_config(
+        forget, retain, method=args.method, plan=plan, save_dir=args.out, names=CLI_NAMES,
+        **options,
+    )  # fmt: skip
     result = codecut.finetune_unlearn(
         args.model, forget, retain, method=args.method, plan=plan, bottleneck=bottleneck,
-        save_dir=args.out, **{k: v for k, v in options.items() if v is not None},
+        save_dir=args.out, **options,
     )  # fmt: skip
     r = result.record
     if args.json:
@@ -357,6 +386,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(table.to_json(orient="records", indent=1))
     else:
         print(table.drop(columns=["device"]).round(4).to_string(index=False))
+
+
+def seconds(text: str) -> float:
+    """An argument that is a time budget: a finite number of seconds > 0 (refused while the
+    arguments are parsed, before anything loads)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds > 0, e.g. 60")
+    return value
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -434,7 +475,7 @@ def parser() -> argparse.ArgumentParser:
     from codecut.probes.search import CLI_MAX_SECONDS
 
     s.add_argument(
-        "--max-seconds", type=float, default=CLI_MAX_SECONDS,
+        "--max-seconds", type=seconds, default=CLI_MAX_SECONDS,
         help="time budget per fact; when it runs out the best cut found is kept, marked "
         "unsuccessful (default: %(default)s)",
     )  # fmt: skip
@@ -505,12 +546,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except CodecutError as e:  # bad input: the message says what to do
+        close_progress_bars()
         print(f"codecut: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # files are written atomically: nothing half-written is left
+        close_progress_bars()
         print("codecut: error: interrupted", file=sys.stderr)
         return 2
     except Exception as e:  # anything else is a bug in codecut: say so, keep the traceback
+        close_progress_bars()
         log_file = write_traceback(e)
         print(
             f"codecut: error: internal error (a bug): {type(e).__name__}: {one_line(e)}; "
@@ -519,6 +563,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     return 0
+
+
+def close_progress_bars() -> None:
+    """Close the progress bars an error left open, so the error starts on a line of its own.
+
+    A bar interrupted by an exception stays open (its loop's frame lives on in the traceback)
+    with the cursor at the end of its line; closing it clears it (or, for a bar that stays,
+    ends its line)."""
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):
+        with suppress(OSError, ValueError):  # its stream closed or broken: nothing to clear
+            bar.close()
 
 
 def one_line(e: BaseException) -> str:
