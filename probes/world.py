@@ -5,9 +5,12 @@ cores, yet it has what unlearning needs — entities with several relations each
 templates per relation, and held-out paraphrase templates the model never saw in training.
 
     model, world = build_world(seed=0)      # trained once, then loaded from the cache
+    model, world, bns = fixture("world-0")  # the committed copy the tests use, with bottlenecks
     world.facts()                           # list[Fact]: prompt = first template, paraphrases = the rest
 
-Everything is deterministic by seed. The trained model is a plain HF Llama directory (a
+Everything is deterministic by seed on one processor, but another processor trains another
+world from the same seed (its float kernels round differently): whatever must be the same
+everywhere loads a committed fixture. The trained model is a plain HF Llama directory (a
 word-level tokenizer built in code, no download), cached under `cache_dir()/worlds/`.
 """
 
@@ -21,14 +24,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from codecut.codebook import Bottleneck, load_bottleneck, train_bottleneck
 from codecut.probes.evaluate import fact_accuracy
 from tqdm.auto import tqdm
 
+from codecut.errors import BadInput, NotFound
 from codecut.facts import Fact
 from codecut.io import atomic_directory
 from codecut.models import Model, cache_dir, load_model
 
 log = logging.getLogger(__name__)
+
+# The committed test worlds: see fixtures/README.md.
+FIXTURES = Path(__file__).parent / "fixtures"
 
 # Bump when the world's text or the training recipe changes: it invalidates cached worlds.
 VERSION = 1
@@ -176,7 +184,10 @@ class TrainConfig:
 def build_world(
     seed: int = 0, config: TrainConfig | None = None, cache: bool = True
 ) -> tuple[Model, World]:
-    """The trained world model and its World, from the cache when this seed/config was built."""
+    """The trained world model and its World, from the cache when this seed/config was built.
+
+    Training is deterministic on one processor but not across processors (their float kernels
+    round differently and 600 steps amplify it): tests use the committed `fixture` worlds."""
     config = config or TrainConfig()
     key = hashlib.sha256(
         json.dumps([VERSION, seed, asdict(config), torch.__version__]).encode()
@@ -185,14 +196,44 @@ def build_world(
     if not (cache and (path / "world.json").exists()):
         with atomic_directory(path) as tmp:
             _train(seed, config, tmp)
-    world_json = json.loads((path / "world.json").read_text())
+    return load_world(path)
+
+
+def load_world(path: str | Path) -> tuple[Model, World]:
+    """A world model directory written by `build_world` (an HF Llama with its world.json)."""
+    path = Path(path)
+    if not (path / "world.json").is_file():
+        raise NotFound(f"{path} holds no world model (no world.json)")
+    data = json.loads((path / "world.json").read_text())
     world = World(
-        seed=world_json["seed"],
-        table=world_json["table"],
-        relations=RELATIONS,
-        accuracy=world_json["accuracy"],
+        seed=data["seed"], table=data["table"], relations=RELATIONS, accuracy=data["accuracy"]
     )
     return load_model(path), world
+
+
+def fixture(name: str = "world-0") -> tuple[Model, World, dict[str, Bottleneck]]:
+    """A committed test world: (model, World, {hook: bottleneck}), loaded in seconds.
+
+    The fixtures were trained once by `fixtures/build.py` (its command and the content hashes
+    are in each fixture's recipe.json); the model's weights are checked against that hash."""
+    root = FIXTURES / name
+    if not (root / "recipe.json").is_file():
+        names = ", ".join(sorted(p.name for p in FIXTURES.glob("*/recipe.json")))
+        raise NotFound(f"no world fixture {name!r}: use one of {names}")
+    recipe = json.loads((root / "recipe.json").read_text())
+    digest = file_hash(root / "model" / "model.safetensors")
+    if digest != recipe["model_hash"]:
+        raise BadInput(f"{root / 'model'}: weights hash {digest}, recipe says {recipe['model_hash']}")
+    model, world = load_world(root / "model")
+    bottlenecks = {
+        hook: load_bottleneck(root / folder) for hook, folder in recipe["bottlenecks"].items()
+    }
+    return model, world, bottlenecks
+
+
+def file_hash(path: Path) -> str:
+    """16 hex digits of a file's SHA-256."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _train(seed: int, config: TrainConfig, out: Path) -> None:
@@ -253,8 +294,6 @@ def _train(seed: int, config: TrainConfig, out: Path) -> None:
 def world_bottleneck(model: Model, world: World, seed: int = 0, hook: str = "blocks.2.hook_out"):
     """The tests' and benchmarks' bottleneck for a world: TopK, 1024 codes, k=16, at layer 2
     (or `hook`), trained on 200k activations of the world's corpus (seconds on a CPU)."""
-    from codecut.codebook import train_bottleneck
-
     return train_bottleneck(
         model, hook, "topk", n_codes=1024, k=16, tokens=200_000,
         texts=world.corpus(), batch_size=512, seed=seed,
