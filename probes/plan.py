@@ -239,7 +239,7 @@ def _resolve_source(source, plan_dir: Path) -> str:
         return source
     path = Path(source)
     if not path.is_absolute():
-        return str(plan_dir / path)
+        return str((plan_dir / path).resolve())
     if not path.is_dir() and path.parent.name == "shipped" and path.name in saefile.registry():
         return path.name
     return source

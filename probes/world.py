@@ -223,7 +223,9 @@ def fixture(name: str = "world-0") -> tuple[Model, World, dict[str, Bottleneck]]
     recipe = json.loads((root / "recipe.json").read_text())
     digest = file_hash(root / "model" / "model.safetensors")
     if digest != recipe["model_hash"]:
-        raise BadInput(f"{root / 'model'}: weights hash {digest}, recipe says {recipe['model_hash']}")
+        raise BadInput(
+            f"{root / 'model'}: weights hash {digest}, recipe says {recipe['model_hash']}"
+        )
     model, world = load_world(root / "model")
     bottlenecks = {
         hook: load_bottleneck(root / folder) for hook, folder in recipe["bottlenecks"].items()

@@ -1,20 +1,43 @@
-"""Shared fixtures: the synthetic fact world (a tiny Llama that knows fictitious facts)."""
+"""Shared fixtures: the committed synthetic fact worlds (tiny Llamas that know fictitious facts).
+
+The worlds and their bottlenecks are loaded from probes/fixtures/, never trained here: a world
+trained on another processor comes out different, and no test may hinge on those bits."""
 
 import pytest
-from codecut.probes.world import build_world
-from codecut.probes.world import world_bottleneck as world_bottleneck_for
+from codecut.probes.world import fixture
+
+HOOK, LATER = "blocks.2.hook_out", "blocks.3.hook_out"
 
 
 @pytest.fixture(scope="session")
-def world():
-    """(Model, World): the bridge-wrapped world model, trained once and cached."""
-    return build_world(seed=0)
+def world_fixtures():
+    """name -> (Model, World, {hook: Bottleneck}), each committed world loaded at most once."""
+    loaded = {}
+
+    def load(name: str):
+        if name not in loaded:
+            loaded[name] = fixture(name)
+        return loaded[name]
+
+    return load
 
 
 @pytest.fixture(scope="session")
-def world_bottleneck(world):
-    """The world's TopK bottleneck (1024 codes, k=16) at layer 2, trained once per run."""
-    return world_bottleneck_for(*world, seed=0)
+def world(world_fixtures):
+    """(Model, World): the seed-0 world model, bridge-wrapped."""
+    return world_fixtures("world-0")[:2]
+
+
+@pytest.fixture(scope="session")
+def world_bottleneck(world_fixtures):
+    """The seed-0 world's TopK bottleneck (1024 codes, k=16) at layer 2."""
+    return world_fixtures("world-0")[2][HOOK]
+
+
+@pytest.fixture(scope="session")
+def later_bottleneck(world_fixtures):
+    """A second seed-0 bottleneck, one layer above the first (blocks.3)."""
+    return world_fixtures("world-0")[2][LATER]
 
 
 @pytest.fixture

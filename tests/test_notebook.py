@@ -18,22 +18,11 @@ def test_the_notebook_is_committed_without_outputs():
     assert 'os.environ.get("CODECUT_NOTEBOOK_MODEL", "world")' in code[0].source
 
 
-def test_the_quickstart_runs_on_the_world(world, world_bottleneck, tmp_path, monkeypatch):
+def test_the_quickstart_runs_on_the_world(tmp_path, monkeypatch):
     monkeypatch.delenv("CODECUT_NOTEBOOK_MODEL", raising=False)
     run = tmp_path / "run"
     shutil.copytree(NOTEBOOK.parent, run, ignore=shutil.ignore_patterns("*.ipynb_checkpoints"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    # The notebook trains the world's bottleneck with the fixture's recipe and seed; the test
-    # hands it the fixture's copy instead of training the same one again in the kernel.
-    world_bottleneck.save(tmp_path / "bn")
-    nb.cells.insert(
-        0,
-        nbformat.v4.new_code_cell(
-            "import codecut, codecut.probes.world\n"
-            "codecut.probes.world.world_bottleneck = "
-            f"lambda *args, **kwargs: codecut.load_bottleneck({str(tmp_path / 'bn')!r})"
-        ),
-    )
     # One cell more, after the notebook's own: what it computed, as JSON.
     nb.cells.append(
         nbformat.v4.new_code_cell(

@@ -213,7 +213,8 @@ def test_shipped_bottleneck_is_named_by_registry_name(tmp_path):
 def test_plan_never_saved_bottleneck_says_pass_it(world, world_bottleneck):
     model, w = world
     plan = make_plan(world_bottleneck, [1], w.facts()[:1])
-    plan.bottleneck = None  # as if loaded from a file: the bottleneck was never saved
+    plan.bottleneck = None  # as if loaded from a file whose bottleneck was never saved:
+    plan.bottleneck_source = ""  # (the fixture's bottleneck was loaded from its folder)
     with pytest.raises(BadInput, match="pass bottleneck="):
         apply(model, plan)
     with apply(model, plan, bottleneck=world_bottleneck):

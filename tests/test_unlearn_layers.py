@@ -11,18 +11,11 @@ from codecut.probes.evaluate import fact_accuracy, summary
 from codecut.probes.plan import Cut
 from codecut.probes.retain import default_retain
 from codecut.probes.search import RetainCache
-from codecut.probes.world import world_bottleneck as world_bottleneck_for
 
 from codecut import apply, evaluate, load_plan, unlearn
 from codecut.errors import BadInput
 
 LATER = "blocks.3.hook_out"
-
-
-@pytest.fixture(scope="module")
-def later_bottleneck(world):
-    """A second world bottleneck, one layer above the first (blocks.2)."""
-    return world_bottleneck_for(*world, seed=0, hook=LATER)
 
 
 @pytest.fixture(scope="module")
