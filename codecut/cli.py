@@ -254,7 +254,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     bottlenecks = [codecut.load_bottleneck(name) for name in names]
     unlearn_request(bottlenecks, forget, retain)
     model = codecut.load_model(args.model)
-    config = SelectConfig(max_seconds=args.max_seconds)
+    config = SelectConfig(max_seconds=args.max_seconds, retain_budget=args.retain_budget)
     plan = codecut.unlearn(
         model, bottlenecks, forget, retain=retain, config=config, strict=args.strict
     )
@@ -388,6 +388,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(table.drop(columns=["device"]).round(4).to_string(index=False))
 
 
+def share(text: str) -> float:
+    """An argument that is a share of accuracy: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a share of accuracy in [0, 1], e.g. 0.05")
+    return value
+
+
 def seconds(text: str) -> float:
     """An argument that is a time budget: a finite number of seconds > 0 (refused while the
     arguments are parsed, before anything loads)."""
@@ -472,12 +483,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--retain", help="JSONL file of facts to keep (default: built automatically)")
     s.add_argument("--out", required=True, help="plan file to write (JSON)")
     s.add_argument("--json", action="store_true", help="print the plan as JSON")
-    from codecut.probes.search import CLI_MAX_SECONDS
+    from codecut.probes.search import CLI_MAX_SECONDS, SelectConfig
 
     s.add_argument(
         "--max-seconds", type=seconds, default=CLI_MAX_SECONDS,
         help="time budget per fact; when it runs out the best cut found is kept, marked "
         "unsuccessful (default: %(default)s)",
+    )  # fmt: skip
+    s.add_argument(
+        "--retain-budget", type=share, default=SelectConfig.retain_budget,
+        help="largest drop of retain accuracy one cut code may cost (default: %(default)s)",
     )  # fmt: skip
     s.add_argument(
         "--strict", action="store_true",

@@ -40,6 +40,7 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -286,7 +287,7 @@ def select(
         log.warning("%r: no code chosen in max_seconds=%s", fact.prompt, config.max_seconds)
         base = search.judged[families[0].conditional].base
         return Selection(families[0], [], [], False, 1.0, base)
-    raise BadInput(f"no code could be cut for {fact.prompt!r} within the retain budget")
+    raise BadInput(search.refusal(fact))
 
 
 def _forget_probe(
@@ -494,6 +495,7 @@ class _Search:
         self.model, self.handle, self.config = model, handle, config
         self.deadline = deadline
         self.step = 0.0  # seconds the last step of the search (next code and its trial) took
+        self.cheapest: tuple[bool, float, int] | None = None  # see `note_costly`
         n = handle.bottleneck.n_codes
         self.forget_prefix = Prefix(model, handle.hook, forget.prompts)
         self.forget_targets = _targets(model, forget.answers)
@@ -599,6 +601,34 @@ class _Search:
         drop = trial.retain_accuracy < base - self.config.retain_budget
         return drop or trial.subject_lost
 
+    def note_costly(self, family: Family, code: int, trial: Trial) -> None:
+        """Keep the cheapest code that moved the answer but cost too much, for the error that
+        says what the user can do when no family finds a cut (`refusal`)."""
+        drop = self.judged[family.conditional].base - trial.retain_accuracy
+        if self.cheapest is None or (trial.subject_lost, drop) < self.cheapest[:2]:
+            self.cheapest = (trial.subject_lost, drop, code)
+
+    def refusal(self, fact: Fact) -> str:
+        """Why no cut was found, and what the user can change."""
+        budget = self.config.retain_budget
+        text = f"no code could be cut for {fact.prompt!r} within the retain budget ({budget:g})"
+        if self.cheapest is None:
+            return f"{text}: no code moves its answer; try a bottleneck at another layer"
+        subject_lost, drop, code = self.cheapest
+        if subject_lost:
+            return (
+                f"{text}: every code that moves its answer (the cheapest: code {code}) also "
+                "takes the answer of another fact about its subject; try a bottleneck at "
+                "another layer, or forget those facts too"
+            )
+        need = math.ceil(drop * 100) / 100
+        return (
+            f"{text}: the cheapest code that moves its answer (code {code}) alone costs "
+            f"{drop:.3f} of retain accuracy, so any cut costs at least that; to let the search "
+            f"try, raise the budget to {need:.2f} or more (SelectConfig.retain_budget, "
+            "--retain-budget), or try a bottleneck at another layer"
+        )
+
     def family(self, family: Family) -> Selection:
         """Add the best code while the answer holds, skipping `costly` codes.
 
@@ -641,6 +671,8 @@ class _Search:
                 trial.p_answer > result.p_answer - config.min_gain
             )
             if self.costly(family, trial) or idle_code:
+                if not idle_code:
+                    self.note_costly(family, code, trial)
                 idle += 1
                 continue
             chosen, result, idle = chosen + [code], trial, 0
@@ -719,10 +751,20 @@ class _Search:
             self.handle.ablations.clear()
         else:
             scores = self.forget_scores[rows]  # the first stage's, with no cut: from creation
-        score = scores.mean(0) - self.config.penalty * self.penalties[family.conditional]
+        attr = scores.mean(0)
+        score = attr - self.config.penalty * self.penalties[family.conditional]
         score[exclude] = -float("inf")
         best = int(score.argmax())
-        return best if score[best] > 0 else None
+        if score[best] > 0:
+            return best
+        # Every code left is predicted to cost the retain prompts more than it moves the
+        # answer. The prediction is an attribution, the trial a measurement: try the codes
+        # that move the answer most, and let the retain budget judge them. Stopping here
+        # left Findar's colour in the world trained on another processor with no cut at all
+        # (issue 28), while its one answer-carrying code costs retain prompts only in part.
+        attr[exclude] = -float("inf")
+        best = int(attr.argmax())
+        return best if attr[best] > 0 else None
 
 
 class _Judged(NamedTuple):

@@ -249,10 +249,12 @@ def _select(
     own = config if budget is None else replace(config, max_seconds=budget * FIRST_SHARE)
     keys = list(zip(*prompts_and_answers(retain)))
     chosen: dict[str, Selection] = {}
+    refused: list[str] = []  # each bottleneck's reason, for the error when none finds a cut
     try:
         chosen[first.hook] = select(model, first, fact, retain, pool, own, strict, shared)
     except BadInput as e:
         log.info("%s: %s; on to %s", first.hook, e, rest[0].hook)
+        refused.append(f"{first.hook}: {e}")
     dirty = _reach(shared, chosen[first.hook], keys) if chosen else set()
     reach: set[tuple[str, str]] = set()
     for bn in rest:
@@ -283,6 +285,7 @@ def _select(
                 s = select(model, bn, fact, retain, pool, later, strict, cache)
         except BadInput as e:
             log.info("%s: %s", bn.hook, e)
+            refused.append(f"{bn.hook}: {e}")
             continue
         if s.success and (last is None or not last.success or s.formats_lost):
             chosen[bn.hook] = s
@@ -290,7 +293,7 @@ def _select(
             dirty |= new
             reach |= new
     if not chosen:
-        raise BadInput(f"no code could be cut for {fact.prompt!r} within the retain budget")
+        raise BadInput("; ".join(refused))
     if first.hook not in chosen:
         family = FAMILIES[0] if first.has_stats else ZERO_FAMILIES[0]
         chosen = {first.hook: Selection(family, [], [], False, 1.0, 1.0), **chosen}

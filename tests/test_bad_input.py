@@ -139,6 +139,17 @@ def test_max_seconds_is_refused_while_parsing(value, no_model, capsys):
     assert f"argument --max-seconds: '{value}': give a number of seconds > 0" in err
 
 
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "nan", "much"])
+def test_retain_budget_is_refused_while_parsing(value, no_model, capsys):
+    argv = ["unlearn", "--model", "m", "--forget", "f.jsonl", "--out", "p.json"]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--retain-budget", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"argument --retain-budget: '{value}': give a share of accuracy in [0, 1]" in err
+
+
 def test_a_bad_plan_is_refused_before_the_model_loads(tmp_path, no_model, facts, capsys):
     argv = ["eval", "--model", "m", "--facts", facts, "--plan"]
     assert main([*argv, str(tmp_path / "none.json")]) == 2
