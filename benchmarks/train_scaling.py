@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from codecut.codebook.activations import collect_to_disk
 from codecut.codebook.saefile import load_bottleneck
-from codecut.probes.world import build_world
+from codecut.probes.world import fixture
 
 from codecut.io import markdown_table, write_text
 
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--codes", type=int, default=4096)
     ap.add_argument("--k", type=int, default=32)
     args = ap.parse_args()
-    model, world = build_world(seed=0)
+    model, world, _ = fixture("world-0")
     corpus = world.corpus()
     corpus_tokens = sum(len(model.tokenizer(t)["input_ids"]) for t in corpus)
     # Twice the tokens asked for: special tokens and outliers are not collected.

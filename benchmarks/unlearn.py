@@ -5,8 +5,9 @@
     python benchmarks/unlearn.py world [--limit N]
 
 `smollm2`: SmolLM2-135M-Instruct with its shipped bottleneck, over the example facts. `world`:
-the synthetic world model with the bottleneck the tests train (1024 codes, k=16, layer 2), over
-its 96 facts (prompts: training templates and held-out paraphrases).
+the committed seed-0 world (`probes/fixtures/world-0`) with the bottleneck the tests load
+(1024 codes, k=16, layer 2), over its 96 facts (prompts: training templates and held-out
+paraphrases). Freshly trained worlds: benchmarks/worlds.py.
 
 Per request: success on the prompt and on its paraphrases (the answer is no longer the greedy
 next token), retention of the same subject's other facts and of every other subject's facts
@@ -112,10 +113,10 @@ def main() -> None:
         bn = codecut.load_bottleneck(args.bottleneck or "smollm2-135m-instruct")
         facts = example_facts()
     else:
-        from codecut.probes.world import build_world, world_bottleneck
+        from codecut.probes.world import fixture
 
-        model, w = build_world(seed=0)
-        bn = world_bottleneck(model, w)
+        model, w, bottlenecks = fixture("world-0")
+        bn = bottlenecks["blocks.2.hook_out"]
         facts = w.facts("all")
     known = codecut.evaluate(model, facts)
     facts = [f for f, ok in zip(facts, known["correct"]) if ok]
