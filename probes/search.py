@@ -131,7 +131,8 @@ class SelectConfig:
             costs three times as much (long few-shot prompts): on the demo's request its
             second stage stalled at 5 format prompts for 12 trials, 20 s.
         min_gain: a kept code must take a forget prompt off the answer or lower the answer's
-            mean probability by this much.
+            mean probability by this much, or its mean log-odds by `min_log_odds`.
+        min_log_odds: see `min_gain` (nats).
         formats: the formats of the fact's prompts (`ALL_FORMATS`) that must lose the
             answer too, once the fact's prompts and paraphrases have (`Selection.formats_lost`
             says whether they did); () asks none.
@@ -158,6 +159,7 @@ class SelectConfig:
     patience: int = 8
     format_patience: int = 4
     min_gain: float = 0.005
+    min_log_odds: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ class Trial(NamedTuple):
     retain_accuracy: float  # greedy accuracy on the retain prompts the cut can reach
     held: torch.Tensor  # bool per forget prompt: still answered, or p >= p_threshold
     p_answer: float  # the answer's mean probability over the forget prompts
+    log_odds: float  # the answer's mean log-odds over them: it moves where p is saturated
     subject_lost: bool  # a retain prompt about the fact's subject lost its answer
 
 
@@ -613,7 +616,7 @@ class _Search:
         budget = self.config.retain_budget
         text = f"no code could be cut for {fact.prompt!r} within the retain budget ({budget:g})"
         if self.cheapest is None:
-            return f"{text}: no code moves its answer; try a bottleneck at another layer"
+            return f"{text}: no code it tried moves the answer; try a bottleneck at another layer"
         subject_lost, drop, code = self.cheapest
         if subject_lost:
             return (
@@ -666,9 +669,13 @@ class _Search:
                 "try code %d: forget %.2f retain %.2f held %d", code,
                 trial.forget_accuracy, trial.retain_accuracy, int(trial.held.sum()),
             )  # fmt: skip
-            # A code that moves nothing only costs retention later: skip it too.
+            # A code that moves nothing only costs retention later: skip it too. Moved is
+            # judged in probability and in log-odds: where the answer is near certain (p 0.998
+            # on a world's colour) one code cannot lower p by `min_gain`, and every code was
+            # skipped as idle (issue 28), while their log-odds add up.
             idle_code = (trial.held & active).sum() >= (result.held & active).sum() and (
                 trial.p_answer > result.p_answer - config.min_gain
+                and trial.log_odds > result.log_odds - config.min_log_odds
             )
             if self.costly(family, trial) or idle_code:
                 if not idle_code:
@@ -729,7 +736,10 @@ class _Search:
         )
         retain = keep_ok.float().mean().item() if len(keep_ok) else 1.0
         subject_lost = bool((judged.ok & ~keep_ok & judged.same).any())
-        return Trial(gone, ok.float().mean().item(), retain, held, p.mean().item(), subject_lost)
+        log_odds = p.clamp(1e-6, 1 - 1e-6).logit().mean().item()
+        return Trial(
+            gone, ok.float().mean().item(), retain, held, p.mean().item(), log_odds, subject_lost
+        )
 
     def next_code(
         self, family: Family, chosen: list[int], held: torch.Tensor, exclude: list[int]
