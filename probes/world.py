@@ -267,6 +267,7 @@ def _train(seed: int, config: TrainConfig, out: Path) -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.steps)
     gen = torch.Generator().manual_seed(seed)
     hf.train()
+    losses = []
     bar = tqdm(range(config.steps), desc="training world model", leave=False)
     for _ in bar:
         idx = torch.randint(len(ids), (config.batch_size,), generator=gen)
@@ -275,7 +276,8 @@ def _train(seed: int, config: TrainConfig, out: Path) -> None:
         loss.backward()
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
     hf.eval()
     hf.save_pretrained(out)
     tok.save_pretrained(out)
@@ -289,8 +291,18 @@ def _train(seed: int, config: TrainConfig, out: Path) -> None:
         "table": world.table,
         "accuracy": world.accuracy,
         "config": asdict(config),
+        # The mean loss of the first and the last tenth of the steps: that it fell is what a
+        # test may check of a training run (its exact bits differ from processor to processor).
+        "loss": [
+            _mean(losses[: len(losses) // 10 or 1]),
+            _mean(losses[-(len(losses) // 10 or 1) :]),
+        ],
     }
     (out / "world.json").write_text(json.dumps(data, indent=1))
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
 
 
 def world_bottleneck(model: Model, world: World, seed: int = 0, hook: str = "blocks.2.hook_out"):

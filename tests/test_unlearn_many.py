@@ -6,6 +6,7 @@ import pytest
 import torch
 from codecut.probes.evaluate import answered, fact_accuracy
 from codecut.probes.memo import clear
+from codecut.probes.search import SelectConfig
 
 from codecut import apply, unlearn
 from codecut.models import decoder_layers
@@ -47,14 +48,19 @@ def plans(world, world_bottleneck):
         len(ten) == N and len({f.subject for f in ten}) > 1 and len({f.relation for f in ten}) > 1
     )
     retain = [f for f in known if f not in ten]
+    # The search's first stage only: the formats' stage would double the time and change
+    # nothing of what is compared here (test_unlearn.py holds the formats to account).
+    config = SelectConfig(formats=())
     clear()  # nothing kept from earlier tests: each way starts cold
     with TokenCount(model) as one_plan:
-        together = unlearn(model, world_bottleneck, ten, retain=retain, pool=facts)
+        together = unlearn(model, world_bottleneck, ten, retain=retain, pool=facts, config=config)
     singles = []
     with TokenCount(model) as single_plans:
         for f in ten:  # ten requests in ten fresh processes: nothing kept between them
             clear()
-            singles.append(unlearn(model, world_bottleneck, [f], retain=retain, pool=facts))
+            singles.append(
+                unlearn(model, world_bottleneck, [f], retain=retain, pool=facts, config=config)
+            )
     return model, ten, retain, together, singles, (one_plan.tokens, single_plans.tokens)
 
 
