@@ -287,7 +287,9 @@ def _select(
             log.info("%s: %s", bn.hook, e)
             refused.append(f"{bn.hook}: {e}")
             continue
-        if s.success and (last is None or not last.success or s.formats_lost):
+        if not s.success:
+            refused.append(f"{bn.hook}: its best cut ({len(s.codes)} codes) left the answer")
+        elif last is None or not last.success or s.formats_lost:
             chosen[bn.hook] = s
             new = _reach(cache, s, keys)
             dirty |= new

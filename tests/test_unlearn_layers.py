@@ -2,6 +2,7 @@
 second searches with the first's cut in place; one plan holds both, applies and saves both."""
 
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -45,6 +46,26 @@ def test_a_fact_the_first_bottleneck_removes_needs_no_later_cut(
     assert alone.results.facts[0].selection.success
     assert both.later == [] and both.results.facts[0].later == {}
     assert both.ablations == alone.ablations
+
+
+def test_when_no_bottleneck_removes_it_the_error_gives_each_ones_reason(
+    world, world_bottleneck, later_bottleneck, target, monkeypatch
+):
+    model, _ = world
+    fact, facts = target
+    real = unlearn_module.select
+
+    def neither(model, bottleneck, *args, **kwargs):
+        if bottleneck is world_bottleneck:
+            raise BadInput("no code could be cut (as if)")
+        return replace(real(model, bottleneck, *args, **kwargs), success=False)
+
+    monkeypatch.setattr(unlearn_module, "select", neither)
+    with pytest.raises(BadInput) as e:
+        unlearn(model, [world_bottleneck, later_bottleneck], [fact], pool=facts)
+    first, later = str(e.value).split("; ")
+    assert first == "blocks.2.hook_out: no code could be cut (as if)"
+    assert later.startswith(f"{LATER}: its best cut (") and later.endswith("left the answer")
 
 
 def test_the_second_bottleneck_removes_what_the_first_cannot(
