@@ -4,12 +4,12 @@ A bottleneck at `blocks.L.hook_out` rewrites the output of layer L; nothing belo
 depends on the cut. The selector measures the same prompts dozens of times with different
 cuts, so it computes the residual stream entering layer L once per prompt (`Prefix`), then
 each measurement runs layers L and above from it (`Prefix.logits`): on SmolLM2 with the
-shipped bottleneck at layer 11, 19 of 30 layers. The logits are the full forward's: each
+shipped bottleneck at layer 12, 18 of 30 layers. The logits are the full forward's: each
 `Prefix` checks that once on its prompts and falls back to full forwards (with a warning) for
 an architecture where skipping layers changes them.
 
-    prefix = Prefix(model, "blocks.11.hook_out", prompts)    # layers 0..10 once, no gradients
-    logits = prefix.logits()            # [B, vocab] at each last position; layers 11.. only
+    prefix = Prefix(model, "blocks.12.hook_out", prompts)    # layers 0..11 once, no gradients
+    logits = prefix.logits()            # [B, vocab] at each last position; layers 12.. only
 """
 
 from __future__ import annotations
