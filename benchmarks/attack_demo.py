@@ -11,13 +11,12 @@ machine named. Run it alone.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from machine import machine as machine_name  # benchmarks/machine.py, beside this script
 
 import codecut
 from codecut.facts import example_facts
@@ -38,7 +37,7 @@ def main() -> None:
     t0 = time.time()
     card = codecut.attack(model, [target], plan=plan, pool=facts)
     attack_seconds = time.time() - t0
-    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU"
+    machine = machine_name()
     command = " ".join(["python", "benchmarks/attack_demo.py", *sys.argv[1:]])
     sel = plan.results.facts[0].selection
     record = {

@@ -19,8 +19,6 @@ the seconds are part of the answer.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from codecut.probes import search
 from codecut.probes.antisamples import make_antisamples
 from codecut.probes.attacks.format import variant_prompts
 from codecut.probes.attribution import Probe
+from machine import machine as machine_name  # benchmarks/machine.py, beside this script
 
 import codecut
 from codecut.facts import Fact, example_facts
@@ -119,7 +118,7 @@ def main() -> None:
         for variant in ("without", "with"):
             rows.append(run(model, bn, fact, examples, variant))
             print(json.dumps(rows[-1]), flush=True)
-    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU, run alone"
+    machine = f"{machine_name()}, run alone"
     out = {"machine": machine, "torch": torch.__version__, "rows": rows}
     write_text(RESULTS / "rationales.json", json.dumps(out, indent=1) + "\n")
     text = f"# Rationales in the forget probe, with and without\n\n{machine}\n\n"

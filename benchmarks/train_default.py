@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import shlex
 import sys
 import time
@@ -41,6 +40,7 @@ from codecut.codebook import TrainConfig, attach, load_bottleneck, train_bottlen
 from codecut.codebook.corpus import GENERATED_TEXTS, PACKAGE_CHARS, default_corpus, entity_prompts
 from codecut.codebook.train import DEFAULT_HOOK
 from codecut.probes.evaluate import answered
+from machine import machine as machine_name  # benchmarks/machine.py, beside this script
 from unlearn import request, spread, summarize  # benchmarks/unlearn.py, beside this script
 
 import codecut
@@ -90,7 +90,7 @@ def card(bn, facts_result: dict, out: Path, entity_samples: int) -> str:
     m, t, f = bn.cfg.extra["metrics"], bn.cfg.extra["train"], facts_result
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 2**20
     passes = t["tokens"] / max(t["unique_tokens"], 1)
-    machine = f"{platform.processor() or platform.machine()} with {torch.get_num_threads()} threads"
+    machine = machine_name()
     entities = (
         f" and {entity_samples} more from {len(entity_prompts())} openings about countries,"
         " cities and people"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import torch
 from codecut.codebook.activations import collect_to_disk
 from codecut.codebook.saefile import load_bottleneck
 from codecut.probes.world import fixture
+from machine import machine as machine_name  # benchmarks/machine.py, beside this script
 
 from codecut.io import markdown_table, write_text
 
@@ -108,7 +108,7 @@ def main() -> None:
                          "train_seconds": seconds, "tokens_per_second": round(args.large / seconds),
                          "wall_seconds": round(wall, 1),
                          "peak_rss_mib_per_process": round(mib, 1)})  # fmt: skip
-    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU"
+    machine = machine_name()
     command = " ".join(["python", "benchmarks/train_scaling.py", *sys.argv[1:]])
     meta = {"machine": machine, "command": command, "torch": torch.__version__,
             "codes": args.codes, "k": args.k, "shard_tokens": SHARD_TOKENS, "rows": rows}  # fmt: skip

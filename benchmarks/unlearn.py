@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 from codecut.probes.evaluate import answered
+from machine import machine as machine_name  # benchmarks/machine.py, beside this script
 from tqdm.auto import tqdm
 
 import codecut
@@ -151,9 +149,7 @@ def write_results(rows: list[dict], name: str, bn_hash: str, command: str, plann
     """benchmarks/results/unlearn_<name>.json and .md: the summary and every request."""
     table = pd.DataFrame(rows)
     summary = {**summarize(rows), "requests_planned": planned}
-    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, no GPU"
-    if torch.cuda.is_available():
-        machine = torch.cuda.get_device_name()
+    machine = machine_name()
     RESULTS.mkdir(exist_ok=True)
     out = {
         "machine": machine,

@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -51,6 +49,7 @@ from codecut.codebook import Bottleneck, attach, load_bottleneck
 from codecut.codebook.corpus import default_corpus
 from codecut.probes.attacks import AttackConfig, fluency
 from codecut.probes.finetune import METHODS
+from machine import machine as machine_name  # benchmarks/machine.py, beside this script
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 from unlearn import spread  # benchmarks/unlearn.py, beside this script
@@ -327,13 +326,6 @@ def strict_kept(model: Model, bn: Bottleneck, facts: list[Fact]) -> dict:
     return {"facts": len(facts), "kept_strict": int(kept.sum()), "fluency_strict": loss}
 
 
-def machine() -> str:
-    """The device, in words (the wording of benchmarks/unlearn.py)."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, no GPU"
-
-
 def summary(rows: list[Row]) -> pd.DataFrame:
     """A row per method at its chosen setting, over the requests it ran."""
     table = pd.DataFrame([{**asdict(r), "retention": r.retention} for r in rows if r.chosen])
@@ -532,7 +524,7 @@ def main() -> None:
     clean_fluency = fluency.loss(model, fluency.TEXTS)
     metrics = cb.cfg.extra.get("metrics", {})
     record = {
-        "machine": machine(), "command": command, "torch": torch.__version__,
+        "machine": machine_name(), "command": command, "torch": torch.__version__,
         "settings": asdict(settings), "methods": methods, "requests_planned": len(todo),
         "requests_done": 0, "sweep_requests": n_sweep, "fluency_clean": clean_fluency,
         "topk": {"hash": shipped.content_hash, "hook": shipped.hook,

@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import shlex
 import sys
@@ -61,6 +59,7 @@ from codecut.probes.attribution import fired_codes
 from codecut.probes.evaluate import answered, prompts_and_answers
 from codecut.probes.memo import clear
 from codecut.probes.search import FORMATS, SelectConfig, reached
+from machine import machine as machine_name  # benchmarks/machine.py, beside this script
 from tqdm.auto import tqdm
 
 import codecut
@@ -253,20 +252,13 @@ def summarize(rows: list[Row]) -> dict:
     }
 
 
-def machine() -> str:
-    """The machine, named as benchmarks/unlearn.py names it."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, no GPU"
-
-
 def write_results(
     rows: list[Row], bn_hash: str, command: str, planned: int, n_facts: int, name: str
 ) -> None:
     """benchmarks/results/`name`.json and .md: the summary and every request."""
     summary = {**summarize(rows), "requests_planned": planned, "facts_in_pool": n_facts}
     out = {
-        "machine": machine(),
+        "machine": machine_name(),
         "command": command,
         "bottleneck": bn_hash,
         "facts": str(FACTS.relative_to(HERE.parent)),
@@ -274,7 +266,7 @@ def write_results(
         "rows": [asdict(r) for r in rows],
     }
     write_text(RESULTS / f"{name}.json", json.dumps(out, indent=1))
-    md = f"# Unlearning benchmark: country facts ({machine()})\n\n    {command}\n\n"
+    md = f"# Unlearning benchmark: country facts ({machine_name()})\n\n    {command}\n\n"
     md += "\n".join(
         f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()
     )

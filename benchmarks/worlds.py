@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 from codecut.probes.evaluate import fact_accuracy
 from codecut.probes.world import build_world, fixture, world_bottleneck
+from machine import machine as machine_name  # benchmarks/machine.py, beside this script
 from tqdm.auto import tqdm
 
 import codecut
@@ -149,21 +147,11 @@ def run_world(name: str, model, w, bottlenecks, subjects: int) -> tuple[WorldRes
     return result, rows
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        names = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines()
-                 if ln.startswith("model name")]  # fmt: skip
-        cpu = names[0] if names else cpu
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, no GPU"
-
-
 def write(worlds: list[WorldResult], rows: list[Request], command: str, name: str) -> None:
     """benchmarks/results/<name>.json, .md and .png."""
     RESULTS.mkdir(exist_ok=True)
     data = {
-        "machine": machine(),
+        "machine": machine_name(),
         "command": command,
         "bar": {"forgotten_at_most": FORGOTTEN, "neighbours_keep": STRICT},
         "worlds": [asdict(w) for w in worlds],
@@ -172,7 +160,7 @@ def write(worlds: list[WorldResult], rows: list[Request], command: str, name: st
     write_text(RESULTS / f"{name}.json", json.dumps(data, indent=1))
     all_met = sum(r.met for r in rows)
     md = [
-        f"# The selector over freshly trained worlds ({machine()})",
+        f"# The selector over freshly trained worlds ({machine_name()})",
         "",
         f"    {command}",
         "",
