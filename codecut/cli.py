@@ -529,12 +529,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON records")
     s.set_defaults(run=cmd_bench)
 
+    from codecut.probes.finetune.losses import METHODS
+
     s = sub.add_parser("finetune", help="fine-tune a model's weights so it forgets facts")
     s.add_argument("--model", required=True, help="registry name or local HF directory")
-    s.add_argument(
-        "--method", required=True,
-        help="ga, graddiff, npo, simnpo, rmu, flat, snap, antisample or bake",
-    )  # fmt: skip
+    s.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     s.add_argument("--forget", required=True, help="JSONL file of facts to forget")
     s.add_argument("--retain", help="JSONL file of facts to keep (graddiff, rmu, snap need it)")
     s.add_argument("--plan", help="for bake: the plan to make permanent")

@@ -1,6 +1,7 @@
 """The command line: help, eval output and one-line errors."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,24 @@ def test_every_command_has_help(capsys):
         with pytest.raises(SystemExit) as e:
             main([name, "--help"])
         assert e.value.code == 0
+
+
+def test_the_readme_cli_table_matches_the_parser():
+    """Every command of the parser has a row in the README's CLI table, every flag a row names
+    is one of its command's, and the fine-tuning methods listed are the library's."""
+    from codecut.probes.finetune.losses import METHODS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `codecut (\w+)([^`]*)` \|(.*)\|$", readme, flags=re.M)
+    commands = parser()._subparsers._group_actions[0].choices
+    assert sorted(name for name, _, _ in rows) == sorted(commands)
+    for name, usage, what in rows:
+        known = {o for a in commands[name]._actions for o in a.option_strings}
+        named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", usage + what))
+        assert named <= known, (name, named - known)
+    usage = next(u for n, u, _ in rows if n == "finetune")
+    listed = re.search(r"--method ([\w\\|]+)", usage).group(1).split("\\|")
+    assert listed == list(METHODS)
 
 
 def test_eval_json_shape(world, tmp_path, capsys):
