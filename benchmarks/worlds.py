@@ -5,7 +5,7 @@
 
 Each seed trains its own world model (other names, other facts, another table of answers) and
 its own bottleneck (`world_bottleneck`: TopK, 1024 codes, k=16, layer 2); the committed fixture
-`world-0-other-cpu` (seed 0 as another processor trained it, issue 28) comes last. In each world,
+`world-0-other-cpu` (seed 0 as another processor trained it) comes last. In each world,
 every relation of `--subjects` subjects (from the fourth by name on, as the unit tests pick) is
 forgotten, one request at a time, where the model answers the fact on every prompt.
 

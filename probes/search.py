@@ -672,7 +672,7 @@ class _Search:
             # A code that moves nothing only costs retention later: skip it too. Moved is
             # judged in probability and in log-odds: where the answer is near certain (p 0.998
             # on a world's colour) one code cannot lower p by `min_gain`, and every code was
-            # skipped as idle (issue 28), while their log-odds add up.
+            # skipped as idle, while their log-odds add up.
             idle_code = (trial.held & active).sum() >= (result.held & active).sum() and (
                 trial.p_answer > result.p_answer - config.min_gain
                 and trial.log_odds > result.log_odds - config.min_log_odds
@@ -769,9 +769,8 @@ class _Search:
             return best
         # Every code left is predicted to cost the retain prompts more than it moves the
         # answer. The prediction is an attribution, the trial a measurement: try the codes
-        # that move the answer most, and let the retain budget judge them. Stopping here
-        # left Findar's colour in the world trained on another processor with no cut at all
-        # (issue 28), while its one answer-carrying code costs retain prompts only in part.
+        # that move the answer most, and let the retain budget judge them. Stopping here left
+        # a colour of the synthetic world with no code even tried.
         attr[exclude] = -float("inf")
         best = int(attr.argmax())
         return best if attr[best] > 0 else None

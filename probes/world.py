@@ -169,7 +169,7 @@ def make_tokenizer(world: World):
 
 
 @dataclass
-class TrainConfig:
+class WorldConfig:
     """The tiny Llama and its training run."""
 
     n_subjects: int = 24
@@ -182,13 +182,13 @@ class TrainConfig:
 
 
 def build_world(
-    seed: int = 0, config: TrainConfig | None = None, cache: bool = True
+    seed: int = 0, config: WorldConfig | None = None, cache: bool = True
 ) -> tuple[Model, World]:
     """The trained world model and its World, from the cache when this seed/config was built.
 
     Training is deterministic on one processor but not across processors (their float kernels
     round differently and 600 steps amplify it): tests use the committed `fixture` worlds."""
-    config = config or TrainConfig()
+    config = config or WorldConfig()
     key = hashlib.sha256(
         json.dumps([VERSION, seed, asdict(config), torch.__version__]).encode()
     ).hexdigest()[:12]
@@ -238,7 +238,7 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _train(seed: int, config: TrainConfig, out: Path) -> None:
+def _train(seed: int, config: WorldConfig, out: Path) -> None:
     """Train the tiny Llama on the world's sentences and save model, tokenizer, world.json."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
