@@ -161,6 +161,40 @@ class SelectConfig:
     min_gain: float = 0.005
     min_log_odds: float = 0.1
 
+    def __post_init__(self) -> None:
+        """Refuse options the search cannot use, naming the field, when the config is made."""
+        counts = ("max_codes", "max_trials", "patience", "format_patience")
+        shares = ("retain_budget", "p_threshold", "slack", "condition_rate")
+        amounts = ("penalty", "min_gain", "min_log_odds")
+        for name in counts:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BadInput(f"SelectConfig.{name} must be a whole number >= 1, got {value!r}")
+        for name in ("condition_candidates", "condition_triple_candidates"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise BadInput(f"SelectConfig.{name} must be a whole number >= 0, got {value!r}")
+        for name in shares:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise BadInput(f"SelectConfig.{name} must be a share in [0, 1], got {value!r}")
+        for name in amounts:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+                raise BadInput(f"SelectConfig.{name} must be a finite number >= 0, got {value!r}")
+        unknown = set(self.formats) - set(ALL_FORMATS)
+        if unknown:
+            raise BadInput(
+                f"SelectConfig.formats: unknown {sorted(unknown)}; known: {', '.join(ALL_FORMATS)}"
+            )
+        seconds = self.max_seconds
+        if seconds is not None and not (
+            isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0
+        ):
+            raise BadInput(
+                f"SelectConfig.max_seconds must be None or seconds >= 0, got {seconds!r}"
+            )
+
 
 @dataclass(frozen=True)
 class Selection:

@@ -264,3 +264,31 @@ def test_finetune_out_that_is_not_empty_names_the_flag(tmp_path, no_model, facts
 def test_library_messages_keep_the_argument_names():
     with pytest.raises(BadInput, match=r"^lr must be > 0"):
         codecut.finetune_unlearn("m", [FACT], lr=math.nan)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("max_codes", 0, "SelectConfig.max_codes must be a whole number >= 1, got 0"),
+        ("patience", 2.5, "SelectConfig.patience must be a whole number >= 1"),
+        (
+            "condition_candidates",
+            -1,
+            "SelectConfig.condition_candidates must be a whole number >= 0",
+        ),
+        ("retain_budget", 1.5, "SelectConfig.retain_budget must be a share in [0, 1], got 1.5"),
+        ("slack", float("nan"), "SelectConfig.slack must be a share in [0, 1]"),
+        ("penalty", -1.0, "SelectConfig.penalty must be a finite number >= 0"),
+        ("min_log_odds", float("inf"), "SelectConfig.min_log_odds must be a finite number >= 0"),
+        ("formats", ("chat", "poem"), "SelectConfig.formats: unknown ['poem']; known: question"),
+        ("formats", "chat", "SelectConfig.formats: unknown"),
+        ("max_seconds", -5, "SelectConfig.max_seconds must be None or seconds >= 0, got -5"),
+    ],
+)
+def test_select_config_refuses_what_the_search_cannot_use(field, value, message):
+    from codecut.probes.search import SelectConfig
+
+    with pytest.raises(BadInput) as e:
+        SelectConfig(**{field: value})
+    assert message in str(e.value)
+    assert SelectConfig(max_seconds=0.0).max_seconds == 0.0  # no time: the search returns at once
