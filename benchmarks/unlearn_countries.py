@@ -58,7 +58,8 @@ from codecut.probes.attacks.format import variant_prompts
 from codecut.probes.attribution import fired_codes
 from codecut.probes.evaluate import answered, prompts_and_answers
 from codecut.probes.memo import clear
-from codecut.probes.search import FORMATS, SelectConfig, reached
+from codecut.probes.retain_cache import reached
+from codecut.probes.selection import FORMATS, SelectConfig
 from machine import machine as machine_name  # benchmarks/machine.py, beside this script
 from tqdm.auto import tqdm
 

@@ -243,7 +243,7 @@ def cmd_collect(args: argparse.Namespace) -> None:
 def cmd_unlearn(args: argparse.Namespace) -> None:
     """Choose the codes to cut so the model forgets the facts; write the plan."""
     from codecut.codebook.saefile import shipped_for
-    from codecut.probes.search import SelectConfig
+    from codecut.probes.selection import SelectConfig
     from codecut.probes.unlearn import unlearn_request
 
     # Every input is checked before the model loads: a bad one fails in seconds.
@@ -483,7 +483,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--retain", help="JSONL file of facts to keep (default: built automatically)")
     s.add_argument("--out", required=True, help="plan file to write (JSON)")
     s.add_argument("--json", action="store_true", help="print the plan as JSON")
-    from codecut.probes.search import CLI_MAX_SECONDS, SelectConfig
+    from codecut.probes.selection import CLI_MAX_SECONDS, SelectConfig
 
     s.add_argument(
         "--max-seconds", type=seconds, default=CLI_MAX_SECONDS,

@@ -29,7 +29,7 @@ from codecut.codebook import (
     load_bottleneck,
     saefile,
 )
-from codecut.probes.search import Selection
+from codecut.probes.selection import Selection
 
 from codecut.errors import BadInput, BadType, NotFound
 from codecut.facts import Fact, fact_from_dict

@@ -42,8 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from codecut.codebook import Ablation, Attachment, Bottleneck, attach
@@ -52,14 +51,22 @@ from codecut.probes.attribution import (
     NEVER,
     Probe,
     attributions,
-    fired_codes,
-    first_fired,
     probe_facts,
     relation_values,
 )
 from codecut.probes.conditions import condition_codes
-from codecut.probes.memo import kept
-from codecut.probes.prefix import Prefix, target_scores
+from codecut.probes.prefix import Prefix
+from codecut.probes.retain_cache import Clean, RetainCache, answer_targets, measure, reached
+from codecut.probes.selection import (
+    FAMILIES,
+    SHOTS,
+    ZERO_FAMILIES,
+    Family,
+    SelectConfig,
+    Selection,
+    Trial,
+    ablations_of,
+)
 from tqdm.auto import tqdm
 
 from codecut.errors import BadInput
@@ -67,199 +74,6 @@ from codecut.facts import Fact
 from codecut.models import Model
 
 log = logging.getLogger(__name__)
-
-
-class Family(NamedTuple):
-    """How a cut acts: `Ablation` mode and clamp strength, and whether it is conditional (one
-    ablation per condition set) or acts everywhere."""
-
-    mode: str
-    c: float
-    conditional: bool
-
-
-# Tried in order, gentlest first.
-FAMILIES = (
-    Family("clamp", 2.0, True),
-    Family("clamp", 4.0, True),
-    Family("clamp", 8.0, True),
-    Family("clamp", 4.0, False),
-)
-# The formats of the attack card's format probe that the forget probe can ask the fact's
-# prompts in, and how many facts the few-shot prefix shows (the attack card's default).
-ALL_FORMATS = ("question", "chat", "few-shot", "misleading", "helpful")
-# The formats the forget probe asks by default, in the search's second stage. Asked from the
-# start, as must-lose prompts like the fact's own, they cost the demo's request (France ->
-# Paris) its cut: no family succeeded in 3.4 minutes, its paraphrases kept the answer.
-# "misleading" is left to the attack card.
-FORMATS = ("question", "chat", "few-shot", "helpful")
-SHOTS = 3
-
-# The command line's time budget per fact (`SelectConfig.max_seconds`).
-CLI_MAX_SECONDS = 60.0
-
-# For bottlenecks without the codes' typical activations (e.g. a foreign sae-lens SAE): clamp
-# needs them.
-ZERO_FAMILIES = (Family("zero", 1.0, True), Family("zero", 1.0, False))
-
-
-@dataclass(frozen=True)
-class SelectConfig:
-    """The selector's options; the defaults are the ones measured in docs and benchmarks.
-
-    Attributes:
-        max_codes: most codes one cut may hold.
-        max_trials: most candidate codes tried per family.
-        retain_budget: largest drop of retain accuracy (during selection) a code may cost.
-        p_threshold: the answer counts as gone below this probability (and not greedy).
-        slack: fraction of the generated paraphrases allowed to keep the answer (the fact's own
-            prompts may keep none).
-        penalty: the weight of the retain attribution in a code's score.
-        condition_rate: the largest fraction of other subjects' retain prompts the condition
-            sets may hold in, all sets together.
-        condition_candidates: codes (those reaching the most positions) that condition sets
-            are built from as singles and pairs. Keep it wide: a subject named late in the
-            prompt ("The official language of Italy is") has codes that reach few positions,
-            and with 100 candidates they were crowded out by generic early codes.
-        condition_triple_candidates: codes combined three at a time.
-        patience: a family ends after this many candidate codes in a row were skipped (over
-            the retain budget, or moving nothing). Stalled families were most of a request's
-            time: on the demo's request the gentlest family held the answer on the same 3
-            forget prompts through its last 11 trials. 4 was too few there: the clamp-8
-            family then stopped one code short of success (it succeeds with 8).
-        format_patience: `patience` in the search's second stage (the formats), where a trial
-            costs three times as much (long few-shot prompts): on the demo's request its
-            second stage stalled at 5 format prompts for 12 trials, 20 s.
-        min_gain: a kept code must take a forget prompt off the answer or lower the answer's
-            mean probability by this much, or its mean log-odds by `min_log_odds`.
-        min_log_odds: see `min_gain` (nats).
-        formats: the formats of the fact's prompts (`ALL_FORMATS`) that must lose the
-            answer too, once the fact's prompts and paraphrases have (`Selection.formats_lost`
-            says whether they did); () asks none.
-        max_seconds: the time budget per fact (None: no limit); `unlearn` counts its own setup
-            in the first fact's. The search does not start a step that would run past it, going
-            by the last step's time; then the best cut found so far is returned, with `success`
-            False unless it already succeeded. The measuring of the plan's results comes after
-            it (under a second on the country facts). None by
-            default so that a plan depends on its inputs alone, not on the machine's speed;
-            `codecut unlearn` sets `CLI_MAX_SECONDS`.
-    """
-
-    max_codes: int = 16
-    max_trials: int = 40
-    retain_budget: float = 0.02
-    p_threshold: float = 0.05
-    slack: float = 0.1
-    penalty: float = 1.0
-    condition_rate: float = 0.05
-    condition_candidates: int = 1000
-    condition_triple_candidates: int = 64
-    formats: tuple[str, ...] = FORMATS
-    max_seconds: float | None = None
-    patience: int = 8
-    format_patience: int = 4
-    min_gain: float = 0.005
-    min_log_odds: float = 0.1
-
-    def __post_init__(self) -> None:
-        """Refuse options the search cannot use, naming the field, when the config is made."""
-        counts = ("max_codes", "max_trials", "patience", "format_patience")
-        shares = ("retain_budget", "p_threshold", "slack", "condition_rate")
-        amounts = ("penalty", "min_gain", "min_log_odds")
-        for name in counts:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BadInput(f"SelectConfig.{name} must be a whole number >= 1, got {value!r}")
-        for name in ("condition_candidates", "condition_triple_candidates"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise BadInput(f"SelectConfig.{name} must be a whole number >= 0, got {value!r}")
-        for name in shares:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise BadInput(f"SelectConfig.{name} must be a share in [0, 1], got {value!r}")
-        for name in amounts:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-                raise BadInput(f"SelectConfig.{name} must be a finite number >= 0, got {value!r}")
-        unknown = set(self.formats) - set(ALL_FORMATS)
-        if unknown:
-            raise BadInput(
-                f"SelectConfig.formats: unknown {sorted(unknown)}; known: {', '.join(ALL_FORMATS)}"
-            )
-        seconds = self.max_seconds
-        if seconds is not None and not (
-            isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0
-        ):
-            raise BadInput(
-                f"SelectConfig.max_seconds must be None or seconds >= 0, got {seconds!r}"
-            )
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What the search chose for one fact.
-
-    Attributes:
-        family: the cut's mode, clamp strength and whether it is conditional.
-        codes: the codes cut.
-        condition_codes: the condition sets the cut acts under (empty for an unconditional cut).
-        success: the answer is gone from the forget prompts (see the module docstring).
-        forget_accuracy: greedy accuracy on the forget prompts with the cut, during selection.
-        retain_accuracy: greedy accuracy on the retain prompts the cut can reach, with it.
-        formats_lost: the formats asked (`SelectConfig.formats`, where the model answers them)
-            lose the answer too; False where only the fact's prompts and paraphrases do, or none
-            was asked.
-    """
-
-    family: Family
-    codes: list[int]
-    condition_codes: list[list[int]]
-    success: bool
-    forget_accuracy: float
-    retain_accuracy: float
-    formats_lost: bool = False
-
-    @property
-    def ablations(self) -> list[Ablation]:
-        """The cut as ablations: one per condition set, or one acting everywhere."""
-        return _ablations(self.family, self.codes, self.condition_codes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The plan file's "selection" object (keys as plan files have always had them)."""
-        return {
-            **self.family._asdict(),
-            "codes": self.codes,
-            "success": self.success,
-            "forget_accuracy": self.forget_accuracy,
-            "retain_accuracy": self.retain_accuracy,
-            "condition_codes": self.condition_codes,
-            "formats_lost": self.formats_lost,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Selection:
-        return cls(
-            family=Family(d["mode"], d["c"], d["conditional"]),
-            codes=d["codes"],
-            condition_codes=d["condition_codes"],
-            success=d["success"],
-            forget_accuracy=d["forget_accuracy"],
-            retain_accuracy=d["retain_accuracy"],
-            formats_lost=d.get("formats_lost", False),  # plan files before the key: not asked
-        )
-
-
-class Trial(NamedTuple):
-    """What one set of cuts did during the search."""
-
-    gone: bool  # the answer is gone from the forget prompts (see `SelectConfig.slack`)
-    forget_accuracy: float  # greedy accuracy on the forget prompts
-    retain_accuracy: float  # greedy accuracy on the retain prompts the cut can reach
-    held: torch.Tensor  # bool per forget prompt: still answered, or p >= p_threshold
-    p_answer: float  # the answer's mean probability over the forget prompts
-    log_odds: float  # the answer's mean log-odds over them: it moves where p is saturated
-    subject_lost: bool  # a retain prompt about the fact's subject lost its answer
 
 
 def select(
@@ -364,148 +178,6 @@ def _formats(model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...
     return [q for q in dict.fromkeys(asked) if in_vocabulary(model.tokenizer, q)]
 
 
-def _ablations(family: Family, codes: list[int], conditions: list[list[int]]) -> list[Ablation]:
-    if not codes:
-        return []
-    if family.conditional:
-        return [Ablation(codes, mode=family.mode, c=family.c, when=when) for when in conditions]
-    return [Ablation(codes, mode=family.mode, c=family.c)]
-
-
-class Clean(NamedTuple):
-    """Retain prompts measured with the bottleneck attached and no cut in place."""
-
-    prefix: Prefix  # the prompts with their residual stream below the hook
-    targets: torch.Tensor  # [P] each prompt's answer token
-    p: torch.Tensor  # [P] the answer's probability
-    ok: torch.Tensor  # [P] bool: the answer is the greedy next token
-    first: torch.Tensor  # [P, n] first context position where each code fired (NEVER: none)
-    fired: torch.Tensor  # [P, n] bool: the code fired at or before the predicting position
-
-
-class RetainCache:
-    """The retain prompts measured with no cut in place, kept for the next search and for the
-    plan's results: they depend on the prompts, the model and the attached bottleneck, not on
-    the fact. `shared` keeps one per model, bottleneck and mode for the life of the process
-    (`memo.kept`), so that a plan of many facts, and the next request, measure a prompt once.
-
-    Every prompt is run once without gradients (`clean`: answers and the codes that fire);
-    attributions, which need a backward pass, only for the prompts a search asks for
-    (`scores`), each once. A country relation's 352 retain prompts took 22 s with gradients."""
-
-    # Prompts kept at most (about 70 kB each with the shipped bottleneck); past it, the
-    # cache starts again.
-    MAX_ROWS = 8192
-
-    def __init__(
-        self, parent: RetainCache | None = None, dirty: frozenset[tuple[str, str]] = frozenset()
-    ) -> None:
-        self._rows: dict[tuple[str, str], _Row] = {}
-        self._scores: dict[tuple, torch.Tensor] = {}
-        self._parent, self._dirty = parent, dirty
-
-    def after_cut(self, dirty: set[tuple[str, str]]) -> RetainCache:
-        """This bottleneck's cache with a cut in another bottleneck in place (`unlearn`'s later
-        bottlenecks) that reaches the (prompt, answer) pairs `dirty`: those are measured anew
-        and kept apart; every other prompt's measurement is this cache's (the cut cannot change
-        it: its codes do not fire there up to the predicting position), and what is measured of
-        them goes here too, for the next request."""
-        return RetainCache(self, frozenset(dirty))
-
-    def _home(self, key: tuple[str, str]) -> RetainCache:
-        """The cache that holds the measurement of `key` (prompt, answer)."""
-        if self._parent is not None and key not in self._dirty:
-            return self._parent
-        return self
-
-    @staticmethod
-    def shared(model: Model, bottleneck: Bottleneck, strict: bool) -> RetainCache:
-        """The process's cache for `model` and `bottleneck` at its hook, in strict mode or not;
-        looked up before the search attaches the bottleneck (an attachment is a new hook)."""
-        return kept(model, ("retain", bottleneck.hook, strict), RetainCache, bottleneck)
-
-    def missing(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The (prompt, answer) pairs of `keys` not measured yet."""
-        return [k for k in keys if k not in self._home(k)._rows]
-
-    def get(self, prompts: list[str], answers: list[str]) -> Clean | None:
-        """What `clean` measured for these prompts, if it measured all of them."""
-        keys = list(zip(prompts, answers))
-        if not keys or any(k not in self._home(k)._rows for k in keys):
-            return None
-        rows = [self._home(k)._rows[k] for k in keys]
-        return Clean(
-            Prefix.stack([r.prefix for r in rows]),
-            torch.tensor([r.target for r in rows], dtype=torch.long),
-            torch.tensor([r.p for r in rows]),
-            torch.tensor([r.ok for r in rows], dtype=torch.bool),
-            torch.stack([r.first for r in rows]),
-            torch.stack([r.fired for r in rows]),
-        )
-
-    def clean(
-        self, model: Model, handle: Attachment, prompts: list[str], answers: list[str]
-    ) -> Clean:
-        """The prompts' answers and firing codes, each prompt measured on its first request."""
-        keys = list(dict.fromkeys(zip(prompts, answers)))
-        todo = [k for k in keys if k not in self._home(k)._rows]
-        caches = [self] if self._parent is None else [self, self._parent]
-        if sum(len(c._rows) for c in caches) + len(todo) > self.MAX_ROWS:  # start again
-            for cache in caches:
-                cache._rows.clear()
-                cache._scores.clear()
-            todo = keys
-        if todo:
-            prefix = Prefix(model, handle.hook, [q for q, _ in todo])
-            targets = _targets(model, [a for _, a in todo])
-            p, ok, first, fired = _measure(handle, prefix, targets)
-            first = first.int()  # NEVER fits int32: 70 kB a row, not 100
-            for i, key in enumerate(todo):
-                self._home(key)._rows[key] = _Row(
-                    prefix.rows([i]), int(targets[i]), p[i].item(), bool(ok[i]), first[i], fired[i]
-                )
-        return self.get(prompts, answers)
-
-    def scores(
-        self, model: Model, handle: Attachment, keep: Probe, rows: list[int]
-    ) -> torch.Tensor:
-        """[len(rows), n] the attributions of `keep`'s prompts at `rows` (see `attributions`),
-        computed for those not asked before."""
-        if not rows:
-            return torch.zeros(0, handle.bottleneck.n_codes)
-        keys = {i: (keep.prompts[i], keep.answers[i], tuple(keep.anti[i])) for i in rows}
-        todo = [i for i in rows if keys[i] not in self._home(keys[i][:2])._scores]
-        if todo:
-            clean = self.clean(
-                model, handle, [keep.prompts[i] for i in todo], [keep.answers[i] for i in todo]
-            )
-            new = attributions(model, handle, keep.subset(todo), clean.prefix).scores
-            for i, row in zip(todo, new):
-                self._home(keys[i][:2])._scores[keys[i]] = row
-        return torch.stack([self._home(keys[i][:2])._scores[keys[i]] for i in rows])
-
-
-class _Row(NamedTuple):
-    """One retain prompt's `Clean` measurement."""
-
-    prefix: Prefix  # the prompt alone, cut to its width
-    target: int
-    p: float
-    ok: bool
-    first: torch.Tensor  # [n] int32
-    fired: torch.Tensor  # [n] bool
-
-
-def reached(ablations: list[Ablation], fired: torch.Tensor) -> torch.Tensor:
-    """bool per prompt: one of `ablations` can change its answer (a cut code fires at or before
-    its predicting position, and every code of the ablation's `when` set does too); `fired`
-    as `Clean.fired`. Elsewhere a cut leaves the prompt's answer as it was."""
-    reach = torch.zeros(len(fired), dtype=torch.bool)
-    for a in ablations:
-        reach |= fired[:, a.codes].any(1) & fired[:, a.when].all(1)
-    return reach
-
-
 class _Search:
     """One fact's greedy search, with the bottleneck attached as `handle`: the condition sets,
     the retain penalties and the retain prompts a cut can reach are found once, on creation;
@@ -535,7 +207,7 @@ class _Search:
         self.cheapest: tuple[bool, float, int] | None = None  # see `note_costly`
         n = handle.bottleneck.n_codes
         self.forget_prefix = Prefix(model, handle.hook, forget.prompts)
-        self.forget_targets = _targets(model, forget.answers)
+        self.forget_targets = answer_targets(model, forget.answers)
         # The formats, run without gradients: kept where the model answers them (a plan that
         # hides the fact from the plain prompt alone is not a plan; measured here, not by a
         # full forward of their own: 1.2 s of a 10 s request), with where each code first
@@ -544,9 +216,7 @@ class _Search:
         answered = torch.zeros(len(late), dtype=torch.bool)
         first = torch.full((len(late), n), NEVER, dtype=torch.long)
         sub = self.forget_prefix.rows(formats)
-        _, answered[formats], first[formats], _ = _measure(
-            handle, sub, self.forget_targets[formats]
-        )
+        _, answered[formats], first[formats], _ = measure(handle, sub, self.forget_targets[formats])
         asked = (~late | answered).nonzero().flatten()
         if len(asked) < len(late):
             forget, late, first = forget.subset(asked.tolist()), late[asked], first[asked]
@@ -742,7 +412,7 @@ class _Search:
         )
 
     def ablations(self, family: Family, codes: list[int]) -> list[Ablation]:
-        return _ablations(family, codes, self.sets)
+        return ablations_of(family, codes, self.sets)
 
     def reached(self, family: Family, codes: list[int]) -> torch.Tensor:
         """bool per retain prompt `family` is judged on: a cut of `codes` in it can change its
@@ -841,32 +511,9 @@ class _Judged(NamedTuple):
         )
 
 
-def _measure(
-    handle: Attachment, prefix: Prefix, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`prefix`'s prompts run without gradients, by groups of similar length, with whatever cut
-    `handle` holds: per prompt, the target's p, whether it is the greedy next token, where each
-    code first fired (`first_fired`) and whether it fired up to the predicting position."""
-    n, P = handle.bottleneck.n_codes, len(targets)
-    p, ok = torch.zeros(P), torch.zeros(P, dtype=torch.bool)
-    first = torch.full((P, n), NEVER, dtype=torch.long)
-    fired = torch.zeros(P, n, dtype=torch.bool)
-    for rows, sub in prefix.groups():
-        with torch.no_grad():
-            p[rows], ok[rows] = target_scores(sub.batch_logits(), targets[rows])
-        last = sub.batch["last"]
-        first[rows], fired[rows] = first_fired(handle, last), fired_codes(handle, last)
-    return p, ok, first, fired
-
-
 def _holds(sets: list[list[int]], fired: torch.Tensor) -> torch.Tensor:
     """bool per prompt: every code of one of `sets` fired (`fired` as `Clean.fired`)."""
     holds = torch.zeros(len(fired), dtype=torch.bool)
     for codes in sets:
         holds |= fired[:, codes].all(1)
     return holds
-
-
-def _targets(model: Model, answers: list[str]) -> torch.Tensor:
-    """Each answer's token (the first of " " + answer)."""
-    return torch.tensor([model.answer_token(a) for a in answers], dtype=torch.long)

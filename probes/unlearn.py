@@ -39,15 +39,9 @@ from codecut.probes.plan import (
     apply,
 )
 from codecut.probes.retain import default_retain
-from codecut.probes.search import (
-    FAMILIES,
-    ZERO_FAMILIES,
-    RetainCache,
-    SelectConfig,
-    Selection,
-    reached,
-    select,
-)
+from codecut.probes.retain_cache import RetainCache, reached
+from codecut.probes.search import select
+from codecut.probes.selection import FAMILIES, ZERO_FAMILIES, SelectConfig, Selection
 from tqdm.auto import tqdm
 
 from codecut.errors import BadInput, BadType

@@ -286,7 +286,7 @@ def test_library_messages_keep_the_argument_names():
     ],
 )
 def test_select_config_refuses_what_the_search_cannot_use(field, value, message):
-    from codecut.probes.search import SelectConfig
+    from codecut.probes.selection import SelectConfig
 
     with pytest.raises(BadInput) as e:
         SelectConfig(**{field: value})

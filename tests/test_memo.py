@@ -9,7 +9,7 @@ import torch
 from codecut.codebook import attach
 from codecut.probes.memo import answer_scores, kept
 from codecut.probes.prefix import Prefix
-from codecut.probes.search import RetainCache
+from codecut.probes.retain_cache import RetainCache
 
 
 def test_kept_is_made_again_when_weights_or_hooks_change(world, world_bottleneck):

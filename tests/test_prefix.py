@@ -5,7 +5,9 @@ import torch
 from codecut.codebook import Ablation, attach
 from codecut.probes.attribution import probe_facts, relation_values
 from codecut.probes.prefix import Prefix, hook_layer
-from codecut.probes.search import Family, SelectConfig, _Search, _targets, select
+from codecut.probes.retain_cache import answer_targets
+from codecut.probes.search import _Search, select
+from codecut.probes.selection import Family, SelectConfig
 
 
 def last_logits(model, prompts):
@@ -62,7 +64,7 @@ def test_a_trial_measures_what_a_full_measurement_does(world, world_bottleneck):
     assert len(judged.ok) == len(keep.prompts) > len(retain)  # paraphrases too
     assert ok.float().mean().item() < judged.base  # the cut costs something
     assert trial.retain_accuracy == ok.float().mean().item()
-    assert torch.equal(_targets(model, keep.answers), judged.targets)
+    assert torch.equal(answer_targets(model, keep.answers), judged.targets)
 
 
 def test_a_search_out_of_time_returns_an_unsuccessful_selection(world, world_bottleneck):

@@ -8,7 +8,8 @@ from codecut.codebook import attach
 from codecut.probes.attacks.format import variant_prompts
 from codecut.probes.attribution import Probe, probe_facts, relation_values
 from codecut.probes.retain import UNRELATED_PER_RELATION, default_retain
-from codecut.probes.search import ALL_FORMATS, SelectConfig, _forget_probe, _Search
+from codecut.probes.search import _forget_probe, _Search
+from codecut.probes.selection import ALL_FORMATS, SelectConfig
 
 
 def findar(w):

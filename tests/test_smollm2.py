@@ -53,7 +53,7 @@ def test_forgets_france_capital_and_keeps_its_neighbours(smol):
     """The demo's request on the real model with the shipped bottleneck, the search's first
     stage (the prompt and its paraphrases; the formats' stage, a minute more, is held to
     account on this model by test_unlearn_smollm2.py)."""
-    from codecut.probes.search import SelectConfig
+    from codecut.probes.selection import SelectConfig
 
     import codecut
     from codecut.facts import example_facts

@@ -4,7 +4,8 @@ import pytest
 import torch
 from codecut.probes.evaluate import fact_accuracy, summary
 from codecut.probes.retain import default_retain
-from codecut.probes.search import FORMATS, _forget_probe
+from codecut.probes.search import _forget_probe
+from codecut.probes.selection import FORMATS
 
 from codecut import Fact, apply, evaluate, load_plan, unlearn
 from codecut.errors import BadInput

@@ -11,7 +11,7 @@ from codecut.probes import unlearn as unlearn_module
 from codecut.probes.evaluate import fact_accuracy, summary
 from codecut.probes.plan import Cut
 from codecut.probes.retain import default_retain
-from codecut.probes.search import RetainCache
+from codecut.probes.retain_cache import RetainCache
 
 from codecut import apply, evaluate, load_plan, unlearn
 from codecut.errors import BadInput

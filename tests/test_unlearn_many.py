@@ -6,7 +6,7 @@ import pytest
 import torch
 from codecut.probes.evaluate import answered, fact_accuracy
 from codecut.probes.memo import clear
-from codecut.probes.search import SelectConfig
+from codecut.probes.selection import SelectConfig
 
 from codecut import apply, unlearn
 from codecut.models import decoder_layers

@@ -52,7 +52,7 @@ def test_the_layer_18_bottleneck_takes_what_the_layer_12_cut_leaves(monkeypatch)
     from codecut.probes.attacks.format import variant_prompts
     from codecut.probes.evaluate import evaluate, summary
     from codecut.probes.retain import default_retain
-    from codecut.probes.search import Family, Selection
+    from codecut.probes.selection import Family, Selection
 
     model = codecut.load_model("smollm2-135m-instruct")
     first, later = (codecut.load_bottleneck(n) for n in shipped_for("smollm2-135m-instruct"))
