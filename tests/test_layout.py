@@ -131,3 +131,13 @@ def test_every_public_name_resolves():
     for name in codecut.__all__:
         assert getattr(codecut, name) is not None
     assert codecut.attach.__module__ == "codecut.api"  # the converting public version
+
+
+def test_the_plan_format_and_the_selectors_types_do_not_import_the_search():
+    """The attack suite and the fine-tuning mode read plans; the plan file format and the types
+    it holds must not pull the search in with them (they once did: plan.py took `Selection`
+    from search.py)."""
+    for name in ("plan", "selection", "retain_cache"):
+        path = ROOT / "probes" / f"{name}.py"
+        found = imported(path, f"codecut.probes.{name}")
+        assert not found & {"codecut.probes.search", "codecut.probes.unlearn"}, (name, found)
