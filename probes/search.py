@@ -205,63 +205,96 @@ class _Search:
         self.deadline = deadline
         self.step = 0.0  # seconds the last step of the search (next code and its trial) took
         self.cheapest: tuple[bool, float, int] | None = None  # see `note_costly`
-        n = handle.bottleneck.n_codes
-        self.forget_prefix = Prefix(model, handle.hook, forget.prompts)
-        self.forget_targets = answer_targets(model, forget.answers)
-        # The formats, run without gradients: kept where the model answers them (a plan that
-        # hides the fact from the plain prompt alone is not a plan; measured here, not by a
-        # full forward of their own: 1.2 s of a 10 s request), with where each code first
-        # fired, for the second stage's condition sets.
+        first = self._ask(forget, late)
+        early = self._attribute(first)
+        cache = shared or RetainCache()
+        retain = cache.clean(model, handle, keep.prompts, keep.answers) if keep.prompts else None
+        same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
+        self._condition_sets(first, early, retain, same)
+        rows = self._judging(keep, retain, same, cache)
+        self.clean = self.trial(FAMILIES[0], [], ~self.late)  # the first stage, no cut
+        # Gone with no cut: the fact's prompts lost the answer to a cut in an earlier bottleneck.
+        self.gone_before = self.clean.gone
+        self.clean = self.clean._replace(gone=False)
+        log.info(
+            "forget prompts %d, retain prompts %d (a conditional trial may measure %d), "
+            "condition codes %s, for the formats %s",
+            len(self.forget.prompts), len(keep.prompts), len(rows), self.conditions, self.more,
+        )  # fmt: skip
+
+    def _ask(self, forget: Probe, late: torch.Tensor) -> torch.Tensor:
+        """Set the forget prompts the search asks (`forget`, `late`, their `Prefix` and answer
+        tokens): the formats are kept where the model answers them (a plan that hides the fact
+        from the plain prompt alone is not a plan; measured here, without gradients, not by a
+        full forward of their own: 1.2 s of a 10 s request). Returns [P, n] where each code
+        first fired in the formats' prompts (NEVER elsewhere, for now), for the second stage's
+        condition sets."""
+        n = self.handle.bottleneck.n_codes
+        self.forget_prefix = Prefix(self.model, self.handle.hook, forget.prompts)
+        self.forget_targets = answer_targets(self.model, forget.answers)
         formats = late.nonzero().flatten()
         answered = torch.zeros(len(late), dtype=torch.bool)
         first = torch.full((len(late), n), NEVER, dtype=torch.long)
         sub = self.forget_prefix.rows(formats)
-        _, answered[formats], first[formats], _ = measure(handle, sub, self.forget_targets[formats])
+        targets = self.forget_targets[formats]
+        _, answered[formats], first[formats], _ = measure(self.handle, sub, targets)
         asked = (~late | answered).nonzero().flatten()
         if len(asked) < len(late):
             forget, late, first = forget.subset(asked.tolist()), late[asked], first[asked]
             self.forget_prefix = self.forget_prefix.rows(asked)
             self.forget_targets = self.forget_targets[asked]
         self.forget, self.late = forget, late  # bool per forget prompt: a format prompt
-        # Attributions (a backward pass) for the first stage's prompts, with no cut in place;
-        # the formats' are first needed in the second stage, with cuts in place.
-        early = (~late).nonzero().flatten()
+        return first
+
+    def _attribute(self, first: torch.Tensor) -> torch.Tensor:
+        """Attributions (a backward pass) for the first stage's prompts, with no cut in place,
+        into `forget_scores`, and where each code first fired there into `first`; the formats'
+        are first needed in the second stage, with cuts in place. Returns those prompts' rows."""
+        early = (~self.late).nonzero().flatten()
         attr = attributions(
-            model, handle, forget.subset(early.tolist()), self.forget_prefix.rows(early)
+            self.model,
+            self.handle,
+            self.forget.subset(early.tolist()),
+            self.forget_prefix.rows(early),
         )
-        self.forget_scores = torch.zeros(len(late), n)
+        self.forget_scores = torch.zeros(len(self.late), self.handle.bottleneck.n_codes)
         self.forget_scores[early] = attr.scores
         first[early] = attr.first
-        formats = late.nonzero().flatten()
-        cache = shared or RetainCache()
-        if keep.prompts:
-            retain = cache.clean(model, handle, keep.prompts, keep.answers)
-            fired_keep, fired = retain.first < NEVER, retain.fired
-        else:
-            fired_keep = fired = torch.zeros(0, n, dtype=torch.bool)
-        same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
-        # The condition sets cover the first stage's prompts; the second stage's cut also acts
-        # under the sets that cover the formats, in what is left of the budget (`more`). The
-        # formats' sets are not used in the first stage: there they held in other prompts and
-        # cost the synthetic world's first stage its cut. Without them the chat and few-shot
-        # forms of a country's continent, which the first stage's sets do not mark, kept the
-        # answer under every conditional cut.
+        return early
+
+    def _condition_sets(
+        self, first: torch.Tensor, early: torch.Tensor, retain: Clean | None, same: torch.Tensor
+    ) -> None:
+        """The condition sets: `conditions` cover the first stage's prompts; the second stage's
+        cut also acts under the sets that cover the formats, in what is left of the budget
+        (`more`). The formats' sets are not used in the first stage: there they held in other
+        prompts and cost the synthetic world's first stage its cut. Without them the chat and
+        few-shot forms of a country's continent, which the first stage's sets do not mark, kept
+        the answer under every conditional cut."""
+        n = self.handle.bottleneck.n_codes
+        fired_keep = (
+            retain.first < NEVER if retain is not None else torch.zeros(0, n, dtype=torch.bool)
+        )
         cover = dict(
             fired_other=fired_keep[~same],
-            max_rate=config.condition_rate,
-            top=config.condition_candidates,
-            top_triples=config.condition_triple_candidates,
+            max_rate=self.config.condition_rate,
+            top=self.config.condition_candidates,
+            top_triples=self.config.condition_triple_candidates,
         )
         last = self.forget_prefix.batch["last"]
         self.conditions = condition_codes(first[early], last[early], **cover)
         self.sets = self.conditions  # the sets a conditional cut acts under (`family` sets it)
         self.more: list[list[int]] = []
-        if self.conditions and len(formats):
+        if self.conditions and self.late.any():
             self.more = condition_codes(first, last, given=self.conditions, **cover)
-        log.info(
-            "forget prompts %d, retain prompts %d, condition codes %s, for the formats %s",
-            len(forget.prompts), len(keep.prompts), self.conditions, self.more,
-        )  # fmt: skip
+
+    def _judging(
+        self, keep: Probe, retain: Clean | None, same: torch.Tensor, cache: RetainCache
+    ) -> list[int]:
+        """The retain prompts each kind of cut is judged on (`judged`) and the codes' retain
+        penalties (`penalties`); returns the rows a conditional cut is judged on."""
+        n = self.handle.bottleneck.n_codes
+        fired = retain.fired if retain is not None else torch.zeros(0, n, dtype=torch.bool)
         # A conditional cut acts only where its condition holds, so only the retain prompts
         # where it does can suffer from it; an unconditional cut can hurt every retain prompt.
         # A condition can complete at the predicting position itself, so `fired` (up to and
@@ -274,7 +307,7 @@ class _Search:
         rows = (same | gated_more | keep.main).nonzero().flatten().tolist() if keep.prompts else []
         # The penalties come from the same prompts: other subjects' paraphrases are not
         # attributed (a backward pass each).
-        attr_r = cache.scores(model, handle, keep, rows).clamp(min=0) if rows else None
+        attr_r = cache.scores(self.model, self.handle, keep, rows).clamp(min=0) if rows else None
         gated_r = gated[rows]
         self.penalties = {
             True: attr_r[gated_r].amax(0) if gated_r.any() else torch.zeros(n),
@@ -288,11 +321,7 @@ class _Search:
             True: _Judged.of(retain, same, rows) if rows else _Judged.none(n),
             False: _Judged.of(retain, same, every) if every else _Judged.none(n),
         }
-        self.clean = self.trial(FAMILIES[0], [], ~late)  # the first stage, no cut
-        # Gone with no cut: the fact's prompts lost the answer to a cut in an earlier bottleneck.
-        self.gone_before = self.clean.gone
-        self.clean = self.clean._replace(gone=False)
-        log.info("retain prompts a conditional trial may measure: %d", len(rows))
+        return rows
 
     def out_of_time(self, ahead: float = 0.0) -> bool:
         """The deadline has passed, or will have in `ahead` seconds (a step as long as the
