@@ -45,7 +45,7 @@ import time
 from typing import NamedTuple
 
 import torch
-from codecut.codebook import Ablation, Attachment, Bottleneck, attach
+from codecut.codebook import Attachment, Bottleneck, attach
 from codecut.probes.antisamples import in_vocabulary, make_antisamples
 from codecut.probes.attribution import (
     NEVER,
@@ -212,7 +212,7 @@ class _Search:
         same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
         self._condition_sets(first, early, retain, same)
         rows = self._judging(keep, retain, same, cache)
-        self.clean = self.trial(FAMILIES[0], [], ~self.late)  # the first stage, no cut
+        self.clean = self.trial(FAMILIES[0], [], ~self.late, [])  # the first stage, no cut
         # Gone with no cut: the fact's prompts lost the answer to a cut in an earlier bottleneck.
         self.gone_before = self.clean.gone
         self.clean = self.clean._replace(gone=False)
@@ -283,7 +283,6 @@ class _Search:
         )
         last = self.forget_prefix.batch["last"]
         self.conditions = condition_codes(first[early], last[early], **cover)
-        self.sets = self.conditions  # the sets a conditional cut acts under (`family` sets it)
         self.more: list[list[int]] = []
         if self.conditions and self.late.any():
             self.more = condition_codes(first, last, given=self.conditions, **cover)
@@ -378,12 +377,12 @@ class _Search:
         active = ~self.late  # the forget prompts the current stage asks
         result, idle = self.clean, 0
         first: tuple[list[int], Trial] | None = None  # the first stage's cut, once it succeeds
-        self.sets = self.conditions
+        sets = self.conditions  # the condition sets a conditional cut acts under
         if self.gone_before and self.late.any():
             # An earlier bottleneck's cut (see `unlearn`) took the fact's prompts: the formats.
             first, active = ([], result), active | self.late
-            self.sets = self.conditions + self.more
-            result = self.trial(family, [], active)
+            sets = self.conditions + self.more
+            result = self.trial(family, [], active, sets)
         while (
             not result.gone
             and len(chosen) < config.max_codes
@@ -392,11 +391,11 @@ class _Search:
             and not self.out_of_time(self.step)
         ):
             started = time.monotonic()
-            code = self.next_code(family, chosen, result.held & active, tried)
+            code = self.next_code(family, chosen, result.held & active, tried, sets)
             if code is None:
                 break
             tried.append(code)
-            trial = self.trial(family, chosen + [code], active)
+            trial = self.trial(family, chosen + [code], active, sets)
             self.step = time.monotonic() - started
             log.debug(
                 "try code %d: forget %.2f retain %.2f held %d", code,
@@ -418,45 +417,46 @@ class _Search:
             chosen, result, idle = chosen + [code], trial, 0
             if result.gone and not active.all():
                 first, active = (chosen, result), active | self.late
-                self.sets = self.conditions + self.more
-                result = self.trial(family, chosen, active)
+                sets = self.conditions + self.more
+                result = self.trial(family, chosen, active, sets)
                 # The formats' sets reach too far: the first stage's alone.
                 if self.costly(family, result):
-                    self.sets = self.conditions
-                    result = self.trial(family, chosen, active)
+                    sets = self.conditions
+                    result = self.trial(family, chosen, active, sets)
             if result.gone:
                 break
         formats_lost = result.gone and bool(self.late.any() and active.all())
         if not result.gone and first is not None:
-            (chosen, result), self.sets = first, self.conditions
+            (chosen, result), sets = first, self.conditions
             log.info("the formats keep the answer with %s; the first stage's cut stands", family)
         return Selection(
             family=family,
             codes=chosen,
-            condition_codes=self.sets if family.conditional else [],
+            condition_codes=sets if family.conditional else [],
             success=result.gone,
             forget_accuracy=result.forget_accuracy,
             retain_accuracy=result.retain_accuracy,
             formats_lost=formats_lost,
         )
 
-    def ablations(self, family: Family, codes: list[int]) -> list[Ablation]:
-        return ablations_of(family, codes, self.sets)
+    def reached(self, family: Family, codes: list[int], sets: list[list[int]]) -> torch.Tensor:
+        """bool per retain prompt `family` is judged on: a cut of `codes` in it, under the
+        condition `sets`, can change its answer (a cut code fires there and, for a conditional
+        cut, every code of a set)."""
+        cut = ablations_of(family, codes, sets)
+        return reached(cut, self.judged[family.conditional].fired)
 
-    def reached(self, family: Family, codes: list[int]) -> torch.Tensor:
-        """bool per retain prompt `family` is judged on: a cut of `codes` in it can change its
-        answer (a cut code fires there and, for a conditional cut, every code of a set)."""
-        return reached(self.ablations(family, codes), self.judged[family.conditional].fired)
-
-    def trial(self, family: Family, codes: list[int], active: torch.Tensor) -> Trial:
+    def trial(
+        self, family: Family, codes: list[int], active: torch.Tensor, sets: list[list[int]]
+    ) -> Trial:
         """Measure the `active` forget prompts (the others count as held) and the retain prompts
-        the cut reaches, with it in place."""
-        self.handle.ablations[:] = self.ablations(family, codes)
+        the cut reaches, with it (under the condition `sets`) in place."""
+        self.handle.ablations[:] = ablations_of(family, codes, sets)
         rows = active.nonzero().flatten()
         p, ok = self.forget_prefix.rows(rows).scores(self.forget_targets[rows])
         judged = self.judged[family.conditional]
         keep_ok = judged.ok.clone()
-        reach = self.reached(family, codes).nonzero().flatten()
+        reach = self.reached(family, codes, sets).nonzero().flatten()
         if len(reach):
             keep_ok[reach] = judged.prefix.rows(reach).scores(judged.targets[reach])[1]
         self.handle.ablations.clear()
@@ -475,7 +475,12 @@ class _Search:
         )
 
     def next_code(
-        self, family: Family, chosen: list[int], held: torch.Tensor, exclude: list[int]
+        self,
+        family: Family,
+        chosen: list[int],
+        held: torch.Tensor,
+        exclude: list[int],
+        sets: list[list[int]],
     ) -> int | None:
         """The best-scoring code on the forget prompts that still hold the answer, measured
         with the cuts so far in place (what is left to cut changes as codes go); None when no
@@ -484,7 +489,7 @@ class _Search:
         # The formats' attributions are not measured on creation (the second stage measures
         # them with its cuts in place); a search an earlier cut sent there measures them here.
         if chosen or self.late[rows].any():
-            self.handle.ablations[:] = self.ablations(family, chosen)
+            self.handle.ablations[:] = ablations_of(family, chosen, sets)
             scores = attributions(
                 self.model,
                 self.handle,

@@ -7,7 +7,7 @@ from codecut.probes.attribution import probe_facts, relation_values
 from codecut.probes.prefix import Prefix, hook_layer
 from codecut.probes.retain_cache import answer_targets
 from codecut.probes.search import _Search, select
-from codecut.probes.selection import Family, SelectConfig
+from codecut.probes.selection import Family, SelectConfig, ablations_of
 
 
 def last_logits(model, prompts):
@@ -56,11 +56,11 @@ def test_a_trial_measures_what_a_full_measurement_does(world, world_bottleneck):
         judged = search.judged[False]
         codes = torch.topk(judged.fired.sum(0).float(), 6).indices.tolist()
         family = Family("clamp", 8.0, False)
-        trial = search.trial(family, codes, ~late)
-        handle.ablations[:] = search.ablations(family, codes)
+        trial = search.trial(family, codes, ~late, [])
+        handle.ablations[:] = ablations_of(family, codes, [])
         _, ok = search.model.answer_scores(keep.prompts, keep.answers)
         handle.ablations.clear()
-    assert search.reached(family, codes).any()
+    assert search.reached(family, codes, []).any()
     assert len(judged.ok) == len(keep.prompts) > len(retain)  # paraphrases too
     assert ok.float().mean().item() < judged.base  # the cut costs something
     assert trial.retain_accuracy == ok.float().mean().item()
