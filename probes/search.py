@@ -47,6 +47,7 @@ from typing import NamedTuple
 import torch
 from codecut.codebook import Attachment, Bottleneck, attach
 from codecut.probes.antisamples import in_vocabulary, make_antisamples
+from codecut.probes.attacks.format import variant_prompts
 from codecut.probes.attribution import (
     NEVER,
     Probe,
@@ -170,9 +171,6 @@ def _formats(model: Model, fact: Fact, pool: list[Fact], formats: tuple[str, ...
     context sentence), where they can be built; the search keeps those the model answers. Every
     prompt of the fact, not only the main one: asked of the main prompt alone, 2 of the first
     12 country requests kept the answer in the chat or helpful form of a paraphrase."""
-    # Imported here, not at the top: the attack suite imports the plan, which imports this module.
-    from codecut.probes.attacks.format import variant_prompts
-
     others = [g for g in pool if (g.subject, g.relation) != (fact.subject, fact.relation)]
     asked = [q for v in formats for q in variant_prompts(model, fact, others, v, SHOTS)]
     return [q for q in dict.fromkeys(asked) if in_vocabulary(model.tokenizer, q)]
