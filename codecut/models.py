@@ -10,6 +10,7 @@ on the decoder layers' outputs, so attaching works on both.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -373,3 +374,12 @@ def _dequantized_copy(name: str) -> Path:
         (tmp / "codecut.json").write_text(json.dumps({"source": str(gguf), "registry": name}))
     log.info("cached %s in %.0f s", name, time.time() - t0)
     return target
+
+
+def copied(model: Model) -> Model:
+    """A `Model` with its own weights (and hook points: a plan applied to the copy acts on it)."""
+    if model.bridge is not None:
+        return copy.deepcopy(model)  # one memo: the copied bridge wraps the copied HF modules
+    # A plain HF model's layers route through hook points by forward hooks, which deepcopy
+    # shares rather than copies; a new Model finds those points through the copied layers.
+    return Model(copy.deepcopy(model.hf), model.tokenizer, name=model.name)

@@ -9,7 +9,6 @@ import json
 
 import pytest
 import torch
-from codecut.probes.attacks.copies import copied
 from codecut.probes.evaluate import answered, fact_accuracy
 from codecut.probes.finetune import METHODS, run, save
 from codecut.probes.finetune.data import Batch, Sequences, positions
@@ -19,6 +18,7 @@ from codecut.probes.finetune.params import own_names
 from codecut import Fact, apply, finetune_unlearn, load_model, save_facts, unlearn
 from codecut.cli import main
 from codecut.errors import BadInput
+from codecut.models import copied
 
 STEPS, LR = 30, 1e-3
 

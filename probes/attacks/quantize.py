@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import torch
 from codecut.probes.attacks.card import Row, measured
-from codecut.probes.attacks.copies import copied
 from codecut.probes.attacks.format import answer_metrics
 from codecut.probes.attacks.states import States
 from codecut.probes.evaluate import prompts_and_answers
 from torch import nn
 
 from codecut.facts import Fact
-from codecut.models import Model, decoder_layers
+from codecut.models import Model, copied, decoder_layers
 
 FORMATS = {"int8": (8, None), "int4": (4, 32)}  # name -> (bits, group size; None: a whole row)
 

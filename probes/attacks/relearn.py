@@ -17,7 +17,6 @@ from contextlib import nullcontext
 import torch
 from codecut.codebook import Bottleneck
 from codecut.probes.attacks.card import Row, measured, skipped
-from codecut.probes.attacks.copies import copied
 from codecut.probes.attacks.format import answer_metrics
 from codecut.probes.attacks.states import States
 from codecut.probes.evaluate import prompts_and_answers
@@ -25,7 +24,7 @@ from codecut.probes.finetune.params import adapted
 from codecut.probes.plan import UnlearnPlan, apply
 
 from codecut.facts import Fact
-from codecut.models import Model
+from codecut.models import Model, copied
 
 
 def relearn(

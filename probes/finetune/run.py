@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 
 import torch
 from codecut.codebook import Bottleneck
-from codecut.probes.attacks.copies import copied
 from codecut.probes.evaluate import answered, prompts_and_answers
 from codecut.probes.finetune import save
 from codecut.probes.finetune.config import LR, STEPS, FinetuneConfig, finetune_config
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 
 from codecut.errors import BadInput
 from codecut.facts import Fact
-from codecut.models import Model
+from codecut.models import Model, copied
 
 
 class BeforeAfter(NamedTuple):
