@@ -206,10 +206,15 @@ class _Search:
         first = self._ask(forget, late)
         early = self._attribute(first)
         cache = shared or RetainCache()
-        retain = cache.clean(model, handle, keep.prompts, keep.answers) if keep.prompts else None
+        if keep.prompts:
+            retain = cache.clean(model, handle, keep.prompts, keep.answers)
+            fired_keep, fired = retain.first < NEVER, retain.fired
+        else:
+            retain = None
+            fired_keep = fired = torch.zeros(0, handle.bottleneck.n_codes, dtype=torch.bool)
         same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
-        self._condition_sets(first, early, retain, same)
-        rows = self._judging(keep, retain, same, cache)
+        self._condition_sets(first, early, fired_keep[~same])
+        rows = self._judging(keep, retain, fired, same, cache)
         self.clean = self.trial(FAMILIES[0], [], ~self.late, [])  # the first stage, no cut
         # Gone with no cut: the fact's prompts lost the answer to a cut in an earlier bottleneck.
         self.gone_before = self.clean.gone
@@ -261,20 +266,17 @@ class _Search:
         return early
 
     def _condition_sets(
-        self, first: torch.Tensor, early: torch.Tensor, retain: Clean | None, same: torch.Tensor
+        self, first: torch.Tensor, early: torch.Tensor, fired_other: torch.Tensor
     ) -> None:
         """The condition sets: `conditions` cover the first stage's prompts; the second stage's
         cut also acts under the sets that cover the formats, in what is left of the budget
         (`more`). The formats' sets are not used in the first stage: there they held in other
         prompts and cost the synthetic world's first stage its cut. Without them the chat and
         few-shot forms of a country's continent, which the first stage's sets do not mark, kept
-        the answer under every conditional cut."""
-        n = self.handle.bottleneck.n_codes
-        fired_keep = (
-            retain.first < NEVER if retain is not None else torch.zeros(0, n, dtype=torch.bool)
-        )
+        the answer under every conditional cut. `fired_other`: where the codes fired in the
+        context of other subjects' retain prompts."""
         cover = dict(
-            fired_other=fired_keep[~same],
+            fired_other=fired_other,
             max_rate=self.config.condition_rate,
             top=self.config.condition_candidates,
             top_triples=self.config.condition_triple_candidates,
@@ -286,12 +288,17 @@ class _Search:
             self.more = condition_codes(first, last, given=self.conditions, **cover)
 
     def _judging(
-        self, keep: Probe, retain: Clean | None, same: torch.Tensor, cache: RetainCache
+        self,
+        keep: Probe,
+        retain: Clean | None,
+        fired: torch.Tensor,
+        same: torch.Tensor,
+        cache: RetainCache,
     ) -> list[int]:
         """The retain prompts each kind of cut is judged on (`judged`) and the codes' retain
-        penalties (`penalties`); returns the rows a conditional cut is judged on."""
+        penalties (`penalties`); returns the rows a conditional cut is judged on. `fired`: as
+        `Clean.fired`, per retain prompt."""
         n = self.handle.bottleneck.n_codes
-        fired = retain.fired if retain is not None else torch.zeros(0, n, dtype=torch.bool)
         # A conditional cut acts only where its condition holds, so only the retain prompts
         # where it does can suffer from it; an unconditional cut can hurt every retain prompt.
         # A condition can complete at the predicting position itself, so `fired` (up to and
