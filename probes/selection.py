@@ -110,17 +110,22 @@ class SelectConfig:
 
     def __post_init__(self) -> None:
         """Refuse options the search cannot use, naming the field, when the config is made."""
-        counts = ("max_codes", "max_trials", "patience", "format_patience")
+        counts = {
+            "max_codes": 1,
+            "max_trials": 1,
+            "patience": 1,
+            "format_patience": 1,
+            "condition_candidates": 0,
+            "condition_triple_candidates": 0,
+        }  # name: least
         shares = ("retain_budget", "p_threshold", "slack", "condition_rate")
         amounts = ("penalty", "min_gain", "min_log_odds")
-        for name in counts:
+        for name, least in counts.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BadInput(f"SelectConfig.{name} must be a whole number >= 1, got {value!r}")
-        for name in ("condition_candidates", "condition_triple_candidates"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise BadInput(f"SelectConfig.{name} must be a whole number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise BadInput(
+                    f"SelectConfig.{name} must be a whole number >= {least}, got {value!r}"
+                )
         for name in shares:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:

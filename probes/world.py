@@ -22,6 +22,7 @@ import logging
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import fmean
 
 import torch
 from codecut.codebook import Bottleneck, load_bottleneck, train_bottleneck
@@ -279,6 +280,7 @@ def _train(seed: int, config: WorldConfig, out: Path) -> None:
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     hf.eval()
+    tenth = max(len(losses) // 10, 1)
     hf.save_pretrained(out)
     tok.save_pretrained(out)
     model = Model(hf, tok)
@@ -293,16 +295,9 @@ def _train(seed: int, config: WorldConfig, out: Path) -> None:
         "config": asdict(config),
         # The mean loss of the first and the last tenth of the steps: that it fell is what a
         # test may check of a training run (its exact bits differ from processor to processor).
-        "loss": [
-            _mean(losses[: len(losses) // 10 or 1]),
-            _mean(losses[-(len(losses) // 10 or 1) :]),
-        ],
+        "loss": [fmean(losses[:tenth]), fmean(losses[-tenth:])],
     }
     (out / "world.json").write_text(json.dumps(data, indent=1))
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
 
 
 def world_bottleneck(model: Model, world: World, seed: int = 0, hook: str = "blocks.2.hook_out"):

@@ -32,9 +32,10 @@ def test_training_a_world_here_learns_its_facts(tmp_path, monkeypatch):
     """World training on this processor, held only to what any reasonable run meets: its bits
     (and which facts come out) differ from processor to processor, so the other tests load
     the committed worlds. The fixtures' recipe, another seed. The bounds are far from what
-    runs give: 11 worlds trained for benchmarks/worlds.py on 2 processors all answered 100% of
-    their training prompts and 59-89% of the held-out ones, the loss falling to about a quarter. (At
-    300 steps one seed answered 82%: too near any bound worth asserting.)"""
+    runs give: the 10 worlds trained for benchmarks/worlds.py on an Intel Xeon and the 4
+    committed ones (an AMD EPYC, and the machine of world-0-other-cpu) all answered 100% of
+    their training prompts and 59-89% of the held-out ones; this seed's loss fell to about a
+    quarter. (At 300 steps one seed answered 82%: too near any bound worth asserting.)"""
     monkeypatch.setenv("CODECUT_CACHE", str(tmp_path))
     model, w = build_world(seed=7, cache=False)
     (record,) = tmp_path.glob("worlds/world-7-*/world.json")
