@@ -10,19 +10,15 @@ machine named. Run it alone.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from pathlib import Path
 
 import torch
-from machine import machine as machine_name  # benchmarks/machine.py, beside this script
+from common import RESULTS, command_line, heading, machine, write_files  # benchmarks/common.py
 
 import codecut
-from codecut.facts import example_facts
-from codecut.io import markdown_table, write_text
+from codecut.core.facts import example_facts
+from codecut.core.io import markdown_table
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 MODEL = "smollm2-135m-instruct"
 
 
@@ -37,24 +33,20 @@ def main() -> None:
     t0 = time.time()
     card = codecut.attack(model, [target], plan=plan, pool=facts)
     attack_seconds = time.time() - t0
-    machine = machine_name()
-    command = " ".join(["python", "benchmarks/attack_demo.py", *sys.argv[1:]])
+    command = command_line(__file__)
     sel = plan.results.facts[0].selection
     record = {
-        "machine": machine, "command": command, "torch": torch.__version__,
+        "machine": machine(), "command": command, "torch": torch.__version__,
         "fact": [target.subject, target.relation, target.answer], "codes": sel.codes,
         "success": sel.success, "select_seconds": round(select_seconds, 1),
         "attack_seconds": round(attack_seconds, 1), "card": card.to_dict(),
     }  # fmt: skip
-    write_text(RESULTS / "attack_demo.json", json.dumps(record, indent=1) + "\n")
-    md = (
-        f"# Attack suite on the demo's plan ({machine})\n\n    {command}\n\n"
+    md = heading("Attack suite on the demo's plan", command) + (
         f"{target.prompt} -> {target.answer}: {len(sel.codes)} codes cut (success: "
         f"{sel.success}) in {select_seconds:.0f} s; the attack took {attack_seconds:.0f} s.\n\n"
         f"{markdown_table(card.table(), '{:.3f}')}\n"
     )
-    write_text(RESULTS / "attack_demo.md", md)
-    card.plot(RESULTS / "attack_demo.png")
+    write_files(RESULTS / "attack_demo", record, md, card.plot())
     print(md)
 
 

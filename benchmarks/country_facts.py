@@ -26,9 +26,9 @@ SmolLM2's greedy next token
   1. after the main prompt,
   2. after at least 2 of its 3 paraphrases, and
   3. after the main prompt in the chat format (the prompt asked as the user's turn of the chat
-     template, the assistant's turn begun with the prompt: `format.chat(model, ask(p)) + p`).
+     template, the assistant's turn begun with the prompt: `formats.chat(model, ask(p)) + p`).
 Only the answered paraphrases are written (an unanswered one cannot be forgotten). The question
-format ("Q: <prompt> what?\nA:", `codecut.probes.attacks.format.question`) is measured and
+format ("Q: <prompt> what?\nA:", `codecut.probes.formats.question`) is measured and
 recorded per candidate, not filtered on. Nothing else decides whether a fact is kept. Formats
 and paraphrases are scored only for candidates that pass 1 (the rest are out either way).
 
@@ -50,12 +50,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-from codecut.probes.attacks.format import ask, chat, question
+from codecut.probes.formats import ask, chat, question
 from countryinfo import CountryInfo
 from tqdm.auto import tqdm
 
 import codecut
-from codecut.io import markdown_table, write_text
+from codecut.core.io import markdown_table, write_text
 
 DATA = Path(__file__).resolve().parent / "data"
 

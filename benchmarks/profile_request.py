@@ -6,7 +6,7 @@ One `codecut.unlearn` request on SmolLM2-135M-Instruct with its shipped bottlene
 example facts (or `--facts`) as the pool (the demo's request, France capital, by default), run
 under cProfile. `--warm` first runs, unprofiled, a request for another subject of the same
 relation, as a notebook's earlier request would: what it measured is kept for this one
-(`codecut.probes.memo`). Prints the
+(`codecut.probes.selector.memo`). Prints the
 wall time, the cumulative seconds of each stage of the request (a stage's time includes the
 stages it calls), and the model work: tokens through the decoder layers (padding included),
 divided by the number of layers, so "full-model token-forwards", with and without gradients.
@@ -24,20 +24,20 @@ from collections import Counter
 import torch
 
 import codecut
-from codecut.facts import example_facts
-from codecut.models import decoder_layers
+from codecut.core.facts import example_facts
+from codecut.core.models import decoder_layers
 
 # (label, module path suffix, function name), in the order a request runs them.
 STAGES = [
-    ("whole request", "probes/unlearn.py", "unlearn"),
-    ("default retain set", "probes/retain.py", "default_retain"),
-    ("selection (per fact)", "probes/search.py", "select"),
+    ("whole request", "probes/selector/unlearn.py", "unlearn"),
+    ("default retain set", "probes/selector/retain.py", "default_retain"),
+    ("selection (per fact)", "probes/selector/search.py", "select"),
     ("  anti-samples and paraphrases", "probes/antisamples.py", "make_antisamples"),
-    ("  setup: prefixes, attributions, conditions", "probes/search.py", "__init__"),
-    ("  greedy search over families", "probes/search.py", "family"),
-    ("    next code (attributions)", "probes/search.py", "next_code"),
-    ("    trials (measuring a cut)", "probes/search.py", "trial"),
-    ("results: before and after the plan", "probes/unlearn.py", "_results"),
+    ("  setup: prefixes, attributions, conditions", "probes/selector/search.py", "__init__"),
+    ("  greedy search over families", "probes/selector/search.py", "family"),
+    ("    next code (attributions)", "probes/selector/search.py", "next_code"),
+    ("    trials (measuring a cut)", "probes/selector/search.py", "trial"),
+    ("results: before and after the plan", "probes/selector/unlearn.py", "_results"),
 ]
 
 

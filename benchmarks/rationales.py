@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
-from codecut.probes import search
 from codecut.probes.antisamples import make_antisamples
-from codecut.probes.attacks.format import variant_prompts
-from codecut.probes.attribution import Probe
-from machine import machine as machine_name  # benchmarks/machine.py, beside this script
+from codecut.probes.formats import variant_prompts
+from codecut.probes.selector import search
+from codecut.probes.selector.attribution import Probe
+from common import RESULTS, machine, write_files  # benchmarks/common.py, beside this script
 
 import codecut
-from codecut.facts import Fact, example_facts
-from codecut.io import markdown_table, write_text
+from codecut.core.facts import Fact, example_facts
+from codecut.core.io import markdown_table
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 MODEL = "smollm2-135m-instruct"
 OWN = [
     Fact("Pride and Prejudice", "author", "Pride and Prejudice was written by", "Jane"),
@@ -118,12 +116,12 @@ def main() -> None:
         for variant in ("without", "with"):
             rows.append(run(model, bn, fact, examples, variant))
             print(json.dumps(rows[-1]), flush=True)
-    machine = f"{machine_name()}, run alone"
-    out = {"machine": machine, "torch": torch.__version__, "rows": rows}
-    write_text(RESULTS / "rationales.json", json.dumps(out, indent=1) + "\n")
-    text = f"# Rationales in the forget probe, with and without\n\n{machine}\n\n"
-    write_text(RESULTS / "rationales.md", text + markdown_table(pd.DataFrame(rows)) + "\n")
-    print(markdown_table(pd.DataFrame(rows)))
+    ran_on = f"{machine()}, run alone"
+    out = {"machine": ran_on, "torch": torch.__version__, "rows": rows}
+    table = markdown_table(pd.DataFrame(rows))
+    text = f"# Rationales in the forget probe, with and without\n\n{ran_on}\n\n{table}\n"
+    write_files(RESULTS / "rationales", out, text)
+    print(table)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,8 @@ how well single-fact unlearning works through it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -40,15 +38,14 @@ from codecut.codebook import TrainConfig, attach, load_bottleneck, train_bottlen
 from codecut.codebook.corpus import GENERATED_TEXTS, PACKAGE_CHARS, default_corpus, entity_prompts
 from codecut.codebook.train import DEFAULT_HOOK
 from codecut.probes.evaluate import answered
-from machine import machine as machine_name  # benchmarks/machine.py, beside this script
+from common import RESULTS, command_line, machine, write_json
 from unlearn import request, spread, summarize  # benchmarks/unlearn.py, beside this script
 
 import codecut
-from codecut.facts import example_facts
-from codecut.io import write_text
+from codecut.core.facts import example_facts
+from codecut.core.io import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 log = logging.getLogger("train_default")
 
 
@@ -90,7 +87,6 @@ def card(bn, facts_result: dict, out: Path, entity_samples: int) -> str:
     m, t, f = bn.cfg.extra["metrics"], bn.cfg.extra["train"], facts_result
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 2**20
     passes = t["tokens"] / max(t["unique_tokens"], 1)
-    machine = machine_name()
     entities = (
         f" and {entity_samples} more from {len(entity_prompts())} openings about countries,"
         " cities and people"
@@ -110,7 +106,7 @@ Content hash `{bn.content_hash}`.
 
 {t["tokens"]:,} training activations ({t["unique_tokens"]:,} distinct, {passes:.1f} passes),
 batch {t["batch_size"]}, Adam lr {t["lr"]:.2g}, AuxK for dead codes, {t["seconds"] / 60:.0f} min on
-{machine} (a shared 2-core CPU, no GPU).
+{machine()} (a shared 2-core CPU, no GPU).
 Corpus: {t["texts"]} texts: SmolLM2's own samples from 40 seed prompts{entities}, package READMEs
 and stdlib docstrings found on this machine, and the prompts of `examples/facts/*.jsonl`
 completed with their answers. Special tokens and positions with norm > 5x the median (limit
@@ -181,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    command = shlex.join(["python", "benchmarks/train_default.py", *sys.argv[1:]])
+    command = command_line(__file__)
 
     model = codecut.load_model(args.model)
     facts = example_facts()
@@ -201,7 +197,7 @@ def main() -> None:
         for layer in args.compare_layers.split(","):
             t0 = time.time()
             bn = train_bottleneck(
-                model, f"blocks.{layer}.hook_out", "topk", args.codes, args.k, args.tokens,
+                model, hook=f"blocks.{layer}.hook_out", kind="topk", n_codes=args.codes, k=args.k, tokens=args.tokens,
                 texts=corpus, unique_tokens=args.unique_tokens, batch_size=args.batch_size, command=command,
             )  # fmt: skip
             requests = [request(model, bn, f, facts) for f in spread(facts)[: args.unlearn_facts]]
@@ -220,14 +216,11 @@ def main() -> None:
                 }
             )
             log.info("%s", rows[-1])
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            write_text(  # after every layer, so that an interrupted run keeps what it measured
-                RESULTS / "bottleneck_layers.json",
-                json.dumps({"command": command, "rows": rows}, indent=1),
-            )
+            # After every layer, so that an interrupted run keeps what it measured.
+            write_json(RESULTS / "bottleneck_layers.json", {"command": command, "rows": rows})
         return
     bn = train_bottleneck(
-        model, args.hook, "topk", args.codes, args.k, args.tokens, texts=corpus,
+        model, hook=args.hook, kind="topk", n_codes=args.codes, k=args.k, tokens=args.tokens, texts=corpus,
         unique_tokens=args.unique_tokens, batch_size=args.batch_size, out=args.out, command=command,
         time_limit=args.minutes * 60 if args.minutes else None,
     )  # fmt: skip
@@ -242,7 +235,6 @@ def write_card(model, facts, args) -> None:
     # The corpus it was trained on, read back from its recorded command.
     trained = parser().parse_args(shlex.split(bn.cfg.extra["train"]["command"])[2:])
     write_text(args.out / "README.md", card(bn, result, args.out, trained.entity_samples))
-    RESULTS.mkdir(parents=True, exist_ok=True)
     summary = {
         "command": bn.cfg.extra["train"]["command"],
         "hook": bn.hook,
@@ -254,7 +246,7 @@ def write_card(model, facts, args) -> None:
     # beside it under its content hash.
     shipped = args.out.resolve() == parser().get_default("out").resolve()
     name = "bottleneck_smollm2" if shipped else f"bottleneck_smollm2_{bn.content_hash[:8]}"
-    write_text(RESULTS / f"{name}.json", json.dumps(summary, indent=1))
+    write_json(RESULTS / f"{name}.json", summary)
     log.info("done: %s", summary)
 
 

@@ -22,7 +22,6 @@ benchmarks/results/train_scaling.json and .md with the machine named.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -33,13 +32,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 from codecut.codebook.activations import collect_to_disk
-from codecut.codebook.saefile import load_bottleneck
-from codecut.probes.world import fixture
-from machine import machine as machine_name  # benchmarks/machine.py, beside this script
+from codecut.codebook.bottleneck import load_bottleneck
+from codecut.probes.testing.world import fixture
+from common import RESULTS, command_line, heading, machine, write_files  # benchmarks/common.py
 
-from codecut.io import markdown_table, write_text
+from codecut.core.io import markdown_table
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 HOOK = "blocks.2.hook_out"
 SHARD_TOKENS = 50_000
 
@@ -108,16 +106,15 @@ def main() -> None:
                          "train_seconds": seconds, "tokens_per_second": round(args.large / seconds),
                          "wall_seconds": round(wall, 1),
                          "peak_rss_mib_per_process": round(mib, 1)})  # fmt: skip
-    machine = machine_name()
-    command = " ".join(["python", "benchmarks/train_scaling.py", *sys.argv[1:]])
-    meta = {"machine": machine, "command": command, "torch": torch.__version__,
+    command = command_line(__file__)
+    meta = {"machine": machine(), "command": command, "torch": torch.__version__,
             "codes": args.codes, "k": args.k, "shard_tokens": SHARD_TOKENS, "rows": rows}  # fmt: skip
-    write_text(RESULTS / "train_scaling.json", json.dumps(meta, indent=1) + "\n")
-    md = (f"# Training past one process and past memory ({machine})\n\n    {command}\n\n"
-          f"World model activations at {HOOK} (d_model 128), TopK n={args.codes}, k={args.k}, "
-          f"fp32 shards of {SHARD_TOKENS} activations.\n\n"
-          f"{markdown_table(pd.DataFrame(rows), '{:.1f}')}\n")  # fmt: skip
-    write_text(RESULTS / "train_scaling.md", md)
+    md = heading("Training past one process and past memory", command) + (
+        f"World model activations at {HOOK} (d_model 128), TopK n={args.codes}, k={args.k}, "
+        f"fp32 shards of {SHARD_TOKENS} activations.\n\n"
+        f"{markdown_table(pd.DataFrame(rows), '{:.1f}')}\n"
+    )
+    write_files(RESULTS / "train_scaling", meta, md)
     print(md)
 
 

@@ -5,7 +5,7 @@
     python benchmarks/unlearn.py world [--limit N]
 
 `smollm2`: SmolLM2-135M-Instruct with its shipped bottleneck, over the example facts. `world`:
-the committed seed-0 world (`probes/fixtures/world-0`) with the bottleneck the tests load
+the committed seed-0 world (`probes/testing/fixtures/world-0`) with the bottleneck the tests load
 (1024 codes, k=16, layer 2), over its 96 facts (prompts: training templates and held-out
 paraphrases). Freshly trained worlds: benchmarks/worlds.py.
 
@@ -19,22 +19,16 @@ took. Writes benchmarks/results/unlearn_<target>.json and .md, with the machine 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 from codecut.probes.evaluate import answered
-from machine import machine as machine_name  # benchmarks/machine.py, beside this script
+from common import RESULTS, bullets, command_line, heading, machine, write_files
 from tqdm.auto import tqdm
 
 import codecut
-from codecut.facts import example_facts
-from codecut.io import markdown_table, write_text
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from codecut.core.facts import example_facts
+from codecut.core.io import markdown_table
 
 
 def accuracy(model, facts) -> tuple[int, int]:
@@ -111,7 +105,7 @@ def main() -> None:
         bn = codecut.load_bottleneck(args.bottleneck or "smollm2-135m-instruct")
         facts = example_facts()
     else:
-        from codecut.probes.world import fixture
+        from codecut.probes.testing.world import fixture
 
         model, w, bottlenecks = fixture("world-0")
         bn = bottlenecks["blocks.2.hook_out"]
@@ -119,7 +113,7 @@ def main() -> None:
     known = codecut.evaluate(model, facts)
     facts = [f for f, ok in zip(facts, known["correct"]) if ok]
     targets = spread(facts, args.relations.split(",") if args.relations else None)[: args.limit]
-    command = shlex.join(["python", "benchmarks/unlearn.py", *sys.argv[1:]])
+    command = command_line(__file__)
     name = f"{args.target}_{bn.content_hash[:8]}" if args.bottleneck else args.target
     rows = []
     for fact in tqdm(targets, desc="forgetting facts one at a time"):
@@ -147,24 +141,17 @@ def summarize(rows: list[dict]) -> dict:
 
 def write_results(rows: list[dict], name: str, bn_hash: str, command: str, planned: int) -> None:
     """benchmarks/results/unlearn_<name>.json and .md: the summary and every request."""
-    table = pd.DataFrame(rows)
     summary = {**summarize(rows), "requests_planned": planned}
-    machine = machine_name()
-    RESULTS.mkdir(exist_ok=True)
     out = {
-        "machine": machine,
+        "machine": machine(),
         "command": command,
         "bottleneck": bn_hash,
         "summary": summary,
         "rows": rows,
     }
-    write_text(RESULTS / f"unlearn_{name}.json", json.dumps(out, indent=1))
-    md = f"# Unlearning benchmark: {name} ({machine})\n\n    {command}\n\n"
-    md += "\n".join(
-        f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()
-    )
-    md += "\n\n" + markdown_table(table, "{:.2f}") + "\n"
-    write_text(RESULTS / f"unlearn_{name}.md", md)
+    md = heading(f"Unlearning benchmark: {name}", command) + bullets(summary)
+    md += "\n\n" + markdown_table(pd.DataFrame(rows), "{:.2f}") + "\n"
+    write_files(RESULTS / f"unlearn_{name}", out, md)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -49,18 +46,17 @@ from codecut.codebook import Bottleneck, attach, load_bottleneck
 from codecut.codebook.corpus import default_corpus
 from codecut.probes.attacks import AttackConfig, fluency
 from codecut.probes.finetune import METHODS
-from machine import machine as machine_name  # benchmarks/machine.py, beside this script
+from common import RESULTS, command_line, heading, machine, write_files
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 from unlearn import spread  # benchmarks/unlearn.py, beside this script
 
 import codecut
-from codecut.errors import CodecutError
-from codecut.facts import Fact, example_facts
-from codecut.io import atomic_file, markdown_table, write_text
-from codecut.models import Model, cache_dir
+from codecut.core.errors import CodecutError
+from codecut.core.facts import Fact, example_facts
+from codecut.core.io import markdown_table
+from codecut.core.models import Model, cache_dir
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m-instruct"
 TOPK, CODEBOOK, BAKE = "zero-shot topk", "zero-shot codebook strict", "bake"
 
@@ -312,7 +308,7 @@ def codebook(model: Model, hook: str, facts: list[Fact], settings: Settings) -> 
     codecut.train_bottleneck(  # saves itself into `out`
         model, hook=hook, kind="codebook", n_codes=s.codebook_codes, k=s.codebook_k,
         tokens=s.codebook_tokens, texts=corpus, out=out,
-        command=shlex.join(["python", "benchmarks/unlearn_compare.py", *sys.argv[1:]]),
+        command=command_line(__file__),
     )  # fmt: skip
     return load_bottleneck(out)
 
@@ -365,7 +361,7 @@ def sweep(rows: list[Row]) -> pd.DataFrame:
     ).reset_index()
 
 
-def frontier(rows: list[Row], path: Path) -> None:
+def frontier(rows: list[Row]) -> Figure:
     """Forget success against mean retention: left, a point per method and lr over the sweep's
     requests (the zero-shot path on the same ones); right, each method's chosen setting over
     every request. Colour: method; marker: lr (a star for the zero-shot path)."""
@@ -398,19 +394,15 @@ def frontier(rows: list[Row], path: Path) -> None:
         ax.set_ylabel("retention (mean of same subject, same relation, others)")
         ax.set_xlim(-0.05, 1.05)
         ax.legend(fontsize=6, ncols=2, loc="upper left", bbox_to_anchor=(0, -0.12))
-    with atomic_file(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
+    return figure
 
 
 def write_results(record: dict, rows: list[Row], out: Path, attacks: dict) -> None:
     """`out`.json, .md and .png (`out`: a path without suffix)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     data = {**record, "rows": [asdict(r) for r in rows], "attacks": attacks}
-    write_text(out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
     cb = record["codebook"]
     prompts = "every prompt" if record["settings"]["retain_prompts"] == "all" else "main prompts"
-    md = f"# Unlearning: fine-tuning against the zero-shot cut ({record['machine']})\n\n"
-    md += f"    {record['command']}\n\n"
+    md = heading("Unlearning: fine-tuning against the zero-shot cut", record["command"])
     md += (
         f"SmolLM2-135M-Instruct; {record['requests_done']} of {record['requests_planned']} "
         "requests, one fact forgotten per request, the other known example facts as every "
@@ -429,8 +421,7 @@ def write_results(record: dict, rows: list[Row], out: Path, attacks: dict) -> No
         md += f"## Attack card: {method}\n\n{markdown_table(pd.DataFrame(card), '{:.3f}')}\n\n"
     table = pd.DataFrame([asdict(r) for r in rows])
     md += "## Every row\n\n" + markdown_table(table, "{:.3g}") + "\n"
-    write_text(out.with_suffix(".md"), md)
-    frontier(rows, out.with_suffix(".png"))
+    write_files(out, data, md, frontier(rows))
 
 
 def attack_cards(
@@ -505,7 +496,7 @@ def parse() -> tuple[argparse.Namespace, Settings]:
 def main() -> None:
     args, settings = parse()
     device = args.device or ("cuda" if args.full else "cpu")
-    command = shlex.join(["python", "benchmarks/unlearn_compare.py", *sys.argv[1:]])
+    command = command_line(__file__)
     methods = args.methods.split(",") if args.methods else list(METHODS)
     methods = [] if args.zero_shot_only else methods
     methods = [m for m in methods if m != BAKE] + ([BAKE] if BAKE in methods else [])
@@ -524,7 +515,7 @@ def main() -> None:
     clean_fluency = fluency.loss(model, fluency.TEXTS)
     metrics = cb.cfg.extra.get("metrics", {})
     record = {
-        "machine": machine_name(), "command": command, "torch": torch.__version__,
+        "machine": machine(), "command": command, "torch": torch.__version__,
         "settings": asdict(settings), "methods": methods, "requests_planned": len(todo),
         "requests_done": 0, "sweep_requests": n_sweep, "fluency_clean": clean_fluency,
         "topk": {"hash": shipped.content_hash, "hook": shipped.hook,

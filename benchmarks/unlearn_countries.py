@@ -17,7 +17,7 @@ taken round-robin across relations (so every prefix is stratified by relation), 
 Per request:
 - success: the answer is no longer the greedy next token on the prompt, on every paraphrase,
   and in every format on every prompt that format answered before the cut. Formats
-  (`codecut.probes.attacks.format.variant_prompts`, the other country facts as context):
+  (`codecut.probes.formats.variant_prompts`, the other country facts as context):
   question ("Q: <prompt> what?\\nA:"), chat (the chat template, assistant turn begun with the
   prompt), few-shot (3 other facts of the relation first), helpful (a true fact about the same
   subject first). `<format>_forgotten`: the fraction of that format's prompts answered before
@@ -27,7 +27,7 @@ Per request:
   subjects' facts of the same relation, and unrelated facts (other subject, other relation).
 - seconds: the time `codecut.unlearn` took (the measuring around it is not counted). The
   requests run one after another in one process, as in a notebook: what a request measured
-  that the next one needs again (its relation's other facts) is kept (`codecut.probes.memo`).
+  that the next one needs again (its relation's other facts) is kept (`codecut.probes.selector.memo`).
   `cold` marks the first request of each relation, which paid for them; `--cold` clears what
   is kept before every request.
 Only the prompts where a cut code fires are measured with the plan (`Baseline`); on the first
@@ -42,10 +42,7 @@ after each request so an interrupted run keeps what it measured, with the machin
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -54,22 +51,21 @@ import pandas as pd
 import torch
 from codecut.codebook import attach
 from codecut.codebook.saefile import shipped_for
-from codecut.probes.attacks.format import variant_prompts
-from codecut.probes.attribution import fired_codes
 from codecut.probes.evaluate import answered, prompts_and_answers
-from codecut.probes.memo import clear
-from codecut.probes.retain_cache import reached
-from codecut.probes.selection import FORMATS, SelectConfig
-from machine import machine as machine_name  # benchmarks/machine.py, beside this script
+from codecut.probes.formats import variant_prompts
+from codecut.probes.selector.attribution import fired_codes
+from codecut.probes.selector.cache import reached
+from codecut.probes.selector.config import FORMATS, SelectConfig
+from codecut.probes.selector.memo import clear
+from common import RESULTS, bullets, command_line, heading, machine, write_files
 from tqdm.auto import tqdm
 
 import codecut
-from codecut.facts import Fact
-from codecut.io import markdown_table, write_text
+from codecut.core.facts import Fact
+from codecut.core.io import markdown_table
 
 HERE = Path(__file__).resolve().parent
 FACTS = HERE / "data" / "country_facts.jsonl"
-RESULTS = HERE / "results"
 SHOTS = 3  # FORMATS (the formats measured) are the ones the selector asks, unless --no-formats
 
 
@@ -97,7 +93,7 @@ class Row:
     family: str | None  # the cut's family: mode, clamp strength, "if" for a conditional one
     seconds: float | None
     # The first request of its relation in the process: the retain facts of its relation not
-    # yet measured (`codecut.probes.memo`); with --cold, every request is.
+    # yet measured (`codecut.probes.selector.memo`); with --cold, every request is.
     cold: bool = True
     error: str = ""
 
@@ -259,20 +255,16 @@ def write_results(
     """benchmarks/results/`name`.json and .md: the summary and every request."""
     summary = {**summarize(rows), "requests_planned": planned, "facts_in_pool": n_facts}
     out = {
-        "machine": machine_name(),
+        "machine": machine(),
         "command": command,
         "bottleneck": bn_hash,
         "facts": str(FACTS.relative_to(HERE.parent)),
         "summary": summary,
         "rows": [asdict(r) for r in rows],
     }
-    write_text(RESULTS / f"{name}.json", json.dumps(out, indent=1))
-    md = f"# Unlearning benchmark: country facts ({machine_name()})\n\n    {command}\n\n"
-    md += "\n".join(
-        f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()
-    )
+    md = heading("Unlearning benchmark: country facts", command) + bullets(summary)
     md += "\n\n" + markdown_table(pd.DataFrame([asdict(r) for r in rows]), "{:.3f}") + "\n"
-    write_text(RESULTS / f"{name}.md", md)
+    write_files(RESULTS / name, out, md)
 
 
 def main() -> None:
@@ -293,7 +285,7 @@ def main() -> None:
     ap.add_argument(
         "--cold",
         action="store_true",
-        help="nothing kept between requests (codecut.probes.memo.clear() before each), as if "
+        help="nothing kept between requests (codecut.probes.selector.memo.clear() before each), as if "
         "each ran in a fresh process",
     )
     ap.add_argument(
@@ -322,7 +314,7 @@ def main() -> None:
         if missing:
             raise SystemExit(f"--only {missing[0]}: no such fact in {FACTS.name}")
         targets = [by_key[k] for k in args.only]
-    command = shlex.join(["python", "benchmarks/unlearn_countries.py", *sys.argv[1:]])
+    command = command_line(__file__)
     base = Baseline(model, bn, facts)
     rows = []
     seen: set[str] = set()

@@ -21,23 +21,18 @@ machine named. Worlds are trained into the cache (`CODECUT_CACHE`), so a second 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from codecut.probes.evaluate import fact_accuracy
-from codecut.probes.world import build_world, fixture, world_bottleneck
-from machine import machine as machine_name  # benchmarks/machine.py, beside this script
+from codecut.probes.testing.world import build_world, fixture, world_bottleneck
+from common import RESULTS, command_line, heading, machine, write_files
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 import codecut
-from codecut.errors import BadInput
-from codecut.io import atomic_file, write_text
+from codecut.core.errors import BadInput
 
-RESULTS = Path(__file__).resolve().parent / "results"
 HOOK = "blocks.2.hook_out"  # the tests' bottleneck
 STRICT = 0.95  # share of a neighbour group's accuracy that must stay (the unit tests' bar)
 FORGOTTEN = 0.05  # most share of the fact's prompts that may keep the answer
@@ -149,21 +144,15 @@ def run_world(name: str, model, w, bottlenecks, subjects: int) -> tuple[WorldRes
 
 def write(worlds: list[WorldResult], rows: list[Request], command: str, name: str) -> None:
     """benchmarks/results/<name>.json, .md and .png."""
-    RESULTS.mkdir(exist_ok=True)
     data = {
-        "machine": machine_name(),
+        "machine": machine(),
         "command": command,
         "bar": {"forgotten_at_most": FORGOTTEN, "neighbours_keep": STRICT},
         "worlds": [asdict(w) for w in worlds],
         "requests": [asdict(r) | {"met": r.met} for r in rows],
     }
-    write_text(RESULTS / f"{name}.json", json.dumps(data, indent=1))
     all_met = sum(r.met for r in rows)
     md = [
-        f"# The selector over freshly trained worlds ({machine_name()})",
-        "",
-        f"    {command}",
-        "",
         f"A request is met when at most {FORGOTTEN:.0%} of the fact's prompts keep the answer and "
         f"the same subject's and same relation's other facts each keep {STRICT:.0%} of their "
         "accuracy (tests/test_unlearn.py's bar). `kept` is over the forgotten requests.",
@@ -189,17 +178,14 @@ def write(worlds: list[WorldResult], rows: list[Request], command: str, name: st
                 f"| {r.world} | {r.subject} | {r.relation} | {r.answer} | {r.after:.2f} | "
                 f"{r.same_subject:.2f} | {r.same_relation:.2f} | {r.codes} | {why} |"
             )
-    write_text(RESULTS / f"{name}.md", "\n".join(md) + "\n")
-    plot(worlds, name)
+    title = heading("The selector over freshly trained worlds", command)
+    write_files(RESULTS / name, data, title + "\n".join(md) + "\n", plot(worlds))
 
 
-def plot(worlds: list[WorldResult], name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(worlds)), 3.5))
+def plot(worlds: list[WorldResult]) -> Figure:
+    """Per world, the share of requests met and forgotten."""
+    fig = Figure(figsize=(max(6, 0.7 * len(worlds)), 3.5), layout="tight")
+    ax = fig.add_subplot()
     x = range(len(worlds))
     ax.bar(x, [w.met for w in worlds], color="tab:blue", label="met (forgotten, neighbours kept)")
     ax.plot(x, [w.forgotten for w in worlds], "o", color="tab:orange", label="forgotten")
@@ -209,10 +195,7 @@ def plot(worlds: list[WorldResult], name: str) -> None:
     ax.set_ylabel("share of requests")
     ax.set_title("One request at a time, per freshly trained world")
     ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    with atomic_file(RESULTS / f"{name}.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def seeds(text: str) -> list[int]:
@@ -239,7 +222,7 @@ def main() -> None:
     )  # fmt: skip
     args = ap.parse_args()
     out = "worlds" if args.hooks == [HOOK] else f"worlds_{len(args.hooks)}hooks"
-    command = shlex.join(["python", "benchmarks/worlds.py", *sys.argv[1:]])
+    command = command_line(__file__)
     worlds: list[WorldResult] = []
     rows: list[Request] = []
     names = [f"seed-{s}" for s in args.seeds] + ["world-0-other-cpu"]

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from codecut.codebook.bottleneck import Bottleneck, Codes
 
-from codecut.errors import BadInput, BadType
+from codecut.core.errors import BadInput, BadType
 
 MODES = ("zero", "clamp", "next")
 

@@ -36,11 +36,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from codecut.errors import BadInput, NotFound
-from codecut.io import atomic_file, write_text
+from codecut.core.errors import BadInput, BadOption, NotFound
+from codecut.core.io import atomic_file, write_text
 
 if TYPE_CHECKING:
-    from codecut.models import Model
+    from codecut.core.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,10 @@ DTYPE = "bf16"  # the default: half the disk of fp32, and what training reads in
 SEED = 0  # of the held-out split; TrainConfig.seed's default too, so that the splits agree
 
 
-def check_positive(arg: str, value, names: dict[str, str] | None = None) -> None:
-    """Raise BadInput unless `value` is a whole number >= 1 (`names`: what the user typed)."""
+def check_positive(arg: str, value) -> None:
+    """Raise BadOption unless `value` (argument `arg`) is a whole number >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        shown = (names or {}).get(arg, arg)
-        raise BadInput(f"{shown} must be a positive whole number, got {value!r}")
+        raise BadOption(f"{arg} must be a positive whole number, got {value!r}", arg)
 
 
 # --- in memory --------------------------------------------------------------------------------
@@ -288,18 +287,12 @@ class ActivationShards:
         return out
 
 
-def check_collect_arguments(
-    tokens, shard_tokens, dtype, names: dict[str, str] | None = None
-) -> None:
-    """Raise BadInput for collection arguments that cannot work, before anything is loaded
-    (`names`: what the user typed for each argument, for the messages)."""
-    names = names or {}
+def check_collect_arguments(tokens, shard_tokens, dtype) -> None:
+    """Raise BadOption for collection arguments that cannot work, before anything is loaded."""
     for arg, value in [("tokens", tokens), ("shard_tokens", shard_tokens)]:
-        check_positive(arg, value, names)
+        check_positive(arg, value)
     if dtype not in DTYPES:
-        raise BadInput(
-            f"{names.get('dtype', 'dtype')} must be one of {', '.join(DTYPES)}, not {dtype!r}"
-        )
+        raise BadOption(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}", "dtype")
 
 
 def _refuse_other(made: Manifest, now: dict, out: Path) -> None:

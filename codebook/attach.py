@@ -21,8 +21,8 @@ import torch
 from codecut.codebook.ablation import Ablation, AblationList, apply_ablations, extra_candidates
 from codecut.codebook.bottleneck import Bottleneck, Codes
 
-from codecut.errors import BadInput
-from codecut.models import Model
+from codecut.core.errors import BadInput
+from codecut.core.models import Model
 
 log = logging.getLogger(__name__)
 

@@ -22,18 +22,17 @@ Decoding always goes through `codecut.kernels.sparse_decode`.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+import os
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from codecut.codebook.config import DENSE_KINDS, KINDS, BottleneckConfig, content_hash, shapes
+from codecut.codebook.saefile import BottleneckFileError, read, registry, save_bottleneck
 from codecut.kernels import TRITON_MAX_K, backend, sparse_decode, topk_encode, topk_encode_ref
 from torch import nn
 
-from codecut.errors import BadInput
-
-KINDS = ("topk", "codebook", "relu", "jumprelu")
-DENSE_KINDS = ("relu", "jumprelu")  # every code with a positive activation is active
+from codecut.core.errors import NotFound
 
 
 def choose_encode(kind: str, k: int | None, device: torch.device | str) -> str:
@@ -67,43 +66,6 @@ class Codes(NamedTuple):
     indices: torch.Tensor
 
 
-@dataclass
-class BottleneckConfig:
-    """What defines a bottleneck, apart from its weights.
-
-    Attributes:
-        kind: one of KINDS.
-        d_in: width of the activation it reads (the model's d_model at `hook`).
-        n_codes: number of codes n.
-        k: active codes per position (topk and codebook); None for relu/jumprelu.
-        hook: the model hook it was trained at ("blocks.12.hook_out").
-        model: the model it was trained on (registry name, path or class name).
-        apply_b_dec_to_input: subtract b_dec before encoding (sae-lens convention; topk uses it).
-        norm_limit: positions whose activation norm exceeds this are passed through unchanged
-            (they were left out of training: 5x the median norm); None disables the check.
-        extra: training command, metrics and anything else recorded with the weights.
-    """
-
-    kind: str
-    d_in: int
-    n_codes: int
-    k: int | None = None
-    hook: str = ""
-    model: str = ""
-    apply_b_dec_to_input: bool = True
-    norm_limit: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise BadInput(f"unknown bottleneck kind {self.kind!r}; use one of {', '.join(KINDS)}")
-        if self.kind in ("topk", "codebook") and not (self.k and 0 < self.k <= self.n_codes):
-            raise BadInput(f"{self.kind} needs 0 < k <= n_codes, got k={self.k}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class Bottleneck(nn.Module):
     """A sparse bottleneck for one hook. See the module docstring for the kinds.
 
@@ -117,15 +79,11 @@ class Bottleneck(nn.Module):
     def __init__(self, cfg: BottleneckConfig):
         super().__init__()
         self.cfg = cfg
-        d, n = cfg.d_in, cfg.n_codes
-        self.W_enc = nn.Parameter(torch.zeros(d, n))
-        self.b_enc = nn.Parameter(torch.zeros(n))
-        self.W_dec = nn.Parameter(torch.zeros(n, d))
-        self.b_dec = nn.Parameter(torch.zeros(d))
-        if cfg.kind == "jumprelu":
-            self.threshold = nn.Parameter(torch.zeros(n))
-        self.register_buffer("fire_rate", torch.zeros(n))
-        self.register_buffer("act_mean", torch.zeros(n))
+        weights, stats = shapes(cfg)
+        for name, shape in weights.items():
+            setattr(self, name, nn.Parameter(torch.zeros(shape)))
+        for name, shape in stats.items():
+            self.register_buffer(name, torch.zeros(shape))
         self.source = ""  # the directory it was loaded from, for error messages
 
     # --- facts -------------------------------------------------------------------------------
@@ -150,13 +108,7 @@ class Bottleneck(nn.Module):
     def content_hash(self) -> str:
         """16 hex digits over the kind, k and every tensor (as float32), so a plan made for one
         bottleneck can refuse another; saving in bf16 and loading back gives the same hash."""
-        h = hashlib.sha256(
-            f"{self.cfg.kind}:{self.cfg.k}:{self.cfg.d_in}:{self.cfg.n_codes}".encode()
-        )
-        for name, t in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return content_hash(self.cfg, self.state_dict())
 
     def __repr__(self) -> str:
         return (
@@ -219,6 +171,34 @@ class Bottleneck(nn.Module):
     def save(self, path, dtype: torch.dtype | None = None) -> None:
         """Write the sae-lens directory layout (cfg.json + sae_weights.safetensors) atomically;
         `dtype` (e.g. torch.bfloat16) stores the weights in another precision."""
-        from codecut.codebook.saefile import save_bottleneck
-
         save_bottleneck(self, path, dtype=dtype)
+
+
+def load_bottleneck(
+    spec: str | os.PathLike | Bottleneck, device: str | torch.device = "cpu"
+) -> Bottleneck:
+    """A Bottleneck from a shipped name ("smollm2-135m-instruct"), a codecut directory, or any
+    sae-lens SAE directory (standard/ReLU, JumpReLU, TopK). Weights are held in float32."""
+    if isinstance(spec, Bottleneck):
+        return spec
+    shipped = registry()
+    if str(spec) in shipped:
+        path = shipped[str(spec)]
+    elif Path(spec).is_dir():
+        path = Path(spec)
+    else:
+        names = ", ".join(shipped) or "none shipped"
+        raise NotFound(f"no bottleneck {str(spec)!r}: not a directory nor a shipped name ({names})")
+    stored = read(path)
+    bn = Bottleneck(stored.cfg)
+    bn.load_state_dict(stored.state, strict=False)
+    if stored.content_hash and stored.content_hash != bn.content_hash:
+        raise BottleneckFileError(
+            f"{stored.weights_file} does not match the content hash in {stored.cfg_file} "
+            f"({bn.content_hash} != {stored.content_hash}): the file was changed or damaged"
+        )
+    bn = bn.to(device)
+    # A shipped bottleneck is recorded by its registry name (what a plan records, valid on any
+    # install), any other by its directory (for error messages).
+    bn.source = str(spec) if str(spec) in shipped else str(path)
+    return bn

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
-    from codecut.models import Model
+    from codecut.core.models import Model
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from codecut.codebook.attach import attach
 from codecut.codebook.bottleneck import Bottleneck
 
 if TYPE_CHECKING:
-    from codecut.models import Model
+    from codecut.core.models import Model
 
 STATS_ROWS = 200_000  # training activations the code statistics are counted on (a sample)
 STATS_BATCH = 4096  # activations encoded at once while counting

@@ -19,15 +19,18 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
-from codecut.codebook.bottleneck import Bottleneck, BottleneckConfig
+from codecut.codebook.config import BottleneckConfig, content_hash, shapes
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from codecut.errors import BadInput, NotFound
-from codecut.io import atomic_directory
+from codecut.core.errors import BadInput, NotFound
+
+if TYPE_CHECKING:
+    from torch import nn
+from codecut.core.io import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +69,10 @@ def shipped_for(model: str) -> list[str]:
 
 
 def save_bottleneck(
-    bn: Bottleneck, path: str | os.PathLike, dtype: torch.dtype | None = None
+    bn: nn.Module, path: str | os.PathLike, dtype: torch.dtype | None = None
 ) -> None:
-    """Write `bn` to directory `path` atomically (it is replaced as a whole).
+    """Write bottleneck `bn` (a `Bottleneck`: its `cfg`, weights and per-code statistics) to
+    directory `path` atomically (it is replaced as a whole).
 
     `dtype` stores the weights in another precision (e.g. torch.bfloat16 to halve the size);
     the content hash recorded is the one the stored weights load back with.
@@ -77,8 +81,6 @@ def save_bottleneck(
     dtype = dtype or bn.W_enc.dtype
     weights = {name: p.detach().to("cpu", dtype).contiguous() for name, p in bn.named_parameters()}
     stats = {"fire_rate": bn.fire_rate.float().cpu(), "act_mean": bn.act_mean.float().cpu()}
-    stored = Bottleneck(cfg)  # what loading will see: the hash must be of that
-    stored.load_state_dict({**weights, **stats})
     arch = {v: k for k, v in ARCHITECTURES.items()}[cfg.kind]
     data: dict[str, Any] = {
         "architecture": arch,
@@ -101,7 +103,7 @@ def save_bottleneck(
             "model": cfg.model,
             "hook": cfg.hook,
             "norm_limit": cfg.norm_limit,
-            "content_hash": stored.content_hash,
+            "content_hash": content_hash(cfg, {**weights, **stats}),  # as loaded back
             **cfg.extra,
         },
     }
@@ -116,28 +118,19 @@ def save_bottleneck(
         (tmp / CFG).write_text(json.dumps(data, indent=1))
 
 
-def load_bottleneck(
-    spec: str | os.PathLike | Bottleneck, device: str | torch.device = "cpu"
-) -> Bottleneck:
-    """A Bottleneck from a shipped name ("smollm2-135m-instruct"), a codecut directory, or any
-    sae-lens SAE directory (standard/ReLU, JumpReLU, TopK). Weights are held in float32."""
-    if isinstance(spec, Bottleneck):
-        return spec
-    shipped = registry()
-    if str(spec) in shipped:
-        path = shipped[str(spec)]
-    elif Path(spec).is_dir():
-        path = Path(spec)
-    else:
-        names = ", ".join(shipped) or "none shipped"
-        raise NotFound(f"no bottleneck {str(spec)!r}: not a directory nor a shipped name ({names})")
-    bn = _read(path).to(device)
-    if str(spec) in shipped:
-        bn.source = str(spec)  # the registry name: what a plan records, valid on any install
-    return bn
+class Stored(NamedTuple):
+    """A bottleneck directory as read (`read`); `load_bottleneck` builds the Bottleneck."""
+
+    cfg: BottleneckConfig
+    state: dict[str, torch.Tensor]  # weights and, where the directory has them, statistics
+    content_hash: str | None  # the hash codecut recorded when it wrote the directory
+    cfg_file: Path
+    weights_file: Path
 
 
-def _read(path: Path) -> Bottleneck:
+def read(path: Path) -> Stored:
+    """Read a codecut or sae-lens bottleneck directory, checking every tensor's shape against
+    the config before anything is loaded."""
     cfg_file, weights_file = path / CFG, path / WEIGHTS
     for f in (cfg_file, weights_file):
         if not f.is_file():
@@ -155,21 +148,18 @@ def _read(path: Path) -> Bottleneck:
         register_with_sae_lens()
     # The shapes the config implies, checked against the files' headers before anything is
     # allocated: a config with a wrong (say huge) d_sae must not allocate gigabytes first.
-    with torch.device("meta"):
-        meta = Bottleneck(cfg)
-    expected = {name: tuple(p.shape) for name, p in meta.named_parameters()}
+    expected, stats_shapes = shapes(cfg)
     _check_shapes(weights_file, expected, cfg_file)
     stats_file = path / STATS
     if stats_file.is_file():
-        stats_shapes = {name: tuple(b.shape) for name, b in meta.named_buffers()}
         _check_shapes(stats_file, stats_shapes, cfg_file)
     try:
         weights = load_file(weights_file)
     except (SafetensorError, OSError, ValueError) as e:
         raise BottleneckFileError(f"{weights_file} is corrupt or truncated ({e})") from None
-    bn = Bottleneck(cfg)
     state = {name: weights[name].float() for name in expected}
-    if "content_hash" in data.get("codecut", {}) and not stats_file.is_file():
+    recorded = data.get("codecut", {}).get("content_hash")
+    if recorded and not stats_file.is_file():
         # codecut writes the stats with the weights (its content hash covers them); a foreign
         # sae-lens directory has none and loads without (clamp ablations then refuse).
         raise NotFound(
@@ -182,15 +172,7 @@ def _read(path: Path) -> Bottleneck:
             state.update(fire_rate=stats["fire_rate"].float(), act_mean=stats["act_mean"].float())
         except (SafetensorError, OSError, ValueError, KeyError) as e:
             raise BottleneckFileError(f"{stats_file} is corrupt or truncated ({e})") from None
-    bn.load_state_dict(state, strict=False)
-    bn.source = str(path)
-    recorded = data.get("codecut", {}).get("content_hash")
-    if recorded and recorded != bn.content_hash:
-        raise BottleneckFileError(
-            f"{weights_file} does not match the content hash in {cfg_file} "
-            f"({bn.content_hash} != {recorded}): the file was changed or damaged"
-        )
-    return bn
+    return Stored(cfg, state, recorded, cfg_file, weights_file)
 
 
 def _check_shapes(file: Path, expected: dict[str, tuple[int, ...]], cfg_file: Path) -> None:

@@ -22,7 +22,6 @@ through `codecut.kernels` so training and inference compute the same thing.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -30,19 +29,20 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+from codecut.codebook import checkpoint
 from codecut.codebook.activations import (
     SEED,
-    Activations,
     ActivationShards,
     check_positive,
     collect_activations,
 )
-from codecut.codebook.bottleneck import Bottleneck, BottleneckConfig
+from codecut.codebook.bottleneck import Bottleneck
+from codecut.codebook.config import BottleneckConfig
 from codecut.codebook.corpus import default_corpus, split_texts, texts_hash
 from codecut.codebook.distributed import Ranks, data_parallel, ranks
 from codecut.codebook.metrics import evaluate_bottleneck
@@ -50,11 +50,11 @@ from codecut.codebook.shuffle import ShuffledRows, ShuffledShards
 from codecut.kernels import sparse_decode, topk_encode
 from tqdm.auto import tqdm
 
-from codecut.errors import BadInput
-from codecut.io import atomic_file, write_text
+from codecut.core.errors import BadInput, BadOption, BadType
+from codecut.core.io import write_text
 
 if TYPE_CHECKING:
-    from codecut.models import Model
+    from codecut.core.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +71,17 @@ NO_TEXT_EVAL_ROWS = 4096  # without held-out texts: the first training activatio
 DEAD_AFTER_MAX, DEAD_AFTER_FRACTION, DEAD_AFTER_MIN_BATCHES = 1_000_000, 10, 20
 PROGRESS_EVERY = 20  # steps between progress-bar updates (each reads the loss: a GPU sync)
 
-# In the output folder while training runs: the checkpoint folder and what it holds.
-CHECKPOINT = "checkpoint"
-SOURCE = "source.json"  # the arguments the checkpoint was made with
-CACHED_ACTIVATIONS = "activations.pt"  # the collected activations (not with activations=DIR)
-STATE = "state.pt"  # weights, optimizer, step, shuffle state
 
-# CLI flag of each TrainConfig field that `TrainConfig.check` checks, for its messages.
+# `train_bottleneck`'s arguments that are not TrainConfig fields.
+RUN_ARGUMENTS = ("texts", "out", "command", "activations")
+# The CLI flag of each TrainConfig field the command line sets, for its messages.
 CLI_NAMES = {"n_codes": "--codes", "k": "--k", "tokens": "--tokens", "kind": "--kind"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """What to train and how: the one place for training's defaults.
+    """What to train and how: the one place for training's defaults. Checked when made: a
+    configuration that cannot work is a `BadOption` naming the field.
 
     Attributes:
         hook: where to train (None: DEFAULT_HOOK, or with activations=DIR the hook they were
@@ -115,25 +113,24 @@ class TrainConfig:
     seed: int = SEED
     time_limit: float | None = None
 
-    def check(self, names: dict[str, str] | None = None) -> None:
-        """Raise BadInput for a configuration that cannot work, before anything is loaded
-        (`names` maps fields to what the user typed: `CLI_NAMES` for the command line)."""
-        names = names or {}
-
-        def name(arg: str) -> str:
-            return names.get(arg, arg)
-
+    def __post_init__(self) -> None:
         if self.kind not in ("topk", "codebook"):
-            raise BadInput(f"{name('kind')}: can train 'topk' or 'codebook', not {self.kind!r}")
-        for arg in ("n_codes", "k", "tokens", "unique_tokens", "batch_size"):
+            raise BadOption(f"kind: can train 'topk' or 'codebook', not {self.kind!r}", "kind")
+        for arg in ("n_codes", "k", "tokens", "unique_tokens", "batch_size", "checkpoint_every"):
             value = getattr(self, arg)
             if not (arg == "unique_tokens" and value is None):  # None: as many as `tokens`
-                check_positive(arg, value, names)
+                check_positive(arg, value)
         if self.k > self.n_codes:
-            raise BadInput(
-                f"{name('k')} {self.k} is more than {name('n_codes')} {self.n_codes}: "
-                "the active codes per token are chosen among the codes"
+            raise BadOption(
+                f"k {self.k} is more than n_codes {self.n_codes}: the active codes per token "
+                "are chosen among the codes",
+                "k",
+                "n_codes",
             )
+        for arg in ("lr", "time_limit"):
+            value = getattr(self, arg)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise BadOption(f"{arg} must be None or a number > 0, got {value!r}", arg)
 
     @property
     def learning_rate(self) -> float:
@@ -154,41 +151,38 @@ class TrainConfig:
 
 def train_bottleneck(
     model: Model | None = None,
-    hook: str | None = TrainConfig.hook,
-    kind: str = TrainConfig.kind,
-    n_codes: int = TrainConfig.n_codes,
-    k: int = TrainConfig.k,
-    tokens: int = TrainConfig.tokens,
+    config: TrainConfig | None = None,
     *,
-    unique_tokens: int | None = TrainConfig.unique_tokens,
-    batch_size: int = TrainConfig.batch_size,
-    lr: float | None = TrainConfig.lr,
-    aux_coef: float = TrainConfig.aux_coef,
-    checkpoint_every: int = TrainConfig.checkpoint_every,
-    seed: int = TrainConfig.seed,
-    time_limit: float | None = TrainConfig.time_limit,
     texts: list[str] | None = None,
     out: str | Path | None = None,
     command: str | None = None,
     activations: str | Path | None = None,
+    **overrides,
 ) -> Bottleneck:
-    """Train a `kind` bottleneck ("topk" or "codebook") at `hook` of `model`: `train` with the
-    `TrainConfig` of these arguments (see both for what each means)."""
-    config = TrainConfig(
-        hook=hook, kind=kind, n_codes=n_codes, k=k, tokens=tokens, unique_tokens=unique_tokens,
-        batch_size=batch_size, lr=lr, aux_coef=aux_coef, checkpoint_every=checkpoint_every,
-        seed=seed, time_limit=time_limit,
-    )  # fmt: skip
+    """Train a bottleneck at a hook of `model`: `train` with `config` (default `TrainConfig()`)
+    and any of its fields given as `overrides` (hook="blocks.12.hook_out", n_codes=8192, ...);
+    see both for what each means."""
+    config = train_config(config, **overrides)
     return train(model, config, texts=texts, out=out, command=command, activations=activations)
 
 
-def train_config(*args, **kwargs) -> TrainConfig:
-    """The checked `TrainConfig` of the call `train_bottleneck(model, *args, **kwargs)`, made
-    without the model: the public API checks a request with it before it loads the model."""
-    given = inspect.signature(train_bottleneck).bind(None, *args, **kwargs).arguments
-    config = TrainConfig(**{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
-    config.check()
-    return config
+def train_config(config: TrainConfig | None = None, **arguments) -> TrainConfig:
+    """The checked `TrainConfig` of the call `train_bottleneck(model, config, **arguments)`:
+    `config` (default `TrainConfig()`) with the arguments that are its fields. The public API
+    checks a request with it before it loads the model."""
+    if config is not None and not isinstance(config, TrainConfig):
+        raise BadType(
+            f"config must be a TrainConfig, got {type(config).__name__}: pass hook=, kind=, "
+            "n_codes=, ... as keywords"
+        )
+    overrides = {k: v for k, v in arguments.items() if k not in RUN_ARGUMENTS}
+    known = {f.name for f in fields(TrainConfig)}
+    if unknown := sorted(set(overrides) - known):
+        raise BadInput(
+            f"train_bottleneck has no option {', '.join(unknown)}; TrainConfig's fields: "
+            f"{', '.join(sorted(known))}"
+        )
+    return replace(config or TrainConfig(), **overrides)
 
 
 class _Data(NamedTuple):
@@ -234,17 +228,21 @@ def train(
     Returns the trained Bottleneck, with its code statistics set (`fire_rate`, `act_mean`) and
     `cfg.extra["train"]` / `cfg.extra["metrics"]` filled in.
     """
-    config.check()
     R = ranks()
     if R.world > config.batch_size:
         raise BadInput(f"batch_size {config.batch_size} is smaller than the {R.world} processes")
     shards = ActivationShards(activations) if activations is not None else None
     hook, model_name, d_model = _where(model, config.hook, shards)
     t0 = time.time()
-    ckpt = Path(out) / CHECKPOINT if out else None
-    source = _source(config, hook, model_name, d_model, shards)
+    ckpt = Path(out) / checkpoint.FOLDER if out else None
+    source = checkpoint.source(
+        {"kind": config.kind, "n_codes": config.n_codes, "k": config.k, "tokens": config.tokens,
+         "unique_tokens": config.unique_tokens, "batch_size": config.batch_size,
+         "lr": config.lr, "aux_coef": config.aux_coef, "seed": config.seed},
+        hook, model_name, d_model, shards,
+    )  # fmt: skip
     if ckpt:  # before the corpus is built: a mismatch fails fast
-        _check_checkpoint(ckpt, source)
+        checkpoint.check(ckpt, source)
     gen = torch.Generator().manual_seed(config.seed)
     if shards:
         data = _from_shards(model, hook, shards, texts, gen, ckpt, source, R)
@@ -287,23 +285,6 @@ def train(
     return bn
 
 
-def _source(
-    config: TrainConfig, hook: str, model_name: str, d_model: int, shards: ActivationShards | None
-) -> dict:
-    """What a checkpoint is made from (recorded with it, compared when resuming); the texts'
-    hash is added once the texts are known."""
-    source = {
-        "model": model_name, "d_model": d_model, "hook": hook, "kind": config.kind,
-        "n_codes": config.n_codes, "k": config.k, "tokens": config.tokens,
-        "unique_tokens": config.unique_tokens, "batch_size": config.batch_size, "lr": config.lr,
-        "aux_coef": config.aux_coef, "seed": config.seed,
-    }  # fmt: skip
-    if shards:
-        source["activations"] = str(shards.folder.resolve())
-        source["texts_sha256"] = shards.manifest.texts_sha256
-    return source
-
-
 def _where(
     model: Model | None, hook: str | None, shards: ActivationShards | None
 ) -> tuple[str, str, int]:
@@ -342,9 +323,9 @@ def _from_texts(
     texts = list(texts)
     source["texts_sha256"] = texts_hash(texts)
     if ckpt:
-        _check_checkpoint(ckpt, source)
+        checkpoint.check(ckpt, source)
     train_texts, eval_texts = split_texts(texts, gen)
-    acts = _cached_activations(
+    acts = checkpoint.cached_activations(
         model, hook, train_texts, config.unique_tokens or config.tokens, ckpt, source, R
     )
     head = acts.x[:HEAD_ROWS]
@@ -378,7 +359,7 @@ def _from_shards(
         eval_texts = split_texts(texts, torch.Generator().manual_seed(man.seed))[1]
     if ckpt and R.main:
         ckpt.mkdir(parents=True, exist_ok=True)
-        write_text(ckpt / SOURCE, json.dumps(source, indent=1))
+        write_text(ckpt / checkpoint.SOURCE, json.dumps(source, indent=1))
     head = shards.head(HEAD_ROWS)
     eval_x = _eval_activations(model, hook, eval_texts, head, R)
     return _Data(shards, *_scale_and_mean(head), eval_x, eval_texts, man.n_texts, man.norm_limit)
@@ -391,35 +372,6 @@ def _scale_and_mean(head: torch.Tensor) -> tuple[float, torch.Tensor]:
     x = head.float()
     scale = x.pow(2).sum(-1).mean().div(x.shape[-1]).sqrt().item()
     return scale, (x / scale).mean(0)
-
-
-def _cached_activations(
-    model: Model,
-    hook: str,
-    texts: list[str],
-    n: int,
-    ckpt: Path | None,
-    source: dict,
-    R: Ranks,
-) -> Activations:
-    """`n` activations of `texts`, collected, or read from the checkpoint of an interrupted run
-    (and written there by rank 0 for the next one)."""
-    cached = ckpt / CACHED_ACTIVATIONS if ckpt else None
-    resume = bool(cached and cached.exists())
-    R.barrier()  # every rank has looked before rank 0 writes one
-    if resume:
-        acts = Activations(**torch.load(cached))
-        log.info("resuming: %d cached activations from %s", len(acts.x), cached)
-        return acts
-    acts = collect_activations(model, hook, texts, n, R)
-    if not len(acts.x):
-        raise BadInput(f"no activations to train on at {hook}: the texts hold no ordinary tokens")
-    if cached and R.main:
-        # What the checkpoint is made from, first: a checkpoint without it is never used.
-        write_text(ckpt / SOURCE, json.dumps(source, indent=1))
-        with atomic_file(cached) as tmp:
-            torch.save({"x": acts.x, "norm_limit": acts.norm_limit}, tmp)
-    return acts
 
 
 def _eval_activations(
@@ -472,10 +424,10 @@ def _optimize(
     opt = torch.optim.Adam(bn.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
     steps, batch_size = config.steps, config.batch_size
     last_fired = torch.zeros(config.n_codes, dtype=torch.long)
-    state_file = ckpt / STATE if ckpt else None
+    state_file = ckpt / checkpoint.STATE if ckpt else None
     start = 0
     if state_file and state_file.exists():
-        start, last_fired = _load_state(state_file, bn, opt, rows, gen)
+        start, last_fired = checkpoint.load_state(state_file, bn, opt, rows, gen)
         log.info("resuming at step %d of %d", start, steps)
     # After loading: the ranks start equal. A codebook's encoder bias gets no gradient.
     objective = data_parallel(_Objective(bn, config, R), unused_parameters=bn.kind == "codebook")
@@ -505,7 +457,7 @@ def _optimize(
             fvu = R.sum(fvu.clone()) / R.world  # the ranks' shares add up to the batch's FVU
             bar.set_postfix(fvu=f"{fvu.item():.3f}", dead=f"{dead.float().mean().item():.3f}")
         if state_file and R.main and done % config.checkpoint_every == 0 and done < steps:
-            _save_state(state_file, bn, opt, done, last_fired, gen, rows)
+            checkpoint.save_state(state_file, bn, opt, done, last_fired, gen, rows)
     bar.close()
     return done
 
@@ -593,61 +545,3 @@ def _step_unit_norm(bn: Bottleneck, opt: torch.optim.Optimizer) -> None:
     opt.step()
     if bn.kind == "topk":
         bn.normalize_decoder()
-
-
-# --- checkpoints --------------------------------------------------------------------------------
-def _save_state(
-    state_file: Path,
-    bn: Bottleneck,
-    opt: torch.optim.Optimizer,
-    step: int,
-    last_fired: torch.Tensor,
-    gen: torch.Generator,
-    rows: ShuffledRows | ShuffledShards,
-) -> None:
-    """Write what resuming after `step` steps needs, atomically."""
-    with atomic_file(state_file) as tmp:
-        torch.save(
-            {"bottleneck": bn.state_dict(), "optimizer": opt.state_dict(), "step": step,
-             "last_fired": last_fired, "gen": gen.get_state(), "rows": rows.state()},
-            tmp,
-        )  # fmt: skip
-
-
-def _load_state(
-    state_file: Path,
-    bn: Bottleneck,
-    opt: torch.optim.Optimizer,
-    rows: ShuffledRows | ShuffledShards,
-    gen: torch.Generator,
-) -> tuple[int, torch.Tensor]:
-    """Restore a `_save_state` checkpoint into `bn`, `opt`, `rows` and `gen`; returns (the step
-    to go on from, the last_fired counts)."""
-    state = torch.load(state_file)
-    bn.load_state_dict(state["bottleneck"])
-    opt.load_state_dict(state["optimizer"])
-    rows.load_state(state.get("rows") or {"order": state["order"]})  # older: only "order"
-    gen.set_state(state["gen"])
-    return state["step"], state["last_fired"]
-
-
-def _check_checkpoint(ckpt_dir: Path, source: dict) -> None:
-    """Refuse to resume from a checkpoint made with other arguments (or that does not say)."""
-    if not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir()):
-        return
-    what = f"use a new --out (out=...) or delete {ckpt_dir} to start over"
-    try:
-        made = json.loads((ckpt_dir / SOURCE).read_text())
-    except (OSError, ValueError):
-        raise BadInput(
-            f"{ckpt_dir} holds a checkpoint that does not record what it was made from; {what}"
-        ) from None
-    diff = [
-        f"{key}={made.get(key)!r} (now {value!r})"
-        for key, value in source.items()
-        if made.get(key) != value
-    ]
-    if diff:
-        raise BadInput(
-            f"{ckpt_dir} holds a checkpoint made with other arguments: {', '.join(diff)}; {what}"
-        )

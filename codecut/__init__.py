@@ -14,12 +14,12 @@ _EXPORTS = {
     "Ablation": "codecut.codebook.ablation",
     "AttackCard": "codecut.probes.attacks",
     "Bottleneck": "codecut.codebook.bottleneck",
-    "load_bottleneck": "codecut.codebook.saefile",
-    "Fact": "codecut.facts",
-    "load_facts": "codecut.facts",
-    "save_facts": "codecut.facts",
-    "Model": "codecut.models",
-    "load_model": "codecut.models",
+    "load_bottleneck": "codecut.codebook.bottleneck",
+    "Fact": "codecut.core.facts",
+    "load_facts": "codecut.core.facts",
+    "save_facts": "codecut.core.facts",
+    "Model": "codecut.core.models",
+    "load_model": "codecut.core.models",
     "UnlearnPlan": "codecut.probes.plan",
     "load_plan": "codecut.probes.plan",
     "attach": "codecut.api",
@@ -68,10 +68,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         unlearn,
     )
     from codecut.codebook.ablation import Ablation
-    from codecut.codebook.bottleneck import Bottleneck
-    from codecut.codebook.saefile import load_bottleneck
-    from codecut.facts import Fact, load_facts, save_facts
-    from codecut.models import Model, load_model
+    from codecut.codebook.bottleneck import Bottleneck, load_bottleneck
+    from codecut.core.facts import Fact, load_facts, save_facts
+    from codecut.core.models import Model, load_model
     from codecut.probes.attacks import AttackCard
     from codecut.probes.plan import UnlearnPlan, load_plan
 

@@ -15,15 +15,15 @@ from typing import TypeVar
 from codecut.codebook.attach import attach as _attach
 from codecut.codebook.train import train_bottleneck as _train_bottleneck
 from codecut.codebook.train import train_config
-from codecut.errors import BadType
-from codecut.models import load_model
+from codecut.core.errors import BadType
+from codecut.core.models import load_model
 from codecut.probes.attacks import attack as _attack
 from codecut.probes.evaluate import evaluate as _evaluate
 from codecut.probes.finetune import finetune_config
 from codecut.probes.finetune import finetune_unlearn as _finetune_unlearn
 from codecut.probes.plan import apply as _apply
-from codecut.probes.unlearn import unlearn as _unlearn
-from codecut.probes.unlearn import unlearn_request
+from codecut.probes.selector.unlearn import unlearn as _unlearn
+from codecut.probes.selector.unlearn import unlearn_request
 
 F = TypeVar("F", bound=Callable)
 

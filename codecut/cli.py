@@ -1,7 +1,7 @@
 """The `codecut` command line. Each command is a function `cmd_<name>(args)`; `main` dispatches.
 
 Every failure ends in one line on stderr, `codecut: error: ...`, and exit status 2: bad input
-(codecut's own error types, `codecut.errors`) says what to do; Ctrl-C says `interrupted`; any
+(codecut's own error types, `codecut.core.errors`) says what to do; Ctrl-C says `interrupted`; any
 other exception is a bug, reported as `internal error (a bug)` with the path of a log file that
 holds its traceback (under `cache_dir()/logs/`).
 """
@@ -27,10 +27,17 @@ import codecut
 if TYPE_CHECKING:
     from codecut.codebook.distributed import Ranks
 
-from codecut.errors import BadInput, CodecutError
-from codecut.facts import example_facts, read_utf8
+from codecut.core.errors import BadInput, BadOption, CodecutError
+from codecut.core.facts import read_utf8
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+
+@contextmanager
+def flags(names: dict[str, str]) -> Iterator[None]:
+    """A config's `BadOption` raised inside the block names the flags in `names`, not fields."""
+    try:
+        yield
+    except BadOption as e:
+        raise e.named(names) from None
 
 
 def percent(x) -> str:
@@ -48,79 +55,9 @@ def print_table(table, columns: list[str]) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Forget one real fact in the embedded default model, show what changed, and revert."""
-    t0 = time.time()
-    facts = example_facts()
-    target = next(
-        (f for f in facts if (f.subject, f.relation) == (args.subject, args.relation)), None
-    )
-    if target is None:  # before loading anything: bad input fails fast
-        raise BadInput(
-            f"no example fact ({args.subject}, {args.relation}); see `codecut eval --facts`"
-        )
-    model = codecut.load_model(DEFAULT_MODEL)
-    bn = codecut.load_bottleneck(DEFAULT_MODEL)
-    print(f"loaded {DEFAULT_MODEL} and its bottleneck ({bn}) in {time.time() - t0:.1f} s")
-    known = codecut.evaluate(model, facts)
-    print(f"{int(known['correct'].sum())}/{len(facts)} example facts known on their prompt")
-    print(f"\nforgetting: {target.prompt!r} -> {target.answer!r}")
-    plan = codecut.unlearn(model, bn, [target], pool=facts)
-    sel = plan.results.facts[0].selection
-    when = f" when codes {sel.condition_codes} fired" if sel.family.conditional else ""
-    print(
-        f"cut {len(sel.codes)} codes ({sel.family.mode}{when}) in {plan.seconds:.0f} s; "
-        f"success: {sel.success}; every format (question, chat, few-shot, context) too: "
-        f"{sel.formats_lost}"
-    )
+    from codecut.demo import demo
 
-    # The forget prompt and its paraphrases, the same subject's other facts, other subjects'
-    # facts of the same relation, and a related but different association.
-    rows = [("forget", p, target.answer) for p in target.prompts]
-    rows += [
-        ("same subject", f.prompt, f.answer)
-        for f in facts
-        if f.subject == target.subject and f is not target
-    ]
-    rows += [
-        ("same relation", f.prompt, f.answer)
-        for f in facts
-        if f.relation == target.relation and f.subject != target.subject
-    ][:6]
-    rows += [("related", p, a) for p, a in RELATED.get((target.subject, target.relation), [])]
-    prompts, answers = [r[1] for r in rows], [r[2] for r in rows]
-    clean_logp = model.next_token_logprobs(prompts)
-    p0, ok0 = model.answer_scores(prompts, answers)
-    gen0 = model.generate(target.prompt, max_new_tokens=12)
-    with codecut.apply(model, plan):
-        p1, ok1 = model.answer_scores(prompts, answers)
-        gen1 = model.generate(target.prompt, max_new_tokens=12)
-    table = pd.DataFrame(
-        {
-            "group": [r[0] for r in rows],
-            "prompt": prompts,
-            "answer": answers,
-            "p before": p0.numpy(),
-            "p after": p1.numpy(),
-            "answered before": ok0.numpy(),
-            "answered after": ok1.numpy(),
-        }
-    )
-    print()
-    print(table.to_string(index=False, float_format="{:.3f}".format))
-    print(f"\nbefore: {target.prompt}{gen0!r}")
-    print(f"after:  {target.prompt}{gen1!r}")
-    diff = (model.next_token_logprobs(prompts) - clean_logp).abs().max().item()
-    print(f"\nreverted: max |change| of next-token log-probs after removing the plan = {diff:.1e}")
-    print(f"demo done in {time.time() - t0:.0f} s")
-
-
-# Associations related to an example fact but different from it (not in the retain set):
-# shown in the demo to say what happens to them.
-RELATED = {
-    ("France", "capital"): [
-        ("The Eiffel Tower is in the city of", "Paris"),
-        ("Paris is the capital city of", "France"),
-    ],
-}
+    demo(args.subject, args.relation)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -159,15 +96,13 @@ def read_texts(path: str) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a bottleneck at one hook of a model and save it."""
-    from dataclasses import asdict
-
     from codecut.codebook.train import CLI_NAMES, TrainConfig
 
-    config = TrainConfig(
-        hook=args.hook, kind=args.kind, n_codes=args.codes, k=args.k, tokens=args.tokens
-    )
     # Before anything is loaded or collected: a hopeless request fails in a second.
-    config.check(names=CLI_NAMES)
+    with flags(CLI_NAMES):
+        config = TrainConfig(
+            hook=args.hook, kind=args.kind, n_codes=args.codes, k=args.k, tokens=args.tokens
+        )
     if Path(args.out).exists() and not (Path(args.out) / "checkpoint").exists():
         raise BadInput(f"{args.out} exists; choose a new --out directory")
     if args.activations:
@@ -182,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     with process_group() as ranks:  # under torchrun: one of WORLD_SIZE data-parallel processes
         model = codecut.load_model(args.model) if args.model else None
         bn = codecut.train_bottleneck(
-            model, **asdict(config), texts=texts, out=args.out, activations=args.activations
+            model, config, texts=texts, out=args.out, activations=args.activations
         )
     if not ranks.main:  # rank 0 wrote the result and reports it
         return
@@ -223,7 +158,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
     )
 
     # Before the model loads: bad arguments, or an --out collected differently, fail fast.
-    check_collect_arguments(args.tokens, args.shard_tokens, args.dtype, names=COLLECT_NAMES)
+    with flags(COLLECT_NAMES):
+        check_collect_arguments(args.tokens, args.shard_tokens, args.dtype)
     earlier_collection(
         args.out, args.hook, args.tokens, dtype=args.dtype, shard_tokens=args.shard_tokens
     )
@@ -243,18 +179,20 @@ def cmd_collect(args: argparse.Namespace) -> None:
 def cmd_unlearn(args: argparse.Namespace) -> None:
     """Choose the codes to cut so the model forgets the facts; write the plan."""
     from codecut.codebook.saefile import shipped_for
-    from codecut.probes.selection import SelectConfig
-    from codecut.probes.unlearn import unlearn_request
+    from codecut.probes.selector.config import SelectConfig
+    from codecut.probes.selector.unlearn import unlearn_request
 
     # Every input is checked before the model loads: a bad one fails in seconds.
     check_out_file(args.out, "--out", "plan.json")
+    with flags({"SelectConfig.max_seconds": "--max-seconds",
+                "SelectConfig.retain_budget": "--retain-budget"}):  # fmt: skip
+        config = SelectConfig(max_seconds=args.max_seconds, retain_budget=args.retain_budget)
     forget = codecut.load_facts(args.forget)
     retain = codecut.load_facts(args.retain) if args.retain else None
     names = args.bottleneck or shipped_for(args.model) or [args.model]
     bottlenecks = [codecut.load_bottleneck(name) for name in names]
     unlearn_request(bottlenecks, forget, retain)
     model = codecut.load_model(args.model)
-    config = SelectConfig(max_seconds=args.max_seconds, retain_budget=args.retain_budget)
     plan = codecut.unlearn(
         model, bottlenecks, forget, retain=retain, config=config, strict=args.strict
     )
@@ -270,8 +208,8 @@ def cmd_attack(args: argparse.Namespace) -> None:
     """Is it really gone? The attack suite's report card for the facts, with and without a plan."""
     from codecut.probes.attacks import AttackConfig
 
-    if args.lora < 0:
-        raise BadInput(f"--lora {args.lora}: the LoRA rank must be >= 1 (0: all weights)")
+    with flags({"relearn_lora": "--lora"}):
+        config = AttackConfig(relearn_lora=args.lora)
     if args.plot:  # before the attack (minutes): a plot that cannot be written fails now
         check_out_file(args.plot, "--plot", "card.png")
     facts = codecut.load_facts(args.facts)
@@ -280,7 +218,6 @@ def cmd_attack(args: argparse.Namespace) -> None:
     plan = codecut.load_plan(args.plan) if args.plan else None
     model = codecut.load_model(args.model)
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
-    config = AttackConfig(relearn_lora=args.lora)
     card = codecut.attack(
         model, facts, bottleneck=bottleneck, plan=plan, pool=pool, texts=texts, config=config
     )
@@ -354,11 +291,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         "params": args.params, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size
     }  # fmt: skip
     options = {k: v for k, v in options.items() if v is not None}
-    # Checked here first so that the messages name the flags (--lr, not lr).
-    finetune_config(
-        forget, retain, method=args.method, plan=plan, save_dir=args.out, names=CLI_NAMES,
-        **options,
-    )  # fmt: skip
+    with flags(CLI_NAMES):  # checked here first so that the messages name the flags
+        finetune_config(forget, retain, args.method, plan=plan, save_dir=args.out, **options)
     result = codecut.finetune_unlearn(
         args.model, forget, retain, method=args.method, plan=plan, bottleneck=bottleneck,
         save_dir=args.out, **options,
@@ -483,12 +417,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--retain", help="JSONL file of facts to keep (default: built automatically)")
     s.add_argument("--out", required=True, help="plan file to write (JSON)")
     s.add_argument("--json", action="store_true", help="print the plan as JSON")
-    from codecut.probes.selection import CLI_MAX_SECONDS, SelectConfig
+    from codecut.probes.selector.config import SelectConfig
 
     s.add_argument(
-        "--max-seconds", type=seconds, default=CLI_MAX_SECONDS,
+        "--max-seconds", type=seconds, default=SelectConfig.max_seconds,
         help="time budget per fact; when it runs out the best cut found is kept, marked "
-        "unsuccessful (default: %(default)s)",
+        "unsuccessful (default: no limit, as in the API: the plan then depends on its inputs "
+        "alone, not on the machine's speed; 60 keeps a fact to about a minute)",
     )  # fmt: skip
     s.add_argument(
         "--retain-budget", type=share, default=SelectConfig.retain_budget,
@@ -605,7 +540,7 @@ def write_traceback(e: BaseException) -> Path:
     import tempfile
     import traceback
 
-    from codecut.models import cache_dir
+    from codecut.core.models import cache_dir
 
     text = f"codecut {' '.join(sys.argv[1:])}\n\n" + "".join(
         traceback.format_exception(type(e), e, e.__traceback__)

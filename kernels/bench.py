@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from codecut.io import markdown_table, write_text
+from codecut.core.io import markdown_table, write_text
 
 from .dispatch import backend, sparse_decode, topk_encode
 

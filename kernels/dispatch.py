@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from codecut.errors import BadInput, CodecutError
+from codecut.core.errors import BadInput, CodecutError
 
 from .gather_triton import sparse_decode_triton
 from .reference import TopK, sparse_decode_ref, topk_encode_ref

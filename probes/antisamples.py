@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from codecut.errors import BadInput, BadType
-from codecut.facts import Fact
+from codecut.core.errors import BadInput, BadType
+from codecut.core.facts import Fact
 
 KINDS = ("counterfactual", "rationale", "paraphrase")
 

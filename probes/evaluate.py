@@ -14,9 +14,9 @@ import torch
 from codecut.codebook import Bottleneck, attach
 from codecut.probes.plan import UnlearnPlan, apply
 
-from codecut.errors import BadInput
-from codecut.facts import Fact
-from codecut.models import Model
+from codecut.core.errors import BadInput
+from codecut.core.facts import Fact
+from codecut.core.models import Model
 
 
 def prompts_and_answers(facts: list[Fact]) -> tuple[list[str], list[str]]:

@@ -29,14 +29,85 @@ from codecut.codebook import (
     load_bottleneck,
     saefile,
 )
-from codecut.probes.selection import Selection
 
-from codecut.errors import BadInput, BadType, NotFound
-from codecut.facts import Fact, fact_from_dict
-from codecut.io import write_text
+from codecut.core.errors import BadInput, BadType, NotFound
+from codecut.core.facts import Fact, fact_from_dict
+from codecut.core.io import write_text
 
 FORMAT = "codecut-plan/2"  # /2 added `later`; a plan without later cuts is written as /1
 FORMATS = ("codecut-plan/1", FORMAT)  # what `load_plan` reads
+
+
+class Family(NamedTuple):
+    """How a cut acts: `Ablation` mode and clamp strength, and whether it is conditional (one
+    ablation per condition set) or acts everywhere."""
+
+    mode: str
+    c: float
+    conditional: bool
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the search chose for one fact.
+
+    Attributes:
+        family: the cut's mode, clamp strength and whether it is conditional.
+        codes: the codes cut.
+        condition_codes: the condition sets the cut acts under (empty for an unconditional cut).
+        success: the answer is gone from the forget prompts (see the module docstring).
+        forget_accuracy: greedy accuracy on the forget prompts with the cut, during selection.
+        retain_accuracy: greedy accuracy on the retain prompts the cut can reach, with it.
+        formats_lost: the formats asked (`SelectConfig.formats`, where the model answers them)
+            lose the answer too; False where only the fact's prompts and paraphrases do, or none
+            was asked.
+    """
+
+    family: Family
+    codes: list[int]
+    condition_codes: list[list[int]]
+    success: bool
+    forget_accuracy: float
+    retain_accuracy: float
+    formats_lost: bool = False
+
+    @property
+    def ablations(self) -> list[Ablation]:
+        """The cut as ablations: one per condition set, or one acting everywhere."""
+        return ablations_of(self.family, self.codes, self.condition_codes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan file's "selection" object (keys as plan files have always had them)."""
+        return {
+            **self.family._asdict(),
+            "codes": self.codes,
+            "success": self.success,
+            "forget_accuracy": self.forget_accuracy,
+            "retain_accuracy": self.retain_accuracy,
+            "condition_codes": self.condition_codes,
+            "formats_lost": self.formats_lost,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Selection:
+        return cls(
+            family=Family(d["mode"], d["c"], d["conditional"]),
+            codes=d["codes"],
+            condition_codes=d["condition_codes"],
+            success=d["success"],
+            forget_accuracy=d["forget_accuracy"],
+            retain_accuracy=d["retain_accuracy"],
+            formats_lost=d.get("formats_lost", False),  # plan files before the key: not asked
+        )
+
+
+def ablations_of(family: Family, codes: list[int], conditions: list[list[int]]) -> list[Ablation]:
+    """A cut of `codes` in `family` as ablations: one per condition set, or one everywhere."""
+    if not codes:
+        return []
+    if family.conditional:
+        return [Ablation(codes, mode=family.mode, c=family.c, when=when) for when in conditions]
+    return [Ablation(codes, mode=family.mode, c=family.c)]
 
 
 class Scores(NamedTuple):

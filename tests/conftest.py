@@ -1,10 +1,10 @@
 """Shared fixtures: the committed synthetic fact worlds (tiny Llamas that know fictitious facts).
 
-The worlds and their bottlenecks are loaded from probes/fixtures/, never trained here: a world
+The worlds and their bottlenecks are loaded from probes/testing/fixtures/, never trained here: a world
 trained on another processor comes out different, and no test may hinge on those bits."""
 
 import pytest
-from codecut.probes.world import fixture
+from codecut.probes.testing.world import fixture
 
 HOOK, LATER = "blocks.2.hook_out", "blocks.3.hook_out"
 

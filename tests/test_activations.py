@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from codecut import train_bottleneck
 from codecut.cli import main
-from codecut.errors import BadInput
+from codecut.core.errors import BadInput
 
 HOOK = "blocks.2.hook_out"
 SMALL = {"n_codes": 64, "k": 4, "batch_size": 256}
@@ -102,7 +102,7 @@ def test_training_from_shards_matches_direct_training(world, tmp_path):
     model, w = world
     collect(model, w, tmp_path / "acts", tokens=2048, shard_tokens=4096)  # one shard
     args = {**SMALL, "tokens": 4096, "seed": 0}
-    direct = train_bottleneck(model, HOOK, texts=w.sentences(), unique_tokens=2048, **args)
+    direct = train_bottleneck(model, hook=HOOK, texts=w.sentences(), unique_tokens=2048, **args)
     with_model = train_bottleneck(model, texts=w.sentences(), activations=tmp_path / "acts", **args)
     without = train_bottleneck(activations=tmp_path / "acts", **args)
     # Tolerance: the same float operations in the same order, so equal up to 1e-6.

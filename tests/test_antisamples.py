@@ -7,7 +7,7 @@ import pytest
 import torch
 from codecut.probes.antisamples import antisamples_table, make_antisamples
 
-from codecut.facts import Fact
+from codecut.core.facts import Fact
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_bad_input(world):
 )
 def test_english_rationales_mislead_smollm2():
     import codecut
-    from codecut.facts import load_facts
+    from codecut.core.facts import load_facts
 
     model = codecut.load_model("smollm2-135m-instruct")
     pool = load_facts(Path(codecut.__file__).parent / "data" / "facts" / "capitals.jsonl")

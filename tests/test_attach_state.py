@@ -8,8 +8,8 @@ from codecut.codebook.ablation import AblationList
 from transformers import AutoModelForCausalLM
 
 import codecut
-from codecut.errors import BadInput, BadType
-from codecut.models import decoder_layers, load_model
+from codecut.core.errors import BadInput, BadType
+from codecut.core.models import decoder_layers, load_model
 
 HOOK = "blocks.2.hook_out"
 

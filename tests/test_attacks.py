@@ -12,17 +12,18 @@ from codecut.probes.attacks import AttackConfig, code_activations, hops, plot_co
 from codecut.probes.attacks import relearn as relearning
 from codecut.probes.attacks.card import PRESENCE
 from codecut.probes.attacks.fluency import loss
-from codecut.probes.attacks.format import answer_metrics, variant_prompts
+from codecut.probes.attacks.format import answer_metrics
 from codecut.probes.attacks.generation import contains
 from codecut.probes.attacks.probing import accuracy, points, read, train_probes
 from codecut.probes.attacks.quantize import rounded
 from codecut.probes.attacks.relearn import relearn
 from codecut.probes.attacks.states import States
 from codecut.probes.evaluate import fact_accuracy
+from codecut.probes.formats import variant_prompts
 
 from codecut import Ablation, Fact, apply, attach, attack, load_model, save_facts, unlearn
 from codecut.cli import main
-from codecut.errors import BadInput, BadType
+from codecut.core.errors import BadInput, BadType
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,17 @@ import json
 import math
 
 import pytest
+from codecut.codebook import bottleneck as bottleneck_module
 from codecut.codebook import saefile
-from codecut.codebook.bottleneck import BottleneckConfig
-from codecut.probes import unlearn as unlearn_module
+from codecut.codebook.config import BottleneckConfig
 from codecut.probes.attacks.card import AttackCard, Row
+from codecut.probes.selector import unlearn as unlearn_module
 from tqdm import tqdm
 
 import codecut
 from codecut import Bottleneck, Fact, load_bottleneck, load_facts, save_facts
 from codecut.cli import main
-from codecut.errors import BadInput, CodecutError
+from codecut.core.errors import BadInput, CodecutError
 
 FACT = Fact("Findar", "color", "The color of Findar is", "red", ["Findar's color is"])
 OTHER = Fact("Gomex", "color", "The color of Gomex is", "blue")
@@ -105,7 +106,7 @@ def test_bottleneck_config_is_checked_against_the_header_before_allocating(bottl
             super().__init__(cfg)
             built.append(self.W_enc.device.type)
 
-    monkeypatch.setattr(saefile, "Bottleneck", Spy)
+    monkeypatch.setattr(bottleneck_module, "Bottleneck", Spy)  # what load_bottleneck builds
     for d_sae in (999_999, 1_000_000_000):
         cfg["d_sae"] = d_sae
         with open(cfg_file, "w") as f:
@@ -115,7 +116,7 @@ def test_bottleneck_config_is_checked_against_the_header_before_allocating(bottl
         message = str(e.value)
         assert "\n" not in message and "sae_weights.safetensors does not match" in message
         assert f"W_enc has [16, 32], the config (d_in, d_sae) implies [16, {d_sae}]" in message
-        assert "cpu" not in built  # only shapes were made (on the meta device), no tensor
+        assert built == []  # the shapes were checked from the config: no tensor was made
 
 
 def test_retain_holding_only_the_forget_fact_is_refused(bottleneck, no_model, facts, capsys):
@@ -286,7 +287,7 @@ def test_library_messages_keep_the_argument_names():
     ],
 )
 def test_select_config_refuses_what_the_search_cannot_use(field, value, message):
-    from codecut.probes.selection import SelectConfig
+    from codecut.probes.selector.config import SelectConfig
 
     with pytest.raises(BadInput) as e:
         SelectConfig(**{field: value})

@@ -5,11 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
-from codecut.codebook.bottleneck import BottleneckConfig
+from codecut.codebook.config import BottleneckConfig
 
 from codecut import Bottleneck, load_bottleneck, save_facts
 from codecut.cli import main, parser
-from codecut.errors import BadInput, NotFound
+from codecut.core.errors import BadInput, NotFound
 
 
 def test_help_lists_working_commands(capsys):

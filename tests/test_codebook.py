@@ -23,7 +23,7 @@ from codecut.codebook.corpus import (
 from codecut.probes.evaluate import fact_accuracy
 from transformers import AutoModelForCausalLM
 
-from codecut.models import Model
+from codecut.core.models import Model
 
 HOOK = "blocks.2.hook_out"
 
@@ -305,14 +305,14 @@ def test_interrupted_training_resumes_to_the_same_weights(world, tmp_path, inter
 
     model, w = world
     args = dict(n_codes=64, k=4, tokens=20 * 256, texts=w.sentences(), batch_size=256)
-    whole = train_bottleneck(model, HOOK, "topk", out=tmp_path / "whole", **args)
+    whole = train_bottleneck(model, hook=HOOK, kind="topk", out=tmp_path / "whole", **args)
 
     interrupt_at(train, "_step_unit_norm", 13)
     with pytest.raises(KeyboardInterrupt):
-        train_bottleneck(model, HOOK, "topk", out=tmp_path / "cut", checkpoint_every=5, **args)
+        train_bottleneck(model, hook=HOOK, kind="topk", out=tmp_path / "cut", checkpoint_every=5, **args)
     assert (tmp_path / "cut" / "checkpoint" / "state.pt").exists()
     assert not (tmp_path / "cut" / "cfg.json").exists()  # nothing half-written
-    resumed = train_bottleneck(model, HOOK, "topk", out=tmp_path / "cut", **args)
+    resumed = train_bottleneck(model, hook=HOOK, kind="topk", out=tmp_path / "cut", **args)
     assert not (tmp_path / "cut" / "checkpoint").exists()
     assert resumed.cfg.extra["train"]["steps"] == 20
     for name, t in whole.state_dict().items():
@@ -325,8 +325,8 @@ def test_codebook_kind_trains_and_round_trips(world, tmp_path):
     model, w = world
     cb = train_bottleneck(
         model,
-        HOOK,
-        "codebook",
+        hook=HOOK,
+        kind="codebook",
         n_codes=256,
         k=8,
         tokens=30_000,

@@ -2,8 +2,8 @@
 sets chosen before (the selector's second stage covers the formats so)."""
 
 import torch
-from codecut.probes.attribution import NEVER
-from codecut.probes.conditions import condition_codes
+from codecut.probes.selector.attribution import NEVER
+from codecut.probes.selector.conditions import condition_codes
 
 N = 8  # codes
 OTHER = 40  # other subjects' retain prompts: a budget of int(0.05 * 40) = 2 of them

@@ -5,7 +5,8 @@ import torch
 from codecut.codebook import Ablation, Bottleneck, BottleneckConfig, Codes
 from codecut.codebook import bottleneck as bottleneck_module
 from codecut.codebook.ablation import apply_ablations
-from codecut.codebook.bottleneck import KINDS, choose_encode
+from codecut.codebook.bottleneck import choose_encode
+from codecut.codebook.config import KINDS
 from codecut.kernels import topk_encode_ref
 
 

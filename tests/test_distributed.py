@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from codecut.codebook.activations import ActivationShards, Manifest, collect_to_disk
-from codecut.codebook.saefile import load_bottleneck
+from codecut.codebook.bottleneck import load_bottleneck
 from safetensors.torch import load_file
 
 # Small and quick: 20 steps of 1024 activations (512 on each of 2 processes).

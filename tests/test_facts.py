@@ -5,7 +5,7 @@ import json
 import pytest
 
 from codecut import Fact, load_facts, save_facts
-from codecut.errors import BadInput
+from codecut.core.errors import BadInput
 
 
 def test_round_trip(tmp_path):

@@ -13,12 +13,12 @@ from codecut.probes.evaluate import answered, fact_accuracy
 from codecut.probes.finetune import METHODS, run, save
 from codecut.probes.finetune.data import Batch, Sequences, positions
 from codecut.probes.finetune.losses import DIVERGENCES
-from codecut.probes.finetune.params import own_names
+from codecut.probes.params import own_names
 
 from codecut import Fact, apply, finetune_unlearn, load_model, save_facts, unlearn
 from codecut.cli import main
-from codecut.errors import BadInput
-from codecut.models import copied
+from codecut.core.errors import BadInput
+from codecut.core.models import copied
 
 STEPS, LR = 30, 1e-3
 

@@ -7,9 +7,9 @@ import gc
 import pytest
 import torch
 from codecut.codebook import attach
-from codecut.probes.memo import answer_scores, kept
-from codecut.probes.prefix import Prefix
-from codecut.probes.retain_cache import RetainCache
+from codecut.probes.selector.cache import RetainCache
+from codecut.probes.selector.memo import answer_scores, kept
+from codecut.probes.selector.prefix import Prefix
 
 
 def test_kept_is_made_again_when_weights_or_hooks_change(world, world_bottleneck):
@@ -34,7 +34,7 @@ def test_a_dead_bottleneck_takes_its_entry_with_it(world, world_bottleneck):
     model, _ = world
     other = copy.deepcopy(world_bottleneck)
     kept(model, ("dies",), dict, other)
-    from codecut.probes.memo import _KEPT
+    from codecut.probes.selector.memo import _KEPT
 
     before = len(_KEPT[model.hf])
     del other

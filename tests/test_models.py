@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from codecut import models
-from codecut.models import RegistryEntry, load_model
+from codecut.core import models
+from codecut.core.models import RegistryEntry, load_model
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from codecut.probes.plan import PlanResults
 
 import codecut
 from codecut import Ablation, UnlearnPlan, apply, load_bottleneck, load_plan
-from codecut.errors import BadInput, NotFound
+from codecut.core.errors import BadInput, NotFound
 
 # A plan file's "results" as `unlearn` has always written them.
 RESULTS = {

@@ -3,11 +3,12 @@ cut cannot reach left unmeasured."""
 
 import torch
 from codecut.codebook import Ablation, attach
-from codecut.probes.attribution import probe_facts, relation_values
-from codecut.probes.prefix import Prefix, hook_layer
-from codecut.probes.retain_cache import answer_targets
-from codecut.probes.search import _Search, select
-from codecut.probes.selection import Family, SelectConfig, ablations_of
+from codecut.probes.plan import Family, ablations_of
+from codecut.probes.selector.attribution import probe_facts, relation_values
+from codecut.probes.selector.cache import answer_targets
+from codecut.probes.selector.config import SelectConfig
+from codecut.probes.selector.prefix import Prefix, hook_layer
+from codecut.probes.selector.search import _Search, select
 
 
 def last_logits(model, prompts):

@@ -5,11 +5,11 @@ from collections import Counter
 import pytest
 import torch
 from codecut.codebook import attach
-from codecut.probes.attacks.format import variant_prompts
-from codecut.probes.attribution import Probe, probe_facts, relation_values
-from codecut.probes.retain import UNRELATED_PER_RELATION, default_retain
-from codecut.probes.search import _forget_probe, _Search
-from codecut.probes.selection import ALL_FORMATS, SelectConfig
+from codecut.probes.formats import variant_prompts
+from codecut.probes.selector.attribution import Probe, probe_facts, relation_values
+from codecut.probes.selector.config import ALL_FORMATS, SelectConfig
+from codecut.probes.selector.retain import UNRELATED_PER_RELATION, default_retain
+from codecut.probes.selector.search import _forget_probe, _Search
 
 
 def findar(w):

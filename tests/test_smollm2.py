@@ -53,10 +53,10 @@ def test_forgets_france_capital_and_keeps_its_neighbours(smol):
     """The demo's request on the real model with the shipped bottleneck, the search's first
     stage (the prompt and its paraphrases; the formats' stage, a minute more, is held to
     account on this model by test_unlearn_smollm2.py)."""
-    from codecut.probes.selection import SelectConfig
+    from codecut.probes.selector.config import SelectConfig
 
     import codecut
-    from codecut.facts import example_facts
+    from codecut.core.facts import example_facts
 
     facts = example_facts()
     capital = next(f for f in facts if (f.subject, f.relation) == ("France", "capital"))

@@ -13,7 +13,7 @@ from codecut.codebook.train import TrainConfig
 
 from codecut import load_bottleneck, train_bottleneck
 from codecut.cli import main, parser
-from codecut.errors import BadInput
+from codecut.core.errors import BadInput
 
 HOOK = "blocks.2.hook_out"
 
@@ -35,7 +35,7 @@ def test_bad_arguments_fail_before_the_model_loads(args, message, tmp_path):
     # "no-such-model" would fail to load: the arguments are checked first.
     args = {"n_codes": 64, "k": 4, "tokens": 4096, **args}
     with pytest.raises(BadInput, match=message):
-        train_bottleneck("no-such-model", HOOK, out=tmp_path / "bn", **args)
+        train_bottleneck("no-such-model", hook=HOOK, out=tmp_path / "bn", **args)
     assert not (tmp_path / "bn").exists()
 
 
@@ -62,7 +62,7 @@ def test_cli_names_the_bad_flag(flags, message, tmp_path, capsys):
 def small(model, w, out, hook=HOOK, **kw):
     """A seconds-long training run on the world."""
     kw = {"n_codes": 64, "k": 4, "tokens": 2048, "batch_size": 256, **kw}
-    return train_bottleneck(model, hook, texts=w.sentences(), out=out, **kw)
+    return train_bottleneck(model, hook=hook, texts=w.sentences(), out=out, **kw)
 
 
 def test_checkpoint_refuses_other_arguments_and_resumes_with_the_same(world, tmp_path, monkeypatch):
@@ -98,7 +98,7 @@ def test_checkpoint_refuses_other_arguments_and_resumes_with_the_same(world, tmp
             assert message in str(e.value) and "delete" in str(e.value)
         with pytest.raises(BadInput, match=r"texts_sha256="):
             train_bottleneck(
-                model, HOOK, n_codes=64, k=4, tokens=2048, batch_size=256, texts=["a b"], out=out
+                model, hook=HOOK, n_codes=64, k=4, tokens=2048, batch_size=256, texts=["a b"], out=out
             )
 
     bn = small(model, w, out)  # the same arguments resume and finish

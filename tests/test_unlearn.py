@@ -3,12 +3,12 @@
 import pytest
 import torch
 from codecut.probes.evaluate import fact_accuracy, summary
-from codecut.probes.retain import default_retain
-from codecut.probes.search import _forget_probe
-from codecut.probes.selection import FORMATS
+from codecut.probes.selector.config import FORMATS
+from codecut.probes.selector.retain import default_retain
+from codecut.probes.selector.search import _forget_probe
 
 from codecut import Fact, apply, evaluate, load_plan, unlearn
-from codecut.errors import BadInput
+from codecut.core.errors import BadInput
 
 # The unlearning properties must hold for any reasonable training run, not one lucky seed: each
 # committed world has other names, other facts and its own bottleneck. The selector over many

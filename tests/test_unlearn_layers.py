@@ -7,14 +7,14 @@ from dataclasses import replace
 import pytest
 import torch
 from codecut.codebook import load_bottleneck
-from codecut.probes import unlearn as unlearn_module
 from codecut.probes.evaluate import fact_accuracy, summary
 from codecut.probes.plan import Cut
-from codecut.probes.retain import default_retain
-from codecut.probes.retain_cache import RetainCache
+from codecut.probes.selector import unlearn as unlearn_module
+from codecut.probes.selector.cache import RetainCache
+from codecut.probes.selector.retain import default_retain
 
 from codecut import apply, evaluate, load_plan, unlearn
-from codecut.errors import BadInput
+from codecut.core.errors import BadInput
 
 LATER = "blocks.3.hook_out"
 

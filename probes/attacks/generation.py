@@ -15,8 +15,8 @@ from codecut.probes.attacks.card import Row, measured
 from codecut.probes.attacks.states import States
 from codecut.probes.evaluate import prompts_and_answers
 
-from codecut.facts import Fact
-from codecut.models import Model
+from codecut.core.facts import Fact
+from codecut.core.models import Model
 
 BATCH = 32  # prompts per generate call
 

@@ -27,8 +27,8 @@ from codecut.probes.attacks.card import Row, measured, skipped
 from codecut.probes.attacks.format import answer_metrics
 from codecut.probes.attacks.states import States
 
-from codecut.facts import Fact
-from codecut.models import Model
+from codecut.core.facts import Fact
+from codecut.core.models import Model
 
 VARIANTS = ("reverse", "multi-hop")
 WHY_NOT = {

@@ -1,6 +1,5 @@
-"""Plots of an attack: the card as bars, and where the cut codes fire.
+"""Where the cut codes fire (the card's own bars are `AttackCard.plot`, in card.py).
 
-    card.plot("card.png")                                     # clean vs plan, per probe and group
     plot_code_activations(model, bn, plan, facts, pool, "codes.png")
 
 Figures are built as `matplotlib.figure.Figure` objects, never through pyplot, so a user's
@@ -10,7 +9,6 @@ notebook (IPython's `_repr_png_`); `path` writes a PNG atomically.
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
@@ -18,79 +16,13 @@ import pandas as pd
 import torch
 from codecut.codebook import Bottleneck, attach
 from codecut.probes.antisamples import make_antisamples
-from codecut.probes.attacks.card import GROUPS, PRESENCE, AttackCard
+from codecut.probes.attacks.figures import InlineFigure, save
 from codecut.probes.plan import UnlearnPlan, apply
-from matplotlib.figure import Figure
 
-from codecut.facts import Fact
-from codecut.io import atomic_file
-from codecut.models import Model
+from codecut.core.facts import Fact
+from codecut.core.models import Model
 
-DPI = 120
 BATCH = 32  # prompts per forward pass
-
-
-class InlineFigure(Figure):
-    """A Figure a notebook shows by itself, with no pyplot or backend set up for it."""
-
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=DPI)
-        return buffer.getvalue()
-
-
-def save(figure: Figure, path: str | os.PathLike) -> None:
-    """Write `figure` to `path` as a PNG, atomically (temp file + rename)."""
-    with atomic_file(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI)
-
-
-def card_figure(card: AttackCard, path: str | os.PathLike | None = None) -> InlineFigure:
-    """A panel per fact group (forget, same subject, same relation, unrelated); in each, a bar per probe and variant for the
-    clean model and one with the plan (the fraction of prompts showing the fact: accuracy or
-    found). Skipped rows are left out, blind ones say so, and a dotted mark is chance."""
-    rows = [r for r in card.rows if r.metric in PRESENCE and not r.skipped]
-    panels = [(g, [r for r in rows if r.group == g]) for g in GROUPS]
-    panels = [(g, rs) for g, rs in panels if rs]
-    states = ["clean", "plan"] if any(r.plan is not None for r in rows) else ["clean"]
-    height = 0.8 / len(states)
-    figure = InlineFigure(figsize=(8, 1.5 + 0.3 * len(rows)), layout="constrained")
-    axes = figure.subplots(
-        len(panels), 1, squeeze=False, height_ratios=[len(rs) for _, rs in panels]
-    )
-    for ax, (group, rs) in zip(axes[:, 0], panels):
-        y = np.arange(len(rs))
-        for i, state in enumerate(states):
-            values = np.array([getattr(r, state) for r in rs], dtype=float)
-            bars = ax.barh(y + (i - (len(states) - 1) / 2) * height, values, height, label=state)
-            ax.bar_label(bars, fmt="%.2f", padding=2, fontsize="x-small")
-        for j, r in enumerate(rs):
-            if r.chance:
-                ax.vlines(r.chance, j - 0.45, j + 0.45, colors="black", linestyles=":")
-        labels = [f"{r.probe}: {r.variant}" + (" (blind)" if r.blind else "") for r in rs]
-        ax.set_yticks(y, labels)
-        ax.invert_yaxis()
-        ax.set_title(group, loc="left")
-    axes[0, 0].legend(loc="lower right", fontsize="small")
-    axes[-1, 0].set_xlabel("fraction of prompts (or continuations) that show the fact")
-    for ax in axes[:, 0]:
-        ax.set_xlim(0, 1.08)  # room for the labels of full bars
-    figure.suptitle(title(card))
-    if path is not None:
-        save(figure, path)
-    return figure
-
-
-def title(card: AttackCard) -> str:
-    """The model, the facts attacked and the fluency loss."""
-    facts = "; ".join(f"{f.prompt} {f.answer}" for f in card.facts[:2])
-    more = f" (+{len(card.facts) - 2} more)" if len(card.facts) > 2 else ""
-    fluency = next((r for r in card.rows if r.probe == "fluency" and not r.skipped), None)
-    loss = ""
-    if fluency is not None:
-        loss = f"\nfluency loss: clean {fluency.clean:.3f}"
-        loss += f", plan {fluency.plan:.3f}" if fluency.plan is not None else ""
-    return f"{card.model}: {facts}{more}{loss}"
 
 
 @torch.no_grad()

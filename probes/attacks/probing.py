@@ -29,8 +29,8 @@ from codecut.probes.attacks.card import Row, measured, skipped
 from codecut.probes.attacks.states import States
 from codecut.probes.evaluate import prompts_and_answers
 
-from codecut.facts import Fact
-from codecut.models import Model
+from codecut.core.facts import Fact
+from codecut.core.models import Model
 
 VARIANTS = ("before hook", "at hook", "last layer")
 WHY_NOT = {

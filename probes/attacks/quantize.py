@@ -21,8 +21,8 @@ from codecut.probes.attacks.states import States
 from codecut.probes.evaluate import prompts_and_answers
 from torch import nn
 
-from codecut.facts import Fact
-from codecut.models import Model, copied, decoder_layers
+from codecut.core.facts import Fact
+from codecut.core.models import Model, copied, decoder_layers
 
 FORMATS = {"int8": (8, None), "int4": (4, 32)}  # name -> (bits, group size; None: a whole row)
 

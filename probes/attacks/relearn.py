@@ -20,11 +20,11 @@ from codecut.probes.attacks.card import Row, measured, skipped
 from codecut.probes.attacks.format import answer_metrics
 from codecut.probes.attacks.states import States
 from codecut.probes.evaluate import prompts_and_answers
-from codecut.probes.finetune.params import adapted
+from codecut.probes.params import adapted
 from codecut.probes.plan import UnlearnPlan, apply
 
-from codecut.facts import Fact
-from codecut.models import Model, copied
+from codecut.core.facts import Fact
+from codecut.core.models import Model, copied
 
 
 def relearn(

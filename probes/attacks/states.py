@@ -10,7 +10,7 @@ from typing import TypeVar
 from codecut.codebook import Bottleneck, attach
 from codecut.probes.plan import UnlearnPlan, apply
 
-from codecut.models import Model
+from codecut.core.models import Model
 
 STATES = ("clean", "bottleneck", "plan")
 T = TypeVar("T")

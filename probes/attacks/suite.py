@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -12,14 +13,15 @@ from codecut.probes.attacks.card import AttackCard
 from codecut.probes.attacks.states import States
 from codecut.probes.plan import UnlearnPlan, apply
 
-from codecut.errors import BadInput, BadType
-from codecut.facts import Fact, example_facts
-from codecut.models import Model
+from codecut.core.errors import BadInput, BadOption, BadType
+from codecut.core.facts import Fact, example_facts
+from codecut.core.models import Model
 
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """The probes' settings (the defaults are the issue's: 40 tokens, 5 samples, 20 steps)."""
+    """The probes' settings. Checked when made: a value a probe cannot use is a `BadOption`
+    naming the field."""
 
     neighbours: int = 2  # facts per reference group: same subject, same relation, unrelated
     shots: int = 3  # facts in the few-shot prefix
@@ -30,6 +32,22 @@ class AttackConfig:
     relearn_lr: float | None = None  # None: 1e-4 for all weights, 1e-3 for LoRA adapters
     relearn_facts: int = 8  # other facts of the relation to fine-tune on
     relearn_lora: int = 0  # the rank of LoRA adapters to fine-tune; 0: all weights
+
+    def __post_init__(self) -> None:
+        least = {"neighbours": 0, "shots": 1, "new_tokens": 1, "samples": 0, "seed": 0,
+                 "relearn_steps": 0, "relearn_facts": 1}  # fmt: skip
+        for name, low in least.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise BadOption(f"{name} must be a whole number >= {low}, got {value!r}", name)
+        lora = self.relearn_lora
+        if isinstance(lora, bool) or not isinstance(lora, int) or lora < 0:
+            raise BadOption(
+                f"relearn_lora {lora}: the LoRA rank must be >= 1 (0: all weights)", "relearn_lora"
+            )
+        lr = self.relearn_lr
+        if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise BadOption(f"relearn_lr must be None or a number > 0, got {lr!r}", "relearn_lr")
 
 
 def attack(

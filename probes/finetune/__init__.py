@@ -4,7 +4,7 @@
     result.model, result.record
 
 One idea per file: data.py (the token sequences), losses.py (one function per method, each
-loss written out with its paper), params.py (which weights train), config.py (a request's
+loss written out with its paper), config.py (a request's
 checks and hyper-parameters), run.py (the loop, early stop, the record), save.py (the model
 directory and its card).
 """

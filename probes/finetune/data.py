@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-from codecut.facts import Fact
-from codecut.models import Model
+from codecut.core.facts import Fact
+from codecut.core.models import Model
 
 
 class Sequences(NamedTuple):

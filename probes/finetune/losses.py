@@ -32,9 +32,9 @@ from codecut.probes.finetune.data import (
 from codecut.probes.plan import UnlearnPlan, apply
 from torch import nn
 
-from codecut.errors import BadInput
-from codecut.facts import Fact
-from codecut.models import Model
+from codecut.core.errors import BadInput
+from codecut.core.facts import Fact
+from codecut.core.models import Model
 
 Loss = Callable[[Batch], torch.Tensor]
 TEMPLATE = "I don't know"  # the obliterated answer FLAT and SNAP train toward

@@ -17,76 +17,24 @@ import inspect
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from typing import Any, NamedTuple
+from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 from codecut.codebook import Bottleneck
 from codecut.probes.evaluate import answered, prompts_and_answers
 from codecut.probes.finetune import save
-from codecut.probes.finetune.config import LR, STEPS, FinetuneConfig, finetune_config
+from codecut.probes.finetune.config import FinetuneConfig, finetune_config
 from codecut.probes.finetune.data import Batch, Data, sequences
 from codecut.probes.finetune.losses import METHODS, NEEDS_RETAIN, Loss, rmu_layer
-from codecut.probes.finetune.params import adapted
+from codecut.probes.finetune.record import BeforeAfter, FinetuneRecord, FinetuneResult
+from codecut.probes.params import adapted
 from codecut.probes.plan import UnlearnPlan, apply
 from tqdm.auto import tqdm
 
-from codecut.errors import BadInput
-from codecut.facts import Fact
-from codecut.models import Model, copied
-
-
-class BeforeAfter(NamedTuple):
-    """One number on the model before fine-tuning and after."""
-
-    before: float
-    after: float
-
-
-@dataclass
-class FinetuneRecord:
-    """What a run did (the model directory's card holds it as JSON).
-
-    Attributes:
-        config: the method and every hyper-parameter, defaults filled in.
-        source: the name of the model it started from.
-        facts: the forget facts.
-        n_retain: how many retain facts it kept in view.
-        steps_run: optimizer steps taken (<= config.steps).
-        stopped_early: whether it stopped because no forget prompt was answered any more.
-        seconds: wall time of the whole call (copy, fixed parts, steps, measurements).
-        forget_accuracy: share of the forget facts' prompts (and paraphrases) answered.
-        forget_p: mean probability of the answer's first token on those prompts.
-        retain_accuracy: share of the retain facts' prompts answered; None without retain facts.
-        losses: the loss at each step, before that step's update.
-    """
-
-    config: FinetuneConfig
-    source: str
-    facts: list[Fact]
-    n_retain: int
-    steps_run: int
-    stopped_early: bool
-    seconds: float
-    forget_accuracy: BeforeAfter
-    forget_p: BeforeAfter
-    retain_accuracy: BeforeAfter | None
-    losses: list[float]
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("forget_accuracy", "forget_p", "retain_accuracy"):
-            value = getattr(self, key)
-            out[key] = value._asdict() if value is not None else None
-        return out
-
-
-@dataclass
-class FinetuneResult:
-    """The unlearned model and the record of the run."""
-
-    model: Model
-    record: FinetuneRecord
+from codecut.core.errors import BadInput
+from codecut.core.facts import Fact
+from codecut.core.models import Model, copied
 
 
 def finetune_unlearn(
@@ -94,17 +42,12 @@ def finetune_unlearn(
     forget: list[Fact],
     retain: list[Fact] | None = None,
     method: str = "npo",
-    params: str | None = None,
-    steps: int = STEPS,
-    lr: float = LR,
-    min_steps: int | None = None,
+    *,
     plan: UnlearnPlan | None = None,
     bottleneck: Bottleneck | None = None,
     inplace: bool = False,
-    seed: int = 0,
     save_dir: str | os.PathLike | None = None,
-    batch_size: int | None = None,
-    **options,
+    **settings,
 ) -> FinetuneResult:
     """Fine-tune the model's weights so it forgets `forget` (the baseline the zero-shot path is
     measured against, and the way to make a plan permanent).
@@ -118,32 +61,21 @@ def finetune_unlearn(
         method: one of `METHODS`: "ga", "graddiff", "npo", "simnpo", "rmu", "flat", "snap",
             "antisample" or "bake" (each loss is written out in its function in
             `codecut.probes.finetune.losses`).
-        params: which weights change: "all", "last:N", "mlp:A-B" or "lora[:R]" (see
-            `params.py`); default "all", for rmu the MLPs of the three blocks up to its
-            layer, as in its paper.
-        steps: the most optimizer steps (Adam); fewer when the forget answers go.
-        lr: Adam's learning rate.
-        min_steps: steps to run before an early stop (default 5, or `steps` when fewer).
         plan: for "bake": the plan to make permanent; `bottleneck` is its bottleneck when the
             plan does not hold it.
         inplace: change `model`'s own weights; by default a deep copy is trained and `model`
             is left as it was. (An interrupted in-place run leaves the weights part-trained;
             with LoRA, as they were.)
-        seed: RMU's random direction, the anti-samples' wrong answers, LoRA's start and the
-            mini-batches' order (nothing else draws random numbers).
         save_dir: also write the model there (see `save.save_model`); it must not exist or be
             empty. Nothing is written if the run fails or is interrupted.
-        batch_size: at most this many sequences of each set (forget, retain, a method's own)
-            a step, shuffled; default: every sequence every step (full batch).
-        **options: the method's own hyper-parameters (`method_options` lists them).
+        **settings: `FinetuneConfig`'s fields (params, steps, lr, min_steps, seed, batch_size:
+            see it for each, with the defaults) and the method's own hyper-parameters
+            (`method_options` lists them), e.g. `steps=50, params="lora:8", beta=0.1`.
 
     Returns a FinetuneResult: the unlearned model and its record.
     """
     t0 = time.time()
-    config = finetune_config(
-        forget, retain, method, params, steps, lr, min_steps, plan, bottleneck, inplace, seed,
-        save_dir, batch_size, **options,
-    )  # fmt: skip
+    config = finetune_config(forget, retain, method, plan=plan, save_dir=save_dir, **settings)
     keys = {(f.subject, f.relation) for f in forget}
     retain = [f for f in retain or [] if (f.subject, f.relation) not in keys]
     if method in NEEDS_RETAIN and not retain:
@@ -163,8 +95,8 @@ def finetune_unlearn(
         sequences(student, forget), sequences(student, retain) if retain else None, forget, retain
     )
     wanted = inspect.signature(METHODS[method]).parameters
-    with adapted(student, config.params, seed) as weights:
-        given = {"plan": plan, "bottleneck": bottleneck, "seed": seed, "weights": weights}
+    with adapted(student, config.params, config.seed) as weights:
+        given = {"plan": plan, "bottleneck": bottleneck, "seed": config.seed, "weights": weights}
         extra = {k: v for k, v in given.items() if k in wanted}
         loss = METHODS[method](student, data, **config.options, **extra)
         losses, stopped = _train(

