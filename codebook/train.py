@@ -72,6 +72,7 @@ DEAD_AFTER_MAX, DEAD_AFTER_FRACTION, DEAD_AFTER_MIN_BATCHES = 1_000_000, 10, 20
 PROGRESS_EVERY = 20  # steps between progress-bar updates (each reads the loss: a GPU sync)
 
 
+TRAINABLE = ("topk", "codebook")  # the kinds training makes (relu/jumprelu are only loaded)
 # `train_bottleneck`'s arguments that are not TrainConfig fields.
 RUN_ARGUMENTS = ("texts", "out", "command", "activations")
 # The CLI flag of each TrainConfig field the command line sets, for its messages.
@@ -114,8 +115,10 @@ class TrainConfig:
     time_limit: float | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("topk", "codebook"):
-            raise BadOption(f"kind: can train 'topk' or 'codebook', not {self.kind!r}", "kind")
+        if self.kind not in TRAINABLE:
+            raise BadOption(
+                f"kind: can train {' or '.join(map(repr, TRAINABLE))}, not {self.kind!r}", "kind"
+            )
         for arg in ("n_codes", "k", "tokens", "unique_tokens", "batch_size", "checkpoint_every"):
             value = getattr(self, arg)
             if not (arg == "unique_tokens" and value is None):  # None: as many as `tokens`

@@ -354,9 +354,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-parser per command."""
-    # The defaults of train and collect are their modules' (imports torch: ~2 s).
+    # The defaults are the configs' (importing them imports torch: ~2 s).
     from codecut.codebook.activations import DTYPE, DTYPES, SHARD_TOKENS
-    from codecut.codebook.train import TrainConfig
+    from codecut.codebook.train import TRAINABLE, TrainConfig
+    from codecut.probes.attacks.suite import AttackConfig
 
     p = OneLineParser(prog="codecut", description=codecut.__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -383,7 +384,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--hook", help="hook name, e.g. blocks.12.hook_out")
     s.add_argument("--activations", help="train from a `codecut collect` folder, streamed")
-    s.add_argument("--kind", choices=["topk", "codebook"], default=TrainConfig.kind)
+    s.add_argument("--kind", choices=TRAINABLE, default=TrainConfig.kind)
     s.add_argument("--codes", type=int, default=TrainConfig.n_codes, help="number of codes n")
     s.add_argument("--k", type=int, default=TrainConfig.k, help="active codes per token")
     s.add_argument("--tokens", type=int, default=TrainConfig.tokens, help="activations to train on")
@@ -449,7 +450,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--lora",
         type=int,
-        default=0,
+        default=AttackConfig.relearn_lora,
         metavar="R",
         help="relearn through rank-R LoRA adapters (lr 1e-3) instead of all weights (lr 1e-4)",
     )
