@@ -104,8 +104,9 @@ def iter_activations(
     model: Model, hook: str, texts: list[str], ctx: int = CONTEXT,
     batch_size: int = FORWARD_BATCH, dtype: torch.dtype = torch.bfloat16, skip: int = 0,
 ) -> Iterator[torch.Tensor]:  # fmt: skip
-    """Activations at `hook` for ordinary tokens of `texts`, a CPU tensor [n, d] per batch, in
-    order; the first `skip` of them are left out (batches wholly inside them are not run)."""
+    """Activations at `hook` for ordinary tokens of `texts`, a tensor [n, d] on the model's
+    device per batch, in order; the first `skip` of them are left out (batches wholly inside
+    them are not run)."""
     got: list[torch.Tensor] = []
 
     def grab(module, args, out):
@@ -124,7 +125,7 @@ def iter_activations(
                 model(ids, mask)
             except _Stop:
                 pass
-            yield got.pop()[ordinary].to(dtype).cpu()[skip:]
+            yield got.pop()[ordinary].to(dtype)[skip:]
             skip = 0
     finally:
         handle.remove()
@@ -171,7 +172,9 @@ def _collect(model: Model, hook: str, texts: list[str], max_tokens: int) -> torc
     finally:
         bar.close()
     d = model.d_model
-    return torch.cat(rows)[:max_tokens] if rows else torch.empty(0, d, dtype=torch.bfloat16)
+    if not rows:
+        return torch.empty(0, d, dtype=torch.bfloat16, device=model.device)
+    return torch.cat(rows)[:max_tokens]
 
 
 # --- on disk ----------------------------------------------------------------------------------
@@ -329,7 +332,8 @@ def earlier_collection(
 def _write_shard(path: Path, x: torch.Tensor) -> None:
     """Write a shard through a temp file in the same folder, renamed into place."""
     with atomic_file(path) as tmp:
-        save_file({"x": x.contiguous(), "norms": x.float().norm(dim=-1)}, tmp)
+        x = x.cpu().contiguous()  # safetensors writes host memory
+        save_file({"x": x, "norms": x.float().norm(dim=-1)}, tmp)
 
 
 def collect_to_disk(

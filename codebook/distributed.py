@@ -1,6 +1,7 @@
 """Data-parallel training under torchrun: who this process is, and sums over all of them.
 
-codecut uses torch's own engine: `torch.distributed` with DDP for the gradients (gloo). Every rank holds the same activations (each collects its share of the texts, then
+codecut uses torch's own engine: `torch.distributed` with DDP for the gradients (NCCL on CUDA,
+gloo on the CPU). Every rank holds the same activations (each collects its share of the texts, then
 they are gathered) and draws the same shuffle from the same seed, so step t's global batch is
 the one a single process would take; each rank computes its slice of it. Statistics that need
 the whole batch (the variance that normalizes FVU and AuxK, which codes fired) are summed over
@@ -52,7 +53,7 @@ class Ranks(NamedTuple):
             return part
         parts: list = [None] * self.world
         dist.all_gather_object(parts, part.cpu())
-        return torch.cat(parts)
+        return torch.cat(parts).to(part.device)
 
     def from_main(self, make):
         """`make()` run on rank 0 only, its result sent to every rank (e.g. a sampled corpus,
@@ -79,15 +80,17 @@ def ranks() -> Ranks:
     return SINGLE
 
 
-def init_from_env() -> bool:
-    """Join the process group torchrun describes (WORLD_SIZE > 1 in the environment). Returns
-    whether it joined.
-
-    gloo: the bottleneck trains on the CPU today (the model's forward passes for collection run
-    wherever the model is), so its gradients are CPU tensors; NCCL would need them on GPUs."""
+def init_from_env(device: torch.device) -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1 in the environment), for
+    training on `device`: NCCL on CUDA (each rank on its own GPU, `LOCAL_RANK`), gloo on the
+    CPU. Returns whether it joined."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return False
-    dist.init_process_group("gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
     return True
 
 

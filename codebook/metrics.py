@@ -87,12 +87,12 @@ class Evaluation(NamedTuple):
 def code_stats(bn: Bottleneck, x: torch.Tensor, batch_size: int = STATS_BATCH) -> CodeStats:
     """Per code: the fraction of the activations `x` [N, d] where it is active, and its mean
     value there."""
-    n = bn.n_codes
-    count, total = torch.zeros(n), torch.zeros(n)
+    n, device = bn.n_codes, bn.W_enc.device
+    count, total = torch.zeros(n, device=device), torch.zeros(n, device=device)
     for i in range(0, len(x), batch_size):
-        codes = bn.encode(x[i : i + batch_size].float())
+        codes = bn.encode(x[i : i + batch_size].to(device, torch.float32))
         on = codes.values > 0
-        count.index_add_(0, codes.indices[on], torch.ones(int(on.sum())))
+        count.index_add_(0, codes.indices[on], torch.ones(int(on.sum()), device=device))
         total.index_add_(0, codes.indices[on], codes.values[on].float())
     return CodeStats(count / max(len(x), 1), total / count.clamp_min(1))
 
@@ -106,7 +106,7 @@ def stats_sample(train_x: torch.Tensor | ActivationShards) -> torch.Tensor:
 @torch.no_grad()
 def reconstruction(bn: Bottleneck, x: torch.Tensor) -> tuple[float, float]:
     """(FVU, L0) of the bottleneck on activations `x` [N, d]."""
-    x = x.float()
+    x = x.to(bn.W_enc.device, torch.float32)
     codes = bn.encode(x)
     fvu = (bn.decode(codes) - x).pow(2).sum(-1).sum() / (x - x.mean(0)).pow(2).sum(-1).sum()
     return fvu.item(), (codes.values > 0).sum(-1).float().mean().item()

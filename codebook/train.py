@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from codecut.core.errors import BadInput, BadOption, BadType
 from codecut.core.io import write_text
+from codecut.core.models import resolve_device
 
 if TYPE_CHECKING:
     from codecut.core.models import Model
@@ -74,7 +75,7 @@ PROGRESS_EVERY = 20  # steps between progress-bar updates (each reads the loss: 
 
 TRAINABLE = ("topk", "codebook")  # the kinds training makes (relu/jumprelu are only loaded)
 # `train_bottleneck`'s arguments that are not TrainConfig fields.
-RUN_ARGUMENTS = ("texts", "out", "command", "activations")
+RUN_ARGUMENTS = ("texts", "out", "command", "activations", "device")
 # The CLI flag of each TrainConfig field the command line sets, for its messages.
 CLI_NAMES = {"n_codes": "--codes", "k": "--k", "tokens": "--tokens", "kind": "--kind"}
 
@@ -160,13 +161,17 @@ def train_bottleneck(
     out: str | Path | None = None,
     command: str | None = None,
     activations: str | Path | None = None,
+    device: str | torch.device | None = None,
     **overrides,
 ) -> Bottleneck:
     """Train a bottleneck at a hook of `model`: `train` with `config` (default `TrainConfig()`)
     and any of its fields given as `overrides` (hook="blocks.12.hook_out", n_codes=8192, ...);
     see both for what each means."""
     config = train_config(config, **overrides)
-    return train(model, config, texts=texts, out=out, command=command, activations=activations)
+    return train(
+        model, config, texts=texts, out=out, command=command, activations=activations,
+        device=device,
+    )  # fmt: skip
 
 
 def train_config(config: TrainConfig | None = None, **arguments) -> TrainConfig:
@@ -210,6 +215,7 @@ def train(
     out: str | Path | None = None,
     command: str | None = None,
     activations: str | Path | None = None,
+    device: str | torch.device | None = None,
 ) -> Bottleneck:
     """Train the bottleneck `config` describes on `model`'s activations.
 
@@ -227,11 +233,16 @@ def train(
             needed only for the CE metrics (with the texts the shards came from, for the
             held-out ones): without it, FVU and L0 are measured on the first NO_TEXT_EVAL_ROWS
             training activations instead of held-out ones, and the CE metrics are left out.
+        device: where the bottleneck trains (the kernels run there: Triton on CUDA); default:
+            the model's device, or without a model CUDA when there is one, else the CPU.
+            Activations collected from the model stay on its device; shards are read to the
+            host and each batch is moved.
 
     Returns the trained Bottleneck, with its code statistics set (`fire_rate`, `act_mean`) and
     `cfg.extra["train"]` / `cfg.extra["metrics"]` filled in.
     """
     R = ranks()
+    device = resolve_device(device if device is not None or model is None else model.device)
     if R.world > config.batch_size:
         raise BadInput(f"batch_size {config.batch_size} is smaller than the {R.world} processes")
     shards = ActivationShards(activations) if activations is not None else None
@@ -256,7 +267,7 @@ def train(
         model=model_name, apply_b_dec_to_input=config.kind == "topk",
         norm_limit=data.norm_limit,
     )  # fmt: skip
-    bn = _init(cfg, data.mean, gen)
+    bn = _init(cfg, data.mean.float().cpu(), gen).to(device)  # drawn on the host: any device
     rows = ShuffledShards(shards, gen) if shards else ShuffledRows(data.rows, gen)
     done = _optimize(bn, config, rows, len(data.rows), data.scale, gen, ckpt, t0, R)
     _fold_scale(bn, data.scale)
@@ -426,11 +437,13 @@ def _optimize(
     of every global batch and DDP averages the gradients."""
     opt = torch.optim.Adam(bn.parameters(), lr=config.learning_rate, betas=(0.9, 0.999))
     steps, batch_size = config.steps, config.batch_size
-    last_fired = torch.zeros(config.n_codes, dtype=torch.long)
+    device = bn.W_enc.device
+    last_fired = torch.zeros(config.n_codes, dtype=torch.long, device=device)
     state_file = ckpt / checkpoint.STATE if ckpt else None
     start = 0
     if state_file and state_file.exists():
         start, last_fired = checkpoint.load_state(state_file, bn, opt, rows, gen)
+        last_fired = last_fired.to(device)
         log.info("resuming at step %d of %d", start, steps)
     # After loading: the ranks start equal. A codebook's encoder bias gets no gradient.
     objective = data_parallel(_Objective(bn, config, R), unused_parameters=bn.kind == "codebook")
@@ -443,14 +456,14 @@ def _optimize(
     )
     done = start
     for step in bar:
-        if config.time_limit and _out_of_time(config.time_limit, t0, R):
+        if config.time_limit and _out_of_time(config.time_limit, t0, R, device):
             log.warning("time limit reached after %d of %d steps", step, steps)
             break
         done = step + 1
         pos = (step * batch_size) % n_rows
         if step > 0 and pos < batch_size:  # a new epoch: reshuffle
             rows.new_epoch()
-        batch = rows.get(pos, batch_size)
+        batch = rows.get(pos, batch_size).to(device, non_blocking=True)
         seen = (step + 1) * batch_size
         loss, fvu, dead = objective(R.share(batch).float() / scale, len(batch), last_fired, seen)
         opt.zero_grad(set_to_none=True)
@@ -465,9 +478,9 @@ def _optimize(
     return done
 
 
-def _out_of_time(limit: float, t0: float, R: Ranks) -> bool:
+def _out_of_time(limit: float, t0: float, R: Ranks, device: torch.device) -> bool:
     """Whether the time limit has passed, on any rank (all stop at the same step)."""
-    late = torch.tensor([float(time.time() - t0 > limit)])
+    late = torch.tensor([float(time.time() - t0 > limit)], device=device)  # NCCL: on the GPU
     return R.sum(late).item() > 0
 
 
@@ -491,14 +504,14 @@ class _Objective(torch.nn.Module):
         codes = bn.encode(x)
         err = x - bn.decode(codes)
         fvu = _mean_sq(err, n, R) / _variance(x, n, R)
-        fired = torch.zeros(self.config.n_codes, dtype=torch.int32)
+        fired = torch.zeros(self.config.n_codes, dtype=torch.int32, device=x.device)
         fired[codes.indices[codes.values > 0]] = 1
         last_fired[R.sum(fired) > 0] = seen
         dead_after = self.config.dead_after
         if seen > dead_after:
             dead = (seen - last_fired) > dead_after
         else:
-            dead = torch.zeros(self.config.n_codes, dtype=torch.bool)
+            dead = torch.zeros(self.config.n_codes, dtype=torch.bool, device=x.device)
         loss = fvu
         if dead.any():
             k_aux = min(int(dead.sum()), x.shape[-1] // 2)  # up to d/2 dead codes, as Gao et al.

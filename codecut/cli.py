@@ -40,6 +40,21 @@ def flags(names: dict[str, str]) -> Iterator[None]:
         raise e.named(names) from None
 
 
+def device(args: argparse.Namespace):
+    """`--device` checked before anything loads: a torch.device (CUDA when there is one)."""
+    from codecut.core.models import resolve_device
+
+    with flags({"device": "--device"}):
+        return resolve_device(args.device)
+
+
+def add_device(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--device",
+        help="where the model runs: cpu, cuda or cuda:N (default: cuda when there is one)",
+    )
+
+
 def percent(x) -> str:
     """A fraction as a percentage; "-" where there is none (a fact without paraphrases)."""
     return "-" if x is None or x != x else f"{x:.0%}"
@@ -57,11 +72,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     """Forget one real fact in the embedded default model, show what changed, and revert."""
     from codecut.demo import demo
 
-    demo(args.subject, args.relation)
+    demo(args.subject, args.relation, device=device(args))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Does the model answer each fact (prompt and paraphrases)?"""
+    where = device(args)  # checked before anything is read or loaded
     if args.strict and not args.bottleneck:
         raise BadInput("--strict needs --bottleneck")
     if args.strict and args.plan:
@@ -69,7 +85,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     facts = codecut.load_facts(args.facts)
     plan = codecut.load_plan(args.plan) if args.plan else None  # bad files fail before the model
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
-    model = codecut.load_model(args.model)
+    model = codecut.load_model(args.model, device=where)
     table = codecut.evaluate(model, facts, bottleneck=bottleneck, strict=args.strict, plan=plan)
     if args.json:
         print(json.dumps(codecut.probes.evaluate.to_json(table), indent=1))
@@ -99,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from codecut.codebook.train import CLI_NAMES, TrainConfig
 
     # Before anything is loaded or collected: a hopeless request fails in a second.
+    where = device(args)
     with flags(CLI_NAMES):
         config = TrainConfig(
             hook=args.hook, kind=args.kind, n_codes=args.codes, k=args.k, tokens=args.tokens
@@ -114,10 +131,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             "--model and --hook are needed (or --activations DIR from `codecut collect`)"
         )
     texts = read_texts(args.texts) if args.texts else None
-    with process_group() as ranks:  # under torchrun: one of WORLD_SIZE data-parallel processes
-        model = codecut.load_model(args.model) if args.model else None
+    with process_group(where) as ranks:  # under torchrun: one of WORLD_SIZE data-parallel processes
+        model = codecut.load_model(args.model, device=where) if args.model else None
         bn = codecut.train_bottleneck(
-            model, config, texts=texts, out=args.out, activations=args.activations
+            model, config, texts=texts, out=args.out, activations=args.activations, device=where
         )
     if not ranks.main:  # rank 0 wrote the result and reports it
         return
@@ -134,14 +151,14 @@ COLLECT_NAMES = {"tokens": "--tokens", "shard_tokens": "--shard-tokens", "dtype"
 
 
 @contextmanager
-def process_group() -> Iterator[Ranks]:
-    """The command's ranks: under torchrun it joins the process group (and leaves it after),
-    else a single process."""
+def process_group(device) -> Iterator[Ranks]:
+    """The command's ranks: under torchrun it joins the process group for `device` (and leaves
+    it after), else a single process."""
     import torch.distributed
 
     from codecut.codebook.distributed import init_from_env, ranks
 
-    joined = init_from_env()
+    joined = init_from_env(device)
     try:
         yield ranks()
     finally:
@@ -157,6 +174,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
         earlier_collection,
     )
 
+    where = device(args)  # checked before anything is read or loaded
+
     # Before the model loads: bad arguments, or an --out collected differently, fail fast.
     with flags(COLLECT_NAMES):
         check_collect_arguments(args.tokens, args.shard_tokens, args.dtype)
@@ -164,9 +183,9 @@ def cmd_collect(args: argparse.Namespace) -> None:
         args.out, args.hook, args.tokens, dtype=args.dtype, shard_tokens=args.shard_tokens
     )
     texts = read_texts(args.texts) if args.texts else None
-    with process_group() as ranks:  # under torchrun: each rank collects a share of the texts
+    with process_group(where) as ranks:  # under torchrun: each rank collects a share of the texts
         m = collect_to_disk(
-            codecut.load_model(args.model), args.hook, args.tokens, args.out, texts=texts,
+            codecut.load_model(args.model, device=where), args.hook, args.tokens, args.out, texts=texts,
             dtype=args.dtype, shard_tokens=args.shard_tokens, ranks=ranks,
         )  # fmt: skip
     if not ranks.main:  # rank 0 reports
@@ -182,6 +201,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     from codecut.probes.selector.config import SelectConfig
     from codecut.probes.selector.unlearn import unlearn_request
 
+    where = device(args)  # checked before anything is read or loaded
     # Every input is checked before the model loads: a bad one fails in seconds.
     check_out_file(args.out, "--out", "plan.json")
     with flags({"SelectConfig.max_seconds": "--max-seconds",
@@ -192,7 +212,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     names = args.bottleneck or shipped_for(args.model) or [args.model]
     bottlenecks = [codecut.load_bottleneck(name) for name in names]
     unlearn_request(bottlenecks, forget, retain)
-    model = codecut.load_model(args.model)
+    model = codecut.load_model(args.model, device=where)
     plan = codecut.unlearn(
         model, bottlenecks, forget, retain=retain, config=config, strict=args.strict
     )
@@ -208,6 +228,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
     """Is it really gone? The attack suite's report card for the facts, with and without a plan."""
     from codecut.probes.attacks import AttackConfig
 
+    where = device(args)  # checked before anything is read or loaded
     with flags({"relearn_lora": "--lora"}):
         config = AttackConfig(relearn_lora=args.lora)
     if args.plot:  # before the attack (minutes): a plot that cannot be written fails now
@@ -216,7 +237,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
     pool = codecut.load_facts(args.pool) if args.pool else None
     texts = read_texts(args.texts) if args.texts else None
     plan = codecut.load_plan(args.plan) if args.plan else None
-    model = codecut.load_model(args.model)
+    model = codecut.load_model(args.model, device=where)
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
     card = codecut.attack(
         model, facts, bottleneck=bottleneck, plan=plan, pool=pool, texts=texts, config=config
@@ -283,6 +304,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a model's weights so it forgets the facts; write the model directory."""
     from codecut.probes.finetune.config import CLI_NAMES, finetune_config
 
+    where = device(args)
     forget = codecut.load_facts(args.forget)
     retain = codecut.load_facts(args.retain) if args.retain else None
     plan = codecut.load_plan(args.plan) if args.plan else None
@@ -295,7 +317,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         finetune_config(forget, retain, args.method, plan=plan, save_dir=args.out, **options)
     result = codecut.finetune_unlearn(
         args.model, forget, retain, method=args.method, plan=plan, bottleneck=bottleneck,
-        save_dir=args.out, **options,
+        save_dir=args.out, device=where, **options,
     )  # fmt: skip
     r = result.record
     if args.json:
@@ -364,11 +386,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("demo", help="the main job on the embedded default model, end to end")
+    add_device(s)
     s.add_argument("--subject", default="France", help="subject of the example fact to forget")
     s.add_argument("--relation", default="capital", help="relation of the example fact to forget")
     s.set_defaults(run=cmd_demo)
 
     s = sub.add_parser("eval", help="which facts a model answers, with or without a bottleneck")
+    add_device(s)
     s.add_argument("--model", required=True, help="registry name or local HF directory")
     s.add_argument("--facts", required=True, help="JSONL file of facts")
     s.add_argument("--bottleneck", help="registry name or bottleneck directory to attach")
@@ -378,6 +402,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_eval)
 
     s = sub.add_parser("train", help="train a bottleneck at one hook of a model")
+    add_device(s)
     s.add_argument(
         "--model",
         help="registry name or local HF directory (with --activations: only for the CE metrics)",
@@ -398,6 +423,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_train)
 
     s = sub.add_parser("collect", help="collect activations at one hook into safetensors shards")
+    add_device(s)
     s.add_argument("--model", required=True, help="registry name or local HF directory")
     s.add_argument("--hook", required=True, help="hook name, e.g. blocks.12.hook_out")
     s.add_argument("--tokens", type=int, required=True, help="activations to collect")
@@ -408,6 +434,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_collect)
 
     s = sub.add_parser("unlearn", help="choose the codes to cut so the model forgets facts")
+    add_device(s)
     s.add_argument("--model", required=True, help="registry name or local HF directory")
     s.add_argument(
         "--bottleneck", action="append",
@@ -437,6 +464,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_unlearn)
 
     s = sub.add_parser("attack", help="is it really gone? probes a plan (or a model) with attacks")
+    add_device(s)
     s.add_argument("--model", required=True, help="registry name or local HF directory")
     s.add_argument("--facts", required=True, help="JSONL file of the facts to attack")
     s.add_argument("--plan", help="unlearning plan to attack (default: the model alone)")
@@ -468,6 +496,7 @@ def parser() -> argparse.ArgumentParser:
     from codecut.probes.finetune.losses import METHODS
 
     s = sub.add_parser("finetune", help="fine-tune a model's weights so it forgets facts")
+    add_device(s)
     s.add_argument("--model", required=True, help="registry name or local HF directory")
     s.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     s.add_argument("--forget", required=True, help="JSONL file of facts to forget")

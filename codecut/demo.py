@@ -14,7 +14,9 @@ from codecut.core.facts import example_facts
 from codecut.core.models import DEFAULT_MODEL
 
 
-def demo(subject: str, relation: str, model_name: str = DEFAULT_MODEL) -> None:
+def demo(
+    subject: str, relation: str, model_name: str = DEFAULT_MODEL, device: str | None = None
+) -> None:
     """Forget the example fact (`subject`, `relation`) in `model_name` (the embedded default),
     print what changed for it and its neighbours, and show that removing the plan reverts."""
     t0 = time.time()
@@ -22,7 +24,7 @@ def demo(subject: str, relation: str, model_name: str = DEFAULT_MODEL) -> None:
     target = next((f for f in facts if (f.subject, f.relation) == (subject, relation)), None)
     if target is None:  # before loading anything: bad input fails fast
         raise BadInput(f"no example fact ({subject}, {relation}); see `codecut eval --facts`")
-    model = codecut.load_model(model_name)
+    model = codecut.load_model(model_name, device=device)
     bn = codecut.load_bottleneck(model_name)
     print(f"loaded {model_name} and its bottleneck ({bn}) in {time.time() - t0:.1f} s")
     known = codecut.evaluate(model, facts)

@@ -81,7 +81,7 @@ def test_attack_plot_under_a_file_fails_before_the_attack(tmp_path, no_model, fa
 def test_attack_prints_the_card_before_plotting(tmp_path, facts, monkeypatch, capsys):
     row = Row("format", "question", "forget", "accuracy", n=2, clean=1.0, plan=0.0)
     card = AttackCard("m", [FACT], {}, None, {}, [row], 1.0)
-    monkeypatch.setattr(codecut, "load_model", lambda spec: spec)
+    monkeypatch.setattr(codecut, "load_model", lambda spec, device=None: spec)
     monkeypatch.setattr(codecut, "attack", lambda *args, **kwargs: card)
 
     def broken_plot(path):
@@ -230,7 +230,7 @@ def test_a_single_fact_is_a_list_of_one(bottleneck, monkeypatch):
         raise CodecutError("stop")
 
     monkeypatch.setattr(unlearn_module, "evaluate", evaluate)
-    monkeypatch.setattr("codecut.api.load_model", lambda model: model)
+    monkeypatch.setattr("codecut.api.load_model", lambda model, device=None: model)
     with pytest.raises(CodecutError, match="stop"):
         codecut.unlearn(object(), load_bottleneck(bottleneck), forget=FACT)
     assert seen == [[FACT]]

@@ -98,12 +98,13 @@ def test_two_processes_match_one_from_shards(world, texts, tmp_path):
 
 WORKER = r"""
 import sys
+import torch
 import torch.distributed as dist
 import codecut
 from codecut.codebook import train
 from codecut.codebook.distributed import init_from_env
 
-init_from_env()
+init_from_env(torch.device("cpu"))
 texts = open(sys.argv[2]).read().strip().split("\n\n")
 if sys.argv[4] == "interrupt":  # every rank is interrupted at the same step, as by Ctrl-C
     real, calls = train._Objective.forward, []

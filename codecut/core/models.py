@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from codecut.core.errors import BadInput, BadType, MissingPackage, NotFound
+from codecut.core.errors import BadInput, BadOption, BadType, MissingPackage, NotFound
 from codecut.core.io import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -292,15 +292,53 @@ def decoder_layers(hf: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def load_model(spec, tokenizer=None, device: str | torch.device | None = None) -> Model:
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` checked and made a torch.device; None: CUDA when there is one, else the CPU
+    (under torchrun, this process's GPU, `LOCAL_RANK`). A device this machine does not have is
+    a one-line error before anything is loaded."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BadOption(f"device {device!r}: use cpu, cuda or cuda:N", "device") from None
+    if found.type == "cuda" and found.index is None:  # a number, so each rank has its own GPU
+        found = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if found.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise BadOption(
+                f"device {device}: there is no CUDA GPU on this machine; use cpu", "device"
+            )
+        if found.index is not None and found.index >= count:
+            raise BadOption(
+                f"device {device}: this machine has cuda:0 to cuda:{count - 1}", "device"
+            )
+    elif found.type not in ("cpu", "meta"):
+        raise BadOption(f"device {device!r}: use cpu, cuda or cuda:N", "device")
+    return found
+
+
+def load_model(
+    spec,
+    tokenizer=None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Model:
     """Load a model offline. See the module docstring for what `spec` may be.
 
-    `tokenizer` is needed only for a model object whose directory does not hold one.
+    `device`: where it runs; a name or directory is loaded there (None: CUDA when there is
+    one, else the CPU); a model object passed in is moved there when given, else left where it
+    is. `dtype`: its weights' type when loaded from a name or directory (None: bfloat16 on
+    CUDA, float32 on the CPU). `tokenizer` is needed only for a model object whose directory
+    does not hold one.
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedModel
 
     if isinstance(spec, Model):
+        if device is not None and spec.device != resolve_device(device):
+            spec.hf.to(resolve_device(device))  # the bridge wraps the same modules
         return spec
     if isinstance(spec, TransformerBridge):
         return Model(spec.original_model, spec.tokenizer, bridge=spec, name=spec.cfg.model_name)
@@ -311,7 +349,7 @@ def load_model(spec, tokenizer=None, device: str | torch.device | None = None) -
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path, local_files_only=True)
-        return Model(spec.to(device) if device else spec, tokenizer)
+        return Model(spec.to(resolve_device(device)) if device else spec, tokenizer)
     if not isinstance(spec, str | os.PathLike):
         raise BadType(f"cannot load a model from {type(spec).__name__}; pass a name or a path")
     spec = str(spec)
@@ -325,18 +363,20 @@ def load_model(spec, tokenizer=None, device: str | torch.device | None = None) -
         raise BadInput(
             f"unknown model {spec!r}: use one of {', '.join(REGISTRY)} or a local HF model directory"
         )
-    return _boot(path, hf_name, spec, device)
+    device = resolve_device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _boot(path, hf_name, spec, device, dtype)
 
 
-def _boot(path: Path, hf_name: str, name: str, device) -> Model:
-    """Load an HF directory and wrap it in a TransformerBridge."""
+def _boot(path: Path, hf_name: str, name: str, device: torch.device, dtype: torch.dtype) -> Model:
+    """Load an HF directory onto `device` as `dtype` and wrap it in a TransformerBridge."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    if device is not None:
-        hf = hf.to(device)
+    hf = hf.to(device)
     bridge = TransformerBridge.boot_transformers(hf_name, hf_model=hf, tokenizer=tok)
     hf.eval()  # codecut's own copy: eval mode for good
     bridge.eval()
