@@ -1,6 +1,6 @@
 """Where one unlearning request's time goes: seconds per stage and the model work.
 
-    python benchmarks/profile_request.py [SUBJECT RELATION] [--facts FILE] [--warm]
+    python benchmarks/profile_request.py [SUBJECT RELATION] [--facts FILE] [--warm] [--passes]
 
 One `codecut.unlearn` request on SmolLM2-135M-Instruct with its shipped bottleneck and the
 example facts (or `--facts`) as the pool (the demo's request, France capital, by default), run
@@ -10,7 +10,10 @@ relation, as a notebook's earlier request would: what it measured is kept for th
 wall time, the cumulative seconds of each stage of the request (a stage's time includes the
 stages it calls), and the model work: tokens through the decoder layers (padding included),
 divided by the number of layers, so "full-model token-forwards", with and without gradients.
-Run it alone: a second process on the same cores makes every figure meaningless.
+`--passes` also writes the request's passes through the decoder layers (which layers, rows,
+tokens a row with padding, with gradients or not) to benchmarks/results/request_passes.json:
+what `benchmarks/gpu.py` replays on a random model of the same shape, where the real weights
+cannot go. Run it alone: a second process on the same cores makes every figure meaningless.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import cProfile
 import pstats
 import time
 from collections import Counter
+from functools import partial
 
 import torch
+from common import RESULTS, command_line, machine, write_json
 
 import codecut
 from codecut.core.facts import example_facts
@@ -49,6 +54,7 @@ def main() -> None:
     ap.add_argument("relation", nargs="?", default="capital")
     ap.add_argument("--facts", help="a facts JSONL file for the pool (default: the example facts)")
     ap.add_argument("--warm", action="store_true", help="another request of the relation first")
+    ap.add_argument("--passes", action="store_true", help="write request_passes.json")
     args = ap.parse_args()
     subject, relation = args.subject, args.relation
     model = codecut.load_model("smollm2-135m-instruct")
@@ -56,18 +62,21 @@ def main() -> None:
     facts = codecut.load_facts(args.facts) if args.facts else example_facts()
     fact = next(f for f in facts if (f.subject, f.relation) == (subject, relation))
     work: Counter[str] = Counter()
+    layer_calls: list[tuple[int, int, int, bool]] = []  # (layer, rows, tokens, gradients)
 
-    def count(module, args, kwargs):
+    def count(index, module, args, kwargs):
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         work["with gradients" if torch.is_grad_enabled() else "no gradients"] += hidden.numel()
+        layer_calls.append((index, hidden.shape[0], hidden.shape[1], torch.is_grad_enabled()))
 
     layers = decoder_layers(model.hf)
-    for layer in layers:
-        layer.register_forward_pre_hook(count, with_kwargs=True)
+    for i, layer in enumerate(layers):
+        layer.register_forward_pre_hook(partial(count, i), with_kwargs=True)
     if args.warm:  # after the hooks: a hook added later would make what is kept stale
         other = next(f for f in facts if f.relation == relation and f.subject != subject)
         codecut.unlearn(model, bn, [other], pool=facts)
         work.clear()
+        layer_calls.clear()
     profile = cProfile.Profile()
     t0 = time.time()
     profile.enable()
@@ -85,6 +94,30 @@ def main() -> None:
     per_token = model.hf.config.hidden_size * len(layers)
     for kind, n in sorted(work.items()):
         print(f"full-model token-forwards, {kind}: {n / per_token:,.0f}")
+    if args.passes:
+        out = RESULTS / "request_passes.json"
+        write_json(out, {
+            "machine": machine(), "command": command_line(__file__),
+            "model": model.name, "request": f"{subject} {relation}", "seconds": round(seconds, 1),
+            "layers": len(layers), "d_model": model.d_model, "bottleneck_hook": bn.hook,
+            "passes": passes(layer_calls),
+        })  # fmt: skip
+        print(f"{len(passes(layer_calls))} passes written to {out}")
+
+
+def passes(calls: list[tuple[int, int, int, bool]]) -> list[dict]:
+    """Layer calls grouped into passes: a pass runs layers in order with one batch shape; a
+    lower layer, another shape or another gradient mode starts the next."""
+    out: list[dict] = []
+    for layer, rows, tokens, grad in calls:
+        last = out[-1] if out else None
+        same = last and (last["rows"], last["tokens"], last["grad"]) == (rows, tokens, grad)
+        if same and layer == last["last"] + 1:
+            last["last"] = layer
+        else:
+            out.append({"first": layer, "last": layer, "rows": rows, "tokens": tokens,
+                        "grad": grad})  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":
