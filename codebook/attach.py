@@ -141,8 +141,10 @@ class Attachment:
         out = bn.decode(used)
         if self.error_term:
             # x plus what the cuts change: exactly x while nothing is cut (the two decodes are
-            # the same computation), and code values get gradients through the decoder.
-            out = x + (out - bn.decode(clean).detach())
+            # the same computation; with no cut, the same tensor), and code values get
+            # gradients through the decoder.
+            base = out if used is clean else bn.decode(clean)
+            out = x + (out - base.detach())
         self.codes, self.active = clean, keep
         return torch.where(keep[..., None], out.to(x.dtype), x)
 

@@ -505,7 +505,10 @@ class _Objective(torch.nn.Module):
         err = x - bn.decode(codes)
         fvu = _mean_sq(err, n, R) / _variance(x, n, R)
         fired = torch.zeros(self.config.n_codes, dtype=torch.int32, device=x.device)
-        fired[codes.indices[codes.values > 0]] = 1
+        # A scatter, not a boolean-mask index: that would wait for the device every step.
+        fired.scatter_reduce_(
+            0, codes.indices.flatten(), (codes.values > 0).flatten().int(), "amax"
+        )
         last_fired[R.sum(fired) > 0] = seen
         dead_after = self.config.dead_after
         if seen > dead_after:

@@ -207,15 +207,19 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     with flags({"SelectConfig.max_seconds": "--max-seconds",
                 "SelectConfig.retain_budget": "--retain-budget"}):  # fmt: skip
         config = SelectConfig(max_seconds=args.max_seconds, retain_budget=args.retain_budget)
-    forget = codecut.load_facts(args.forget)
+    if args.facts and not args.subject:
+        raise BadInput("--facts goes with --subject (the facts to draw the subject's from)")
+    forget = codecut.load_facts(args.forget) if args.forget else None
+    pool = codecut.load_facts(args.facts) if args.facts else None
     retain = codecut.load_facts(args.retain) if args.retain else None
     names = args.bottleneck or shipped_for(args.model) or [args.model]
     bottlenecks = [codecut.load_bottleneck(name) for name in names]
-    unlearn_request(bottlenecks, forget, retain)
+    unlearn_request(bottlenecks, forget, retain, forget_subject=args.subject)
     model = codecut.load_model(args.model, device=where)
     plan = codecut.unlearn(
-        model, bottlenecks, forget, retain=retain, config=config, strict=args.strict
-    )
+        model, bottlenecks, forget, retain=retain, pool=pool, config=config,
+        strict=args.strict, forget_subject=args.subject,
+    )  # fmt: skip
     plan.save(args.out)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=1))
@@ -441,7 +445,18 @@ def parser() -> argparse.ArgumentParser:
         help="registry name or bottleneck directory; give it again for a later one at another "
         "hook, tried where the first cannot remove a fact (default: the model's shipped ones)",
     )  # fmt: skip
-    s.add_argument("--forget", required=True, help="JSONL file of facts to forget")
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument("--forget", help="JSONL file of facts to forget")
+    what.add_argument(
+        "--subject",
+        help="forget every fact the model answers about this subject (found in --facts and by "
+        "asking the model each of their relations)",
+    )
+    s.add_argument(
+        "--facts",
+        help="with --subject: JSONL file of facts to draw the subject's and its relations from "
+        "(default: the shipped example facts)",
+    )
     s.add_argument("--retain", help="JSONL file of facts to keep (default: built automatically)")
     s.add_argument("--out", required=True, help="plan file to write (JSON)")
     s.add_argument("--json", action="store_true", help="print the plan as JSON")

@@ -43,6 +43,7 @@ from codecut.probes.selector.cache import RetainCache, reached
 from codecut.probes.selector.config import FAMILIES, ZERO_FAMILIES, SelectConfig
 from codecut.probes.selector.retain import default_retain
 from codecut.probes.selector.search import select
+from codecut.probes.selector.subject import subject_facts
 from tqdm.auto import tqdm
 
 from codecut.core.errors import BadInput, BadType
@@ -65,11 +66,12 @@ LATER_MIN_SECONDS = 10.0
 def unlearn(
     model: Model,
     bottleneck: Bottleneck | Sequence[Bottleneck],
-    forget: Fact | list[Fact],
+    forget: Fact | list[Fact] | None = None,
     retain: Fact | list[Fact] | None = None,
     pool: list[Fact] | None = None,
     config: SelectConfig | None = None,
     strict: bool = False,
+    forget_subject: str | None = None,
 ) -> UnlearnPlan:
     """Zero-shot unlearning: a plan that cuts each forget fact's codes; no weight changes.
 
@@ -89,16 +91,29 @@ def unlearn(
         strict: cut codes in strict mode (no error term: only what the codes carry passes the
             layer, CodeUnlearn's setting); the plan records it and `apply` runs it so. The
             forget facts must be known by the clean model; retention is measured against it.
+        forget_subject: instead of `forget`, everything the model answers about this subject
+            (`subject.subject_facts`: `pool`'s facts about it, and each other relation of
+            `pool` asked about it); other subjects keep every relation, their facts of the
+            same relations first of all (the default retain set holds them).
 
     Returns the plan, with `results` (a `PlanResults`) and `seconds` filled in.
     """
     t0 = time.time()
-    bottlenecks, forget, retain, repeated = unlearn_request(bottleneck, forget, retain)
+    request = unlearn_request(bottleneck, forget, retain, forget_subject=forget_subject)
+    bottlenecks, forget, retain, repeated = request
     if repeated:
         log.warning("%d repeated forget fact(s) left out: each fact is searched once", repeated)
     bottleneck = bottlenecks[0]
     if pool is None:
         pool = list(retain) if retain else example_facts()
+    if forget_subject is not None:
+        forget = subject_facts(model, forget_subject, pool)
+        if not forget:
+            raise BadInput(
+                f"the model answers no fact about {forget_subject!r} in the relations of the "
+                "pool; give facts about it (pool=, or --facts)"
+            )
+        log.info("forgetting %d facts about %s", len(forget), forget_subject)
     before = evaluate(model, forget)
     unknown = before.loc[~before["correct"], "prompt"].tolist()
     if unknown:
@@ -152,11 +167,12 @@ class Request(NamedTuple):
 
 def unlearn_request(
     bottleneck: Bottleneck | Sequence[Bottleneck],
-    forget: Fact | list[Fact],
+    forget: Fact | list[Fact] | None = None,
     retain: Fact | list[Fact] | None = None,
     pool: list[Fact] | None = None,
     config: SelectConfig | None = None,
     strict: bool = False,
+    forget_subject: str | None = None,
 ) -> Request:
     """Check `unlearn`'s arguments but the model, so that a hopeless request fails before the
     model is loaded or run (the command line and `codecut.unlearn` call it first).
@@ -164,9 +180,18 @@ def unlearn_request(
     One Fact is a list of one; a forget fact given twice is kept once (each copy would run
     the same search again). A retain set whose every fact has a forget fact's (subject,
     relation) is refused: those are left out of it, and a plan checked against no retain fact
-    would report full retention for nothing."""
+    would report full retention for nothing. With `forget_subject` the forget facts are found
+    later, with the model: the request holds none yet."""
     del pool, config, strict  # checked where they are used
     bottlenecks = _bottlenecks(bottleneck)
+    if forget_subject is not None:
+        if forget:
+            raise BadInput("give forget facts or a forget_subject, not both")
+        if not isinstance(forget_subject, str) or not forget_subject.strip():
+            raise BadInput(f"forget_subject must be a subject's name, got {forget_subject!r}")
+        if isinstance(retain, Fact):
+            retain = [retain]
+        return Request(bottlenecks, [], retain, 0)
     if isinstance(forget, Fact):
         forget = [forget]
     if isinstance(retain, Fact):
