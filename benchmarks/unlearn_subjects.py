@@ -152,9 +152,9 @@ def main() -> None:
         plan = codecut.unlearn(model, bottlenecks, forget_subject=subject, pool=facts)
         seconds = time.time() - t
         mine = plan.facts
-        others = [f for f in facts if f.subject != subject]
         relations = {f.relation for f in mine}
-        share = {v: forgotten(model, plan, mine, others, v) for v in FORMATS}
+        # Context facts may be about the subject (its other facts, stated: the helpful format).
+        share = {v: forgotten(model, plan, mine, facts, v) for v in FORMATS}
         groups = {True: ([], []), False: ([], [])}
         for f, before in zip(facts, clean_by_fact):
             if f.subject != subject:
