@@ -1,6 +1,6 @@
 """Whole-subject unlearning on the country facts: one request per country, every format.
 
-    python benchmarks/unlearn_subjects.py [--subjects 20] [--seed 0] [--out NAME]
+    python benchmarks/unlearn_subjects.py [--subjects 20] [--min-facts 3] [--seed 0] [--out NAME]
 
 Facts: benchmarks/data/country_facts.jsonl (the country facts SmolLM2-135M-Instruct knows,
 built by benchmarks/country_facts.py). Model: SmolLM2-135M-Instruct with its shipped
@@ -8,8 +8,9 @@ bottlenecks. Each request is `codecut.unlearn(model, bottlenecks, forget_subject
 pool=facts)`: the subject's facts are the pool's about it and any other relation of the pool
 the model answers confidently for it (`codecut.probes.selector.subject`).
 
-Subjects, fixed before any result was seen: the countries with at least 3 facts in the file,
-shuffled with `--seed`, the first N.
+Subjects, fixed before any result was seen: the countries with at least `--min-facts` facts in
+the file, shuffled with `--seed`, the first N. (Only 8 countries have 3 or more; `--min-facts
+2` draws from 51.)
 
 Per request:
 - forgotten, per format: of the subject's prompts (its facts' prompts and paraphrases, and
@@ -95,11 +96,11 @@ def kept(model, plan, before: list[bool], facts: list[Fact]) -> float:
     return sum(held) / len(held) if held else float("nan")
 
 
-def pick_subjects(facts: list[Fact], n: int, seed: int) -> list[str]:
+def pick_subjects(facts: list[Fact], n: int, least: int, seed: int) -> list[str]:
     counts: dict[str, int] = {}
     for f in facts:
         counts[f.subject] = counts.get(f.subject, 0) + 1
-    subjects = sorted(s for s, c in counts.items() if c >= 3)
+    subjects = sorted(s for s, c in counts.items() if c >= least)
     random.Random(seed).shuffle(subjects)
     return subjects[:n]
 
@@ -136,6 +137,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--subjects", type=int, default=20, help="how many countries to forget")
+    ap.add_argument("--min-facts", type=int, default=3, help="facts a country needs in the file")
     ap.add_argument("--seed", type=int, default=0, help="the shuffle that picks the countries")
     ap.add_argument("--out", default="unlearn_subjects", help="the results' name")
     args = ap.parse_args()
@@ -147,7 +149,9 @@ def main() -> None:
     per_fact = iter(clean)
     clean_by_fact = [[next(per_fact) for _ in f.prompts] for f in facts]
     rows: list[Row] = []
-    for subject in tqdm(pick_subjects(facts, args.subjects, args.seed), desc="subjects"):
+    for subject in tqdm(
+        pick_subjects(facts, args.subjects, args.min_facts, args.seed), desc="subjects"
+    ):
         t = time.time()
         plan = codecut.unlearn(model, bottlenecks, forget_subject=subject, pool=facts)
         seconds = time.time() - t
