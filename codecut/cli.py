@@ -40,12 +40,15 @@ def flags(names: dict[str, str]) -> Iterator[None]:
         raise e.named(names) from None
 
 
-def device(args: argparse.Namespace):
-    """`--device` checked before anything loads: a torch.device (CUDA when there is one)."""
+def check_device(args: argparse.Namespace) -> None:
+    """`--device`, for the commands that take it, checked before anything is read or loaded and
+    made a torch.device (CUDA when there is one)."""
+    if "device" not in vars(args):
+        return
     from codecut.core.models import resolve_device
 
     with flags({"device": "--device"}):
-        return resolve_device(args.device)
+        args.device = resolve_device(args.device)
 
 
 def add_device(s: argparse.ArgumentParser) -> None:
@@ -72,12 +75,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     """Forget one real fact in the embedded default model, show what changed, and revert."""
     from codecut.demo import demo
 
-    demo(args.subject, args.relation, device=device(args))
+    demo(args.subject, args.relation, device=args.device)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Does the model answer each fact (prompt and paraphrases)?"""
-    where = device(args)  # checked before anything is read or loaded
     if args.strict and not args.bottleneck:
         raise BadInput("--strict needs --bottleneck")
     if args.strict and args.plan:
@@ -85,7 +87,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     facts = codecut.load_facts(args.facts)
     plan = codecut.load_plan(args.plan) if args.plan else None  # bad files fail before the model
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
-    model = codecut.load_model(args.model, device=where)
+    model = codecut.load_model(args.model, device=args.device)
     table = codecut.evaluate(model, facts, bottleneck=bottleneck, strict=args.strict, plan=plan)
     if args.json:
         print(json.dumps(codecut.probes.evaluate.to_json(table), indent=1))
@@ -115,7 +117,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     from codecut.codebook.train import CLI_NAMES, TrainConfig
 
     # Before anything is loaded or collected: a hopeless request fails in a second.
-    where = device(args)
     with flags(CLI_NAMES):
         config = TrainConfig(
             hook=args.hook, kind=args.kind, n_codes=args.codes, k=args.k, tokens=args.tokens
@@ -131,10 +132,17 @@ def cmd_train(args: argparse.Namespace) -> None:
             "--model and --hook are needed (or --activations DIR from `codecut collect`)"
         )
     texts = read_texts(args.texts) if args.texts else None
-    with process_group(where) as ranks:  # under torchrun: one of WORLD_SIZE data-parallel processes
-        model = codecut.load_model(args.model, device=where) if args.model else None
+    with process_group(
+        args.device
+    ) as ranks:  # under torchrun: one of WORLD_SIZE data-parallel processes
+        model = codecut.load_model(args.model, device=args.device) if args.model else None
         bn = codecut.train_bottleneck(
-            model, config, texts=texts, out=args.out, activations=args.activations, device=where
+            model,
+            config,
+            texts=texts,
+            out=args.out,
+            activations=args.activations,
+            device=args.device,
         )
     if not ranks.main:  # rank 0 wrote the result and reports it
         return
@@ -174,8 +182,6 @@ def cmd_collect(args: argparse.Namespace) -> None:
         earlier_collection,
     )
 
-    where = device(args)  # checked before anything is read or loaded
-
     # Before the model loads: bad arguments, or an --out collected differently, fail fast.
     with flags(COLLECT_NAMES):
         check_collect_arguments(args.tokens, args.shard_tokens, args.dtype)
@@ -183,9 +189,11 @@ def cmd_collect(args: argparse.Namespace) -> None:
         args.out, args.hook, args.tokens, dtype=args.dtype, shard_tokens=args.shard_tokens
     )
     texts = read_texts(args.texts) if args.texts else None
-    with process_group(where) as ranks:  # under torchrun: each rank collects a share of the texts
+    with process_group(
+        args.device
+    ) as ranks:  # under torchrun: each rank collects a share of the texts
         m = collect_to_disk(
-            codecut.load_model(args.model, device=where), args.hook, args.tokens, args.out, texts=texts,
+            codecut.load_model(args.model, device=args.device), args.hook, args.tokens, args.out, texts=texts,
             dtype=args.dtype, shard_tokens=args.shard_tokens, ranks=ranks,
         )  # fmt: skip
     if not ranks.main:  # rank 0 reports
@@ -201,7 +209,6 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     from codecut.probes.selector.config import SelectConfig
     from codecut.probes.selector.unlearn import unlearn_request
 
-    where = device(args)  # checked before anything is read or loaded
     # Every input is checked before the model loads: a bad one fails in seconds.
     check_out_file(args.out, "--out", "plan.json")
     with flags({"SelectConfig.max_seconds": "--max-seconds",
@@ -215,7 +222,7 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     names = args.bottleneck or shipped_for(args.model) or [args.model]
     bottlenecks = [codecut.load_bottleneck(name) for name in names]
     unlearn_request(bottlenecks, forget, retain, forget_subject=args.subject)
-    model = codecut.load_model(args.model, device=where)
+    model = codecut.load_model(args.model, device=args.device)
     plan = codecut.unlearn(
         model, bottlenecks, forget, retain=retain, pool=pool, config=config,
         strict=args.strict, forget_subject=args.subject,
@@ -232,7 +239,6 @@ def cmd_attack(args: argparse.Namespace) -> None:
     """Is it really gone? The attack suite's report card for the facts, with and without a plan."""
     from codecut.probes.attacks import AttackConfig
 
-    where = device(args)  # checked before anything is read or loaded
     with flags({"relearn_lora": "--lora"}):
         config = AttackConfig(relearn_lora=args.lora)
     if args.plot:  # before the attack (minutes): a plot that cannot be written fails now
@@ -241,7 +247,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
     pool = codecut.load_facts(args.pool) if args.pool else None
     texts = read_texts(args.texts) if args.texts else None
     plan = codecut.load_plan(args.plan) if args.plan else None
-    model = codecut.load_model(args.model, device=where)
+    model = codecut.load_model(args.model, device=args.device)
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
     card = codecut.attack(
         model, facts, bottleneck=bottleneck, plan=plan, pool=pool, texts=texts, config=config
@@ -308,7 +314,6 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a model's weights so it forgets the facts; write the model directory."""
     from codecut.probes.finetune.config import CLI_NAMES, finetune_config
 
-    where = device(args)
     forget = codecut.load_facts(args.forget)
     retain = codecut.load_facts(args.retain) if args.retain else None
     plan = codecut.load_plan(args.plan) if args.plan else None
@@ -321,7 +326,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         finetune_config(forget, retain, args.method, plan=plan, save_dir=args.out, **options)
     result = codecut.finetune_unlearn(
         args.model, forget, retain, method=args.method, plan=plan, bottleneck=bottleneck,
-        save_dir=args.out, device=where, **options,
+        save_dir=args.out, device=args.device, **options,
     )  # fmt: skip
     r = result.record
     if args.json:
@@ -538,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        check_device(args)
         args.run(args)
     except CodecutError as e:  # bad input: the message says what to do
         close_progress_bars()

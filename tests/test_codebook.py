@@ -309,7 +309,9 @@ def test_interrupted_training_resumes_to_the_same_weights(world, tmp_path, inter
 
     interrupt_at(train, "_step_unit_norm", 13)
     with pytest.raises(KeyboardInterrupt):
-        train_bottleneck(model, hook=HOOK, kind="topk", out=tmp_path / "cut", checkpoint_every=5, **args)
+        train_bottleneck(
+            model, hook=HOOK, kind="topk", out=tmp_path / "cut", checkpoint_every=5, **args
+        )
     assert (tmp_path / "cut" / "checkpoint" / "state.pt").exists()
     assert not (tmp_path / "cut" / "cfg.json").exists()  # nothing half-written
     resumed = train_bottleneck(model, hook=HOOK, kind="topk", out=tmp_path / "cut", **args)

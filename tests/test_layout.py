@@ -97,9 +97,7 @@ def violations(path: Path, module: str) -> list[str]:
 
 
 def library() -> dict[str, Path]:
-    return {
-        module_name(p): p for folder in FOLDERS for p in sorted((ROOT / folder).rglob("*.py"))
-    }
+    return {module_name(p): p for folder in FOLDERS for p in sorted((ROOT / folder).rglob("*.py"))}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -98,7 +98,14 @@ def test_checkpoint_refuses_other_arguments_and_resumes_with_the_same(world, tmp
             assert message in str(e.value) and "delete" in str(e.value)
         with pytest.raises(BadInput, match=r"texts_sha256="):
             train_bottleneck(
-                model, hook=HOOK, n_codes=64, k=4, tokens=2048, batch_size=256, texts=["a b"], out=out
+                model,
+                hook=HOOK,
+                n_codes=64,
+                k=4,
+                tokens=2048,
+                batch_size=256,
+                texts=["a b"],
+                out=out,
             )
 
     bn = small(model, w, out)  # the same arguments resume and finish

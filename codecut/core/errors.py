@@ -50,3 +50,14 @@ class BadOption(BadInput):
             if field in names:
                 said = re.sub(rf"(?<![\w-]){re.escape(field)}\b", names[field], said)
         return BadOption(said, *self.fields)
+
+
+def is_whole(value: object, least: int) -> bool:
+    """Whether `value` is a whole number >= `least` (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def check_whole(name: str, value: object, least: int) -> None:
+    """Raise BadOption unless config field `name`'s `value` is a whole number >= `least`."""
+    if not is_whole(value, least):
+        raise BadOption(f"{name} must be a whole number >= {least}, got {value!r}", name)

@@ -337,8 +337,8 @@ def load_model(
     from transformers import PreTrainedModel
 
     if isinstance(spec, Model):
-        if device is not None and spec.device != resolve_device(device):
-            spec.hf.to(resolve_device(device))  # the bridge wraps the same modules
+        if device is not None and spec.device != (where := resolve_device(device)):
+            spec.hf.to(where)  # the bridge wraps the same modules
         return spec
     if isinstance(spec, TransformerBridge):
         return Model(spec.original_model, spec.tokenizer, bridge=spec, name=spec.cfg.model_name)

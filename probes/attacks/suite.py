@@ -13,7 +13,7 @@ from codecut.probes.attacks.card import AttackCard
 from codecut.probes.attacks.states import States
 from codecut.probes.plan import UnlearnPlan, apply
 
-from codecut.core.errors import BadInput, BadOption, BadType
+from codecut.core.errors import BadInput, BadOption, BadType, check_whole, is_whole
 from codecut.core.facts import Fact, example_facts
 from codecut.core.models import Model
 
@@ -37,11 +37,9 @@ class AttackConfig:
         least = {"neighbours": 0, "shots": 1, "new_tokens": 1, "samples": 0, "seed": 0,
                  "relearn_steps": 0, "relearn_facts": 1}  # fmt: skip
         for name, low in least.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise BadOption(f"{name} must be a whole number >= {low}, got {value!r}", name)
+            check_whole(name, getattr(self, name), low)
         lora = self.relearn_lora
-        if isinstance(lora, bool) or not isinstance(lora, int) or lora < 0:
+        if not is_whole(lora, 0):
             raise BadOption(
                 f"relearn_lora {lora}: the LoRA rank must be >= 1 (0: all weights)", "relearn_lora"
             )

@@ -14,7 +14,7 @@ from codecut.probes import params as params_
 from codecut.probes.finetune.losses import FROM_RUN, METHODS, NEEDS_RETAIN, check_options
 from codecut.probes.plan import UnlearnPlan
 
-from codecut.core.errors import BadInput, BadOption, BadType
+from codecut.core.errors import BadInput, BadOption, BadType, check_whole, is_whole
 from codecut.core.facts import Fact
 
 STEPS = 100  # at most; a run stops early once the forget answer is gone
@@ -68,28 +68,21 @@ class FinetuneConfig:
                 f"{', '.join(known) or 'none'}"
             )
         check_options(self.method, self.options)
-        if not _whole(self.steps, 1):
-            raise BadOption(f"steps must be a whole number >= 1, got {self.steps!r}", "steps")
+        check_whole("steps", self.steps, 1)
         if self.min_steps is None:  # frozen: the default is set once, here
             object.__setattr__(self, "min_steps", min(MIN_STEPS, self.steps))
-        if not (_whole(self.min_steps, 0) and self.min_steps <= self.steps):
+        if not (is_whole(self.min_steps, 0) and self.min_steps <= self.steps):
             raise BadOption(f"min_steps must be a whole number from 0 to steps ({self.steps})")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise BadOption(f"lr must be > 0, got {self.lr!r}", "lr")
-        if self.batch_size is not None and not _whole(self.batch_size, 1):
-            raise BadOption(
-                f"batch_size must be a whole number >= 1, got {self.batch_size!r}", "batch_size"
-            )
+        if self.batch_size is not None:
+            check_whole("batch_size", self.batch_size, 1)
         if self.params is not None:
             params_.parse(self.params)
         object.__setattr__(self, "options", {**known, **self.options})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _whole(value: Any, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def method_options(method: str) -> dict[str, Any]:

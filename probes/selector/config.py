@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from codecut.probes.plan import Family
 
-from codecut.core.errors import BadInput, BadOption
+from codecut.core.errors import BadInput, BadOption, check_whole
 
 # Tried in order, gentlest first.
 FAMILIES = (
@@ -108,12 +108,7 @@ class SelectConfig:
         shares = ("retain_budget", "p_threshold", "slack", "condition_rate")
         amounts = ("penalty", "min_gain", "min_log_odds")
         for name, least in counts.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise BadOption(
-                    f"SelectConfig.{name} must be a whole number >= {least}, got {value!r}",
-                    f"SelectConfig.{name}",
-                )
+            check_whole(f"SelectConfig.{name}", getattr(self, name), least)
         for name in shares:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:

@@ -37,11 +37,11 @@ def subject_facts(model: Model, subject: str, pool: list[Fact]) -> list[Fact]:
     }
     asked = [_asked(t, subject) for t in templates.values()]
     found = [f for f in (_answered(model, f) for f in asked) if f is not None]
-    candidates = [*own.values(), *found]
-    if not candidates:
-        return []
-    _, correct = model.answer_scores([f.prompt for f in candidates], [f.answer for f in candidates])
-    return [f for f, ok in zip(candidates, correct.tolist()) if ok]
+    mine = list(own.values())
+    if mine:  # a found fact is answered already: its first token has p >= CONFIDENT > 1/2
+        _, correct = model.answer_scores([f.prompt for f in mine], [f.answer for f in mine])
+        mine = [f for f, ok in zip(mine, correct.tolist()) if ok]
+    return [*mine, *found]
 
 
 def _asked(template: Fact, subject: str) -> Fact:
