@@ -1,6 +1,8 @@
-"""Whole-subject unlearning on the country facts: one request per country, every format.
+"""Whole-subject unlearning on the country facts: one request per country, every format; the
+zero-shot plan and (`--methods`) fine-tuning methods on the same requests, RWKU-style.
 
     python benchmarks/unlearn_subjects.py [--subjects 20] [--min-facts 3] [--seed 0] [--out NAME]
+        [--methods npo,snap,graddiff,bake]
 
 Facts: benchmarks/data/country_facts.jsonl (the country facts SmolLM2-135M-Instruct knows,
 built by benchmarks/country_facts.py). Model: SmolLM2-135M-Instruct with its shipped
@@ -8,54 +10,81 @@ bottlenecks. Each request is `codecut.unlearn(model, bottlenecks, forget_subject
 pool=facts)`: the subject's facts are the pool's about it and any other relation of the pool
 the model answers confidently for it (`codecut.probes.selector.subject`).
 
+Fine-tuning (`--methods`, default none): each method then runs on a copy of the model,
+`codecut.finetune_unlearn(model, plan.facts, retain, method=m, lr=LR[m], steps=10,
+batch_size=16)` (bake distils the plan), forgetting the plan's facts (given and found). The
+retain set, the same for every method: RETAIN facts drawn (with `--seed`) from the file's facts
+about the other countries, main prompts only (as `unlearn_compare.py --small`; all ~220 cost
+~26 s a step on 2 cores); graddiff, snap and bake train on it, npo does not, and the kept
+shares below include these main prompts. LR: each method's best lr in
+benchmarks/results/unlearn_compare.md (chosen on single-fact requests of the example facts,
+10 steps, batch 16), not on these requests. A run that raises a CodecutError is a row with a
+note and no measurements.
+
 Subjects, fixed before any result was seen: the countries with at least `--min-facts` facts in
 the file, shuffled with `--seed`, the first N. (Only 8 countries have 3 or more; `--min-facts
 2` draws from 51.)
 
-Per request:
+Per request and method ("after": the plan applied, or the fine-tuned copy; "before": the
+clean model):
 - forgotten, per format: of the subject's prompts (its facts' prompts and paraphrases, and
   each asked as a question, in the chat template, after 3 other facts of the relation and
-  after a true fact about the subject; `codecut.probes.formats`) the model answered before, the
-  share it no longer answers with the plan;
-- kept: of the other countries' plain prompts the model answered before, the share it still
-  answers with the plan, for the relations the request forgot and for the others;
-- seconds: the time `codecut.unlearn` took, finding the facts included.
+  after a true fact about the subject; `codecut.probes.formats`) answered before, the share
+  not answered after;
+- kept: of the other countries' plain prompts answered before, the share answered after, for
+  the relations the request forgot and for the others;
+- seconds: the time `codecut.unlearn` took, finding the facts included; for fine-tuning,
+  `finetune_unlearn`'s (the facts given, not found), plus the plan's for bake.
 
-Writes benchmarks/results/unlearn_subjects.json and .md (the summary and every row), after each
-request, with the machine named. Run it alone: another process on the same cores changes every
-time.
+Writes benchmarks/results/unlearn_subjects.json, .md (zero-shot summary, a table per method,
+every row) and .png (forgotten against kept, a point per method), after each request, with the
+machine named. Run it alone: another process on the same cores changes every time.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import pandas as pd
 from codecut.codebook.saefile import shipped_for
 from codecut.probes.evaluate import prompts_and_answers
 from codecut.probes.formats import variant_prompts
 from common import RESULTS, bullets, command_line, heading, write_files
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 import codecut
+from codecut.core.errors import CodecutError
 from codecut.core.facts import Fact
 from codecut.core.io import markdown_table
-from codecut.core.models import DEFAULT_MODEL
+from codecut.core.models import DEFAULT_MODEL, Model
 
 FACTS = RESULTS.parent / "data" / "country_facts.jsonl"
 FORMATS = ("prompt", "question", "chat", "few-shot", "helpful")
+SHARES = ["prompt", "question", "chat", "few_shot", "helpful"]  # FORMATS as Row's fields
 SHOTS = 3
+ZERO_SHOT = "zero-shot"
+# Best lr per method in benchmarks/results/unlearn_compare.md (single-fact requests).
+LR = {"ga": 3e-6, "graddiff": 1e-5, "npo": 3e-6, "simnpo": 3e-6, "rmu": 1e-6, "flat": 3e-6,
+      "snap": 3e-5, "antisample": 3e-5, "bake": 3e-5}  # fmt: skip
+STEPS, BATCH = 10, 16
+RETAIN = 32  # facts of other countries the fine-tuning methods keep in view
+After = Callable[[list[str], list[str]], list[bool]]  # the model after: is each answer greedy
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Row:
-    """One subject: what was forgotten, in each format; what the others kept; the time."""
+    """One subject and method: what was forgotten, in each format; what the others kept."""
 
     subject: str
+    method: str  # "zero-shot" (the plan) or a fine-tuning method
     facts: int  # the subject's facts the request forgot (given and found)
     found: int  # of them, found by asking the model (not in the file)
     prompt: float | None  # share of the answered prompts (and paraphrases) no longer answered
@@ -63,37 +92,109 @@ class Row:
     chat: float | None
     few_shot: float | None
     helpful: float | None
-    kept_same_relation: float  # other subjects' prompts of the forgotten relations still answered
-    kept_other: float  # other subjects' prompts of the other relations still answered
-    codes: int
+    kept_same_relation: float | None  # other subjects' prompts of the forgotten relations kept
+    kept_other: float | None  # other subjects' prompts of the other relations still answered
+    codes: int | None = None  # codes the plan cuts (None: fine-tuning)
     seconds: float
+    steps: int | None = None  # optimizer steps run (fine-tuning)
+    note: str = ""  # the error that stopped a fine-tuning run (its row has no measurements)
 
 
-def answered(model, prompts: list[str], answers: list[str]) -> list[bool]:
-    if not prompts:
-        return []
+def answered(model: Model, prompts: list[str], answers: list[str]) -> list[bool]:
     return model.answer_scores(prompts, answers)[1].tolist()
 
 
-def forgotten(model, plan, facts: list[Fact], pool: list[Fact], variant: str) -> float | None:
-    """Of `facts`' prompts in `variant` that the clean model answers, the share the plan stops."""
-    asked = [(q, f.answer) for f in facts for q in variant_prompts(model, f, pool, variant, SHOTS)]
-    if not asked:
-        return None
-    prompts, answers = map(list, zip(*asked))
-    before = answered(model, prompts, answers)
-    with codecut.apply(model, plan):
-        after = answered(model, prompts, answers)
-    held = [a for b, a in zip(before, after) if b]
-    return 1 - sum(held) / len(held) if held else None
+@dataclass
+class Asked:
+    """Prompts with their answers, and whether the clean model answers each."""
+
+    prompts: list[str]
+    answers: list[str]
+    before: list[bool]
+
+    def kept(self, after: After) -> float | None:
+        """Of the prompts the clean model answers, the share `after` still answers."""
+        if not any(self.before):
+            return None
+        held = [a for b, a in zip(self.before, after(self.prompts, self.answers)) if b]
+        return sum(held) / len(held)
 
 
-def kept(model, plan, before: list[bool], facts: list[Fact]) -> float:
-    """Of `facts`' plain prompts the clean model answers (`before`), the share still answered."""
-    with codecut.apply(model, plan):
-        after = answered(model, *prompts_and_answers(facts))
-    held = [a for b, a in zip(before, after) if b]
-    return sum(held) / len(held) if held else float("nan")
+@dataclass
+class Request:
+    """One subject's request: its facts, and what the clean model answers of each group."""
+
+    subject: str
+    facts: int
+    found: int
+    formats: dict[str, Asked]  # the subject's prompts, per format
+    same_relation: Asked  # the other subjects' prompts of the forgotten relations
+    other: Asked  # and of the other relations
+
+
+def request(
+    model: Model, subject: str, mine: list[Fact], facts: list[Fact], clean: list[list[bool]]
+) -> Request:
+    """The prompts a request is measured on; `clean`: per fact of `facts`, per prompt."""
+    formats = {}
+    for v in FORMATS:
+        # Context facts may be about the subject (its other facts, stated: the helpful format).
+        asked = [(q, f.answer) for f in mine for q in variant_prompts(model, f, facts, v, SHOTS)]
+        prompts, answers = (list(x) for x in zip(*asked)) if asked else ([], [])
+        formats[v] = Asked(prompts, answers, answered(model, prompts, answers))
+    relations = {f.relation for f in mine}
+    groups = {True: Asked([], [], []), False: Asked([], [], [])}
+    for f, before in zip(facts, clean):
+        if f.subject != subject:
+            g = groups[f.relation in relations]
+            g.prompts += f.prompts
+            g.answers += [f.answer] * len(f.prompts)
+            g.before += before
+    given = {f.relation for f in facts if f.subject == subject}
+    found = sum(f.relation not in given for f in mine)
+    return Request(subject, len(mine), found, formats, groups[True], groups[False])
+
+
+def row(req: Request, method: str, after: After | None, seconds: float, **extra) -> Row:
+    """`req` measured on the model after (None: the method failed, no measurements)."""
+    kept = {v: a.kept(after) if after else None for v, a in req.formats.items()}
+    gone = {v: None if k is None else 1 - k for v, k in kept.items()}
+    return Row(
+        subject=req.subject, method=method, facts=req.facts, found=req.found,
+        prompt=gone["prompt"], question=gone["question"], chat=gone["chat"],
+        few_shot=gone["few-shot"], helpful=gone["helpful"],
+        kept_same_relation=req.same_relation.kept(after) if after else None,
+        kept_other=req.other.kept(after) if after else None,
+        seconds=round(seconds, 1), **extra,
+    )  # fmt: skip
+
+
+def with_plan(model: Model, plan: codecut.UnlearnPlan) -> After:
+    def after(prompts: list[str], answers: list[str]) -> list[bool]:
+        with codecut.apply(model, plan):
+            return answered(model, prompts, answers)
+
+    return after
+
+
+def finetune(
+    model: Model, req: Request, plan: codecut.UnlearnPlan, retain: list[Fact], method: str
+) -> Row:
+    """One fine-tuning run on a copy of the model, measured, then dropped."""
+    t = time.time()
+    try:
+        result = codecut.finetune_unlearn(
+            model, plan.facts, retain, method=method, lr=LR[method], steps=STEPS,
+            batch_size=BATCH, **({"plan": plan} if method == "bake" else {}),
+        )  # fmt: skip
+    except CodecutError as e:
+        return row(req, method, None, time.time() - t, note=f"{type(e).__name__}: {e}")
+    seconds = time.time() - t + (plan.seconds if method == "bake" else 0.0)
+    out = row(req, method, partial(answered, result.model), seconds,
+              steps=result.record.steps_run)  # fmt: skip
+    del result
+    gc.collect()
+    return out
 
 
 def pick_subjects(facts: list[Fact], n: int, least: int, seed: int) -> list[str]:
@@ -105,12 +206,11 @@ def pick_subjects(facts: list[Fact], n: int, least: int, seed: int) -> list[str]
     return subjects[:n]
 
 
-def write(rows: list[Row], command: str, name: str) -> None:
-    table = pd.DataFrame([asdict(r) for r in rows])
-    shares = ["prompt", "question", "chat", "few_shot", "helpful"]
-    every = {f: bool((table[f].isna() | (table[f] >= 0.9)).all()) for f in shares}
-    summary = {
-        "subjects": len(rows),
+def zero_shot_summary(table: pd.DataFrame) -> dict:
+    """The zero-shot rows' summary (the keys of the results before `--methods`)."""
+    every = {f: bool((table[f].isna() | (table[f] >= 0.9)).all()) for f in SHARES}
+    return {
+        "subjects": len(table),
         "facts forgotten per subject (mean)": table["facts"].mean(),
         "of them found by asking the model (mean)": table["found"].mean(),
         **{f"{f} forgotten (mean share)": table[f].mean() for f in every},
@@ -126,10 +226,56 @@ def write(rows: list[Row], command: str, name: str) -> None:
         "seconds per subject (median)": statistics.median(table["seconds"]),
         "seconds per fact (median)": statistics.median(table["seconds"] / table["facts"]),
     }
+
+
+def per_method(table: pd.DataFrame) -> pd.DataFrame:
+    """A row per method over the subjects it ran; measurements over its runs that finished."""
+    out = []
+    for method, g in table.groupby("method", sort=False):
+        ok = g[g["note"] == ""]
+        out.append({
+            "method": method, "lr": LR.get(method), "subjects": len(g), "errors": len(g) - len(ok),
+            **{f"{f} forgotten": ok[f].mean() for f in SHARES},
+            "subjects >= 90% every format": int((ok[SHARES].fillna(1.0) >= 0.9).all(axis=1).sum()),
+            "kept same relation": ok["kept_same_relation"].mean(),
+            "same relation lowest": ok["kept_same_relation"].min(),
+            "kept other": ok["kept_other"].mean(), "other lowest": ok["kept_other"].min(),
+            "median s": ok["seconds"].median(),
+        })  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def frontier(methods: pd.DataFrame) -> Figure:
+    """RWKU-style forget against neighbour: a labelled point per method."""
+    figure = Figure(figsize=(6, 5), layout="constrained")
+    ax = figure.add_subplot()
+    forgot = methods[[f"{f} forgotten" for f in SHARES]].mean(axis=1)
+    kept = methods["kept same relation"]
+    for i, (method, x, y) in enumerate(zip(methods["method"], kept, forgot)):
+        ax.scatter(x, y, s=180 if method == ZERO_SHOT else 60, marker="*o"[method != ZERO_SHOT],
+                   color=f"C{i % 10}")  # fmt: skip
+        ax.annotate(method, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.margins(0.15)
+    ax.set_xlabel("other subjects kept, the forgotten relations (mean share)")
+    ax.set_ylabel("subject forgotten (mean over the 5 formats)")
+    ax.set_title("Whole-subject unlearning: forget vs neighbour")
+    return figure
+
+
+def write(rows: list[Row], command: str, name: str) -> None:
+    table = pd.DataFrame([asdict(r) for r in rows])
+    numeric = [*SHARES, "kept_same_relation", "kept_other"]
+    table[numeric] = table[numeric].astype(float)  # a failed run's None: NaN
+    summary = zero_shot_summary(table[table["method"] == ZERO_SHOT])
+    methods = per_method(table)
     md = heading("Whole-subject unlearning, country facts", command)
-    md += bullets(summary) + "\n\n" + markdown_table(table) + "\n"
-    write_files(RESULTS / name, {"command": command, "summary": summary,
-                                 "rows": [asdict(r) for r in rows]}, md)  # fmt: skip
+    md += "## Zero-shot\n\n" + bullets(summary) + "\n\n"
+    md += "## Per method\n\n" + markdown_table(methods, "{:.3g}") + "\n\n"
+    md += "## Every row\n\n" + markdown_table(table) + "\n"
+    data = {"command": command, "lr": LR, "steps": STEPS, "batch_size": BATCH,
+            "summary": summary, "methods": methods.to_dict("records"),
+            "rows": [asdict(r) for r in rows]}  # fmt: skip
+    write_files(RESULTS / name, data, md, frontier(methods))
 
 
 def main() -> None:
@@ -139,8 +285,12 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=20, help="how many countries to forget")
     ap.add_argument("--min-facts", type=int, default=3, help="facts a country needs in the file")
     ap.add_argument("--seed", type=int, default=0, help="the shuffle that picks the countries")
+    ap.add_argument("--methods", default="", help="fine-tuning methods, comma-separated")
     ap.add_argument("--out", default="unlearn_subjects", help="the results' name")
     args = ap.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    if set(methods) - set(LR):
+        ap.error(f"unknown methods {sorted(set(methods) - set(LR))}; known: {', '.join(LR)}")
     facts = codecut.load_facts(FACTS)
     model = codecut.load_model(DEFAULT_MODEL)
     bottlenecks = [codecut.load_bottleneck(b) for b in shipped_for(DEFAULT_MODEL)]
@@ -155,28 +305,16 @@ def main() -> None:
         t = time.time()
         plan = codecut.unlearn(model, bottlenecks, forget_subject=subject, pool=facts)
         seconds = time.time() - t
-        mine = plan.facts
-        relations = {f.relation for f in mine}
-        # Context facts may be about the subject (its other facts, stated: the helpful format).
-        share = {v: forgotten(model, plan, mine, facts, v) for v in FORMATS}
-        groups = {True: ([], []), False: ([], [])}
-        for f, before in zip(facts, clean_by_fact):
-            if f.subject != subject:
-                groups[f.relation in relations][0].append(f)
-                groups[f.relation in relations][1].extend(before)
-        given = {f.relation for f in facts if f.subject == subject}
-        rows.append(Row(
-            subject=subject, facts=len(mine),
-            found=sum(f.relation not in given for f in mine),
-            prompt=share["prompt"], question=share["question"], chat=share["chat"],
-            few_shot=share["few-shot"], helpful=share["helpful"],
-            kept_same_relation=kept(model, plan, groups[True][1], groups[True][0]),
-            kept_other=kept(model, plan, groups[False][1], groups[False][0]),
-            codes=len({c for a in plan.ablations for c in a.codes})
-            + sum(len({c for a in cut.ablations for c in a.codes}) for cut in plan.later),
-            seconds=round(seconds, 1),
-        ))  # fmt: skip
+        req = request(model, subject, plan.facts, facts, clean_by_fact)
+        codes = len({c for a in plan.ablations for c in a.codes})
+        codes += sum(len({c for a in cut.ablations for c in a.codes}) for cut in plan.later)
+        rows.append(row(req, ZERO_SHOT, with_plan(model, plan), seconds, codes=codes))
         tqdm.write(str(rows[-1]))
+        others = [replace(f, paraphrases=[]) for f in facts if f.subject != subject]
+        retain = random.Random(args.seed).sample(others, min(RETAIN, len(others)))
+        for method in methods:
+            rows.append(finetune(model, req, plan, retain, method))
+            tqdm.write(str(rows[-1]))
         write(rows, command, args.out)
 
 
