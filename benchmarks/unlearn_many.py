@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 
 import country_facts
@@ -61,7 +62,7 @@ DATA = RESULTS.parent / "data"
 class Row:
     """One way (joint or composed) of forgetting the first N facts, measured."""
 
-    way: str  # "joint" (one request) or "composed" (N single requests applied together)
+    way: str  # "joint" (one request), "composed" (N single requests applied together) or "bare"
     facts: int
     forgotten: float  # share of the N facts' answered prompts the plan stops
     kept_seen: float  # share of the other pool facts' answered prompts still answered
@@ -104,11 +105,30 @@ class Meter:
         held = [a for bs, as_ in zip(before, after) for b, a in zip(bs, as_) if b]
         return sum(held) / len(held) if held else float("nan")
 
+    def bare(self, bottlenecks: list[codecut.Bottleneck]) -> Row:
+        """The bottlenecks attached with no cut: what attaching alone changes (float rounding
+        through the error term), the floor of every plan's numbers."""
+        with ExitStack() as attached:
+            for bn in bottlenecks:
+                attached.enter_context(codecut.attach(self.model, bn))
+            return self._row("bare", 0, self._answers(self.facts), self._answers(self.held))
+
     def row(self, way: str, n: int, plans: list[codecut.UnlearnPlan], seconds: float) -> Row:
         with codecut.apply(self.model, *plans):
-            after = self._answers(self.facts)
-            after_held = self._answers(self.held)
-            fluency = loss(self.model, TEXTS) - self.clean_loss
+            return self._row(way, n, self._answers(self.facts), self._answers(self.held), plans,
+                             seconds)  # fmt: skip
+
+    def _row(
+        self,
+        way: str,
+        n: int,
+        after: list[list[bool]],
+        after_held: list[list[bool]],
+        plans: list[codecut.UnlearnPlan] | tuple = (),
+        seconds: float = 0.0,
+    ) -> Row:
+        """The row of answers measured `after` (in the state they were measured in)."""
+        fluency = loss(self.model, TEXTS) - self.clean_loss
         codes = {(p.hook, c) for p in plans for c in p.codes}
         codes |= {(cut.hook, c) for p in plans for cut in p.later for c in cut.codes}
         return Row(
@@ -117,14 +137,14 @@ class Meter:
             kept_seen=self._share(self.clean[n:], after[n:]),
             kept_held_out=self._share(self.clean_held, after_held),
             fluency=round(fluency, 4), codes=len(codes), seconds=round(seconds, 1),
-            seconds_per_fact=round(seconds / n, 2),
+            seconds_per_fact=round(seconds / n, 2) if n else 0.0,
         )  # fmt: skip
 
 
 def figure(rows: list[Row]) -> Figure:
     table = pd.DataFrame([asdict(r) for r in rows])
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for way, part in table.groupby("way"):
+    for way, part in table[table["way"] != "bare"].groupby("way"):
         left.plot(part["facts"], part["seconds_per_fact"], "o-", label=way)
         right.plot(part["facts"], part["kept_seen"], "o-", label=f"{way}: kept, seen")
         right.plot(part["facts"], part["kept_held_out"], "s--", label=f"{way}: kept, held out")
@@ -180,7 +200,7 @@ def main() -> None:
     bottlenecks = [codecut.load_bottleneck(b) for b in shipped_for(DEFAULT_MODEL)]
     command = command_line(__file__)
     meter = Meter(model, facts, held_out())
-    rows: list[Row] = []
+    rows = [meter.bare(bottlenecks)]
     singles: list[codecut.UnlearnPlan] = []
     single_seconds: list[float] = []
     for n in tqdm(sizes, desc="joint plans"):
