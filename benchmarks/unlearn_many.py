@@ -1,6 +1,7 @@
 """Many facts in one plan: how a plan's cost and damage grow with its size, 1 to 200 facts.
 
-    python benchmarks/unlearn_many.py [--sizes 1,10,50,200] [--seed 0] [--out unlearn_many]
+    python benchmarks/unlearn_many.py [--sizes 1,10,50,200] [--joint SIZES] [--seed 0]
+        [--out unlearn_many]
 
 Facts: the country facts and the facts beyond them (benchmarks/data/country_facts.jsonl and
 other_facts.jsonl: capitals, languages, currencies, continents, a neighbour, US state capitals,
@@ -13,6 +14,8 @@ For each size, two ways to forget the same N facts:
 - composed: N single-fact requests (`forget=[fact]`, the same pool), applied together
   (`codecut.apply(model, *plans)`), what a user who asks one fact at a time ends with. Single
   plans are made once, in order, and shared by every size.
+`--joint` names the sizes to make joint plans for, when fewer than `--sizes` (the composed rows
+come at every size of `--sizes` anyway).
 
 Measured for each, against the clean model:
 - forgotten: of the N facts' prompts and paraphrases the clean model answers, the share the plan
@@ -187,15 +190,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--sizes", default="1,10,50,200", help="plan sizes, comma-separated")
+    ap.add_argument("--joint", help="the sizes to make joint plans for (default: --sizes)")
     ap.add_argument("--seed", type=int, default=0, help="the shuffle that orders the facts")
     ap.add_argument("--out", default="unlearn_many", help="the results' name")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
+    joint = sorted(int(s) for s in args.joint.split(",")) if args.joint else sizes
     facts = [*codecut.load_facts(DATA / "country_facts.jsonl"),
              *codecut.load_facts(DATA / "other_facts.jsonl")]  # fmt: skip
     random.Random(args.seed).shuffle(facts)
-    if sizes[-1] > len(facts):
-        ap.error(f"--sizes: at most {len(facts)} facts")
+    if max(sizes + joint) > len(facts):
+        ap.error(f"--sizes, --joint: at most {len(facts)} facts")
     model = codecut.load_model(DEFAULT_MODEL)
     bottlenecks = [codecut.load_bottleneck(b) for b in shipped_for(DEFAULT_MODEL)]
     command = command_line(__file__)
@@ -203,7 +208,7 @@ def main() -> None:
     rows = [meter.bare(bottlenecks)]
     singles: list[codecut.UnlearnPlan] = []
     single_seconds: list[float] = []
-    for n in tqdm(sizes, desc="joint plans"):
+    for n in tqdm(joint, desc="joint plans"):
         t = time.time()
         plan = codecut.unlearn(model, bottlenecks, forget=facts[:n], pool=facts)
         rows.append(meter.row("joint", n, [plan], time.time() - t))
