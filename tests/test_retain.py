@@ -7,8 +7,8 @@ import torch
 from codecut.codebook import attach
 from codecut.probes.formats import variant_prompts
 from codecut.probes.selector.attribution import Probe, probe_facts, relation_values
-from codecut.probes.selector.config import ALL_FORMATS, SelectConfig
-from codecut.probes.selector.retain import UNRELATED_PER_RELATION, default_retain
+from codecut.probes.selector.config import ALL_FORMATS, FORMATS, SHOTS, SelectConfig
+from codecut.probes.selector.retain import UNRELATED_PER_RELATION, default_retain, in_formats
 from codecut.probes.selector.search import _forget_probe, _Search
 
 
@@ -53,6 +53,28 @@ def test_nothing_known_is_an_error(world):
     _, target = findar(w)
     with pytest.raises(ValueError, match="no retain set could be built"):
         default_retain(model, [target], [])
+
+
+def test_the_neighbours_are_asked_in_the_formats_too(world):
+    """Other subjects' retain facts in the forget probe's formats, where a condition set must
+    not hold: never about the forget subject, never showing it (as a shot or a context
+    sentence), never a prompt the retain set asks already; the few-shot form of each
+    neighbour of the same relation among them, as the attack card asks it."""
+    model, w = world
+    facts, target = findar(w)
+    retain = default_retain(model, [target], facts)
+    asked = in_formats(model, target, retain, facts, FORMATS, SHOTS)
+    assert all(f.subject != target.subject and target.subject not in f.prompt for f in asked)
+    assert not {p for f in retain for p in f.prompts} & {f.prompt for f in asked}
+    others = [f for f in retain if f.subject != target.subject]
+    assert {(f.subject, f.relation) for f in asked} <= {(f.subject, f.relation) for f in others}
+    shown = [g for g in facts if g.subject != target.subject]
+    few_shot = {
+        variant_prompts(model, f, [g for g in shown if g is not f], "few-shot", SHOTS)[0]
+        for f in others
+        if f.relation == target.relation
+    }
+    assert few_shot and few_shot <= {f.prompt for f in asked}
 
 
 def test_forget_probe_asks_the_facts_prompts_in_the_formats_the_model_answers(

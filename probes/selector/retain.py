@@ -13,11 +13,20 @@ ones. Without the user's retain set it builds one from facts the model itself an
 
 Only facts the model knows (its greedy answer on the main prompt) are kept; an error when none
 is, since a plan measured against nothing cannot be trusted.
+
+`in_formats` asks the retain facts of other subjects in the formats the forget fact's cut is
+pushed to reach (question, chat, few-shot, helpful context), for the condition sets: judged on
+plain prompts only, a condition was free to be a code of a format's wrapper, and a whole-subject
+plan for Mexico, gated on a code of the newline token, took the chat answers of the other
+countries' capitals (0.93 -> 0.00) while keeping every plain one.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from codecut.probes.antisamples import in_vocabulary
+from codecut.probes.formats import variant_prompts
 from codecut.probes.selector.memo import answer_scores
 
 from codecut.core.errors import BadInput
@@ -79,3 +88,24 @@ def _known(model: Model, facts: list[Fact]) -> list[Fact]:
         return []
     _, correct = answer_scores(model, [f.prompt for f in facts], [f.answer for f in facts])
     return [f for f, ok in zip(facts, correct.tolist()) if ok]
+
+
+def in_formats(
+    model: Model, forget: Fact, retain: list[Fact], pool: list[Fact], formats: tuple[str, ...],
+    shots: int,
+) -> list[Fact]:  # fmt: skip
+    """The main prompts of `retain`'s facts about subjects other than `forget`'s, each asked in
+    each of `formats` (`codecut.probes.formats`), as facts of their own, whether the model
+    answers them or not: where a condition set must not hold. A few-shot or context sentence
+    never shows the forget subject (a condition on it would hold there by right)."""
+    shown = [g for g in pool if g.subject != forget.subject]
+    asked: dict[str, Fact] = {}
+    for f in retain:
+        if f.subject == forget.subject:
+            continue
+        others = [g for g in shown if (g.subject, g.relation) != (f.subject, f.relation)]
+        for v in formats:
+            for q in variant_prompts(model, replace(f, paraphrases=[]), others, v, shots):
+                if q not in asked and in_vocabulary(model.tokenizer, f"{q} {f.answer}"):
+                    asked[q] = Fact(f.subject, f.relation, q, f.answer)
+    return list(asked.values())

@@ -10,7 +10,8 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
    residual stream there is computed once (`Prefix`) and every measurement runs only the
    layers above.
 2. Conditions (`condition_codes`): code sets that fire in the forget prompts' context and,
-   together, in at most `SelectConfig.condition_rate` of other subjects' retain prompts,
+   together, in at most `SelectConfig.condition_rate` of other subjects' retain prompts (and of
+   their main prompts asked in the same formats, `in_formats`),
    covering the fact's prompts and paraphrases; then sets for the formats, in what is left of
    the budget, which only the second stage's cut acts under.
 3. Score (`attributions`), per code c:
@@ -60,6 +61,7 @@ from codecut.probes.selector.cache import Clean, RetainCache, answer_targets, me
 from codecut.probes.selector.conditions import condition_codes
 from codecut.probes.selector.config import FAMILIES, SHOTS, ZERO_FAMILIES, SelectConfig, Trial
 from codecut.probes.selector.prefix import Prefix
+from codecut.probes.selector.retain import in_formats
 from tqdm.auto import tqdm
 
 from codecut.core.errors import BadInput
@@ -101,9 +103,11 @@ def select(
     forget, late = _forget_probe(model, fact, pool, config.formats)
     wrong = forget.anti[0]  # the fact's counterfactual answers (the same for every prompt)
     keep = probe_facts(retain, relation_values(pool + retain), fallback=wrong)
+    # The neighbours in the formats too, for the condition sets (see `in_formats`).
+    asked = in_formats(model, fact, retain, pool, config.formats, SHOTS)
     shared = shared or RetainCache.shared(model, bottleneck, strict)  # before attaching
     with attach(model, bottleneck, error_term=not strict) as handle:
-        search = _Search(model, handle, fact, forget, late, keep, config, deadline, shared)
+        search = _Search(model, handle, fact, forget, late, keep, config, deadline, shared, asked)
         families = [
             f
             for f in (FAMILIES if bottleneck.has_stats else ZERO_FAMILIES)
@@ -190,7 +194,10 @@ class _Search:
         config: SelectConfig,
         deadline: float | None = None,
         shared: RetainCache | None = None,
+        asked: list[Fact] = (),
     ):
+        """`asked`: other subjects' retain prompts in the formats (`in_formats`), where the
+        condition sets must not hold either."""
         self.model, self.handle, self.config = model, handle, config
         self.deadline = deadline
         self.step = 0.0  # seconds the last step of the search (next code and its trial) took
@@ -205,7 +212,12 @@ class _Search:
             retain = None
             fired_keep = fired = torch.zeros(0, handle.bottleneck.n_codes, dtype=torch.bool)
         same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
-        self._condition_sets(first, early, fired_keep[~same])
+        fired_other = fired_keep[~same]
+        if asked:  # their answers do not matter here: a condition must not hold there at all
+            prompts, answers = [f.prompt for f in asked], [f.answer for f in asked]
+            formats = cache.clean(model, handle, prompts, answers)
+            fired_other = torch.cat([fired_other, formats.first < NEVER])
+        self._condition_sets(first, early, fired_other)
         rows = self._judging(keep, retain, fired, same, cache)
         self.clean = self.trial(FAMILIES[0], [], ~self.late, [])  # the first stage, no cut
         # Gone with no cut: the fact's prompts lost the answer to a cut in an earlier bottleneck.
@@ -344,6 +356,13 @@ class _Search:
         """Why no cut was found, and what the user can change."""
         budget = self.config.retain_budget
         text = f"no code could be cut for {fact.prompt!r} within the retain budget ({budget:g})"
+        if self.cheapest is None and not self.conditions:
+            rate = self.config.condition_rate
+            return (
+                f"{text}: no condition set marks its subject apart from {rate:g} of the other "
+                "subjects' prompts (in every format; SelectConfig.condition_rate), and no code "
+                "it tried without one moves the answer; try a bottleneck at another layer"
+            )
         if self.cheapest is None:
             return f"{text}: no code it tried moves the answer; try a bottleneck at another layer"
         subject_lost, drop, code = self.cheapest
