@@ -2,7 +2,7 @@
 zero-shot plan and (`--methods`) fine-tuning methods on the same requests, RWKU-style.
 
     python benchmarks/unlearn_subjects.py [--subjects 20] [--min-facts 3] [--seed 0] [--out NAME]
-        [--methods npo,snap,graddiff,bake]
+        [--methods npo,snap,graddiff,bake] [--units]
 
 Facts: benchmarks/data/country_facts.jsonl (the country facts SmolLM2-135M-Instruct knows,
 built by benchmarks/country_facts.py). Model: SmolLM2-135M-Instruct with its shipped
@@ -20,6 +20,13 @@ shares below include these main prompts. LR: each method's best lr in
 benchmarks/results/unlearn_compare.md (chosen on single-fact requests of the example facts,
 10 steps, batch 16), not on these requests. A run that raises a CodecutError is a row with a
 note and no measurements.
+
+Subject codes as the unit (`--units`): beside the plan, which is the union of the cuts its
+facts' searches made (each under the subject's condition sets), a plan that cuts the subject's
+own codes instead: at each hook, every code of the plan's condition sets, under those same
+sets (`Ablation(codes=all condition codes, when=set)`, one per set), so the codes that mark
+the subject are dropped from where they fire on; no search (its seconds are the plan's, whose
+conditions it takes). Its row is method "subject codes".
 
 Subjects, fixed before any result was seen: the countries with at least `--min-facts` facts in
 the file, shuffled with `--seed`, the first N. (Only 8 countries have 3 or more; `--min-facts
@@ -53,6 +60,7 @@ from dataclasses import asdict, dataclass, replace
 from functools import partial
 
 import pandas as pd
+from codecut.codebook.ablation import Ablation
 from codecut.codebook.saefile import shipped_for
 from codecut.probes.evaluate import prompts_and_answers
 from codecut.probes.formats import variant_prompts
@@ -71,6 +79,7 @@ FORMATS = ("prompt", "question", "chat", "few-shot", "helpful")
 SHARES = ["prompt", "question", "chat", "few_shot", "helpful"]  # FORMATS as Row's fields
 SHOTS = 3
 ZERO_SHOT = "zero-shot"
+UNITS = "subject codes"
 # Best lr per method in benchmarks/results/unlearn_compare.md (single-fact requests).
 LR = {"ga": 3e-6, "graddiff": 1e-5, "npo": 3e-6, "simnpo": 3e-6, "rmu": 1e-6, "flat": 3e-6,
       "snap": 3e-5, "antisample": 3e-5, "bake": 3e-5}  # fmt: skip
@@ -175,6 +184,28 @@ def with_plan(model: Model, plan: codecut.UnlearnPlan) -> After:
             return answered(model, prompts, answers)
 
     return after
+
+
+def subject_codes(plan: codecut.UnlearnPlan) -> codecut.UnlearnPlan | None:
+    """The plan that cuts the subject's condition codes themselves, under the same conditions
+    (see the module docstring); None if the plan has no condition."""
+
+    def unit(ablations: list[Ablation]) -> list[Ablation]:
+        sets = {tuple(a.when) for a in ablations if a.when}
+        codes = sorted({c for s in sets for c in s})
+        return [Ablation(codes=codes, when=list(s)) for s in sorted(sets)]
+
+    own = unit(plan.ablations)
+    later = [replace(cut, ablations=unit(cut.ablations)) for cut in plan.later]
+    later = [cut for cut in later if cut.ablations]
+    if not own and not later:
+        return None
+    if not own:  # the plan's first bottleneck had no condition: start from its first later one
+        first, *later = later
+        return replace(plan, hook=first.hook, bottleneck_hash=first.bottleneck_hash,
+                       bottleneck_source=first.bottleneck_source, bottleneck=first.bottleneck,
+                       ablations=first.ablations, later=later)  # fmt: skip
+    return replace(plan, ablations=own, later=later)
 
 
 def finetune(
@@ -286,6 +317,7 @@ def main() -> None:
     ap.add_argument("--min-facts", type=int, default=3, help="facts a country needs in the file")
     ap.add_argument("--seed", type=int, default=0, help="the shuffle that picks the countries")
     ap.add_argument("--methods", default="", help="fine-tuning methods, comma-separated")
+    ap.add_argument("--units", action="store_true", help="also cut the subject's own codes")
     ap.add_argument("--out", default="unlearn_subjects", help="the results' name")
     args = ap.parse_args()
     methods = [m for m in args.methods.split(",") if m]
@@ -310,6 +342,14 @@ def main() -> None:
         codes += sum(len({c for a in cut.ablations for c in a.codes}) for cut in plan.later)
         rows.append(row(req, ZERO_SHOT, with_plan(model, plan), seconds, codes=codes))
         tqdm.write(str(rows[-1]))
+        if args.units:
+            unit = subject_codes(plan)
+            if unit is None:
+                rows.append(row(req, UNITS, None, 0.0, note="the plan has no condition set"))
+            else:
+                n = len(unit.codes) + sum(len(cut.codes) for cut in unit.later)
+                rows.append(row(req, UNITS, with_plan(model, unit), seconds, codes=n))
+            tqdm.write(str(rows[-1]))
         others = [replace(f, paraphrases=[]) for f in facts if f.subject != subject]
         retain = random.Random(args.seed).sample(others, min(RETAIN, len(others)))
         for method in methods:
