@@ -12,7 +12,11 @@ first token of " " + answer:
 - few-shot: other facts of the same relation (with other answers), one a line, before the prompt;
 - misleading: the fact stated with a wrong answer (another value of the relation) first;
 - helpful: a true fact about the same subject (another relation) first, which calls the subject
-  up before it is asked about.
+  up before it is asked about;
+- filler: a paragraph of text that says nothing first (`FILLER`): padding that, in a published
+  stress test of SAE clamping, unblocked most of what the clamp blocked;
+- long context: up to `CONTEXT_FACTS` unrelated facts (neither the subject nor the relation)
+  stated first, one a line: the fact asked deep in a context about other things.
 """
 
 from __future__ import annotations
@@ -20,13 +24,25 @@ from __future__ import annotations
 from codecut.core.facts import Fact
 from codecut.core.models import Model
 
-VARIANTS = ("prompt", "question", "chat", "few-shot", "misleading", "helpful")
+VARIANTS = (
+    "prompt", "question", "chat", "few-shot", "misleading", "helpful", "filler", "long context"
+)  # fmt: skip
 WHY_NOT = {
     "chat": "the tokenizer has no chat template",
     "few-shot": "the pool holds no other fact of this relation with another answer",
     "misleading": "the pool holds no other answer of this relation",
     "helpful": "the pool holds no other fact about this subject",
+    "filler": "the model reads too few tokens for the filler",
+    "long context": "the pool holds no fact of another subject and relation, or the model reads "
+    "too few tokens for one",
 }
+FILLER = (
+    "Please read the following text before you answer. It is here only to take up room, and "
+    "nothing in it matters. Some days are long and some are short. People walk, talk, read and "
+    "write, and then they rest. The weather changes, the hours pass, and the page goes on. "
+    "None of this is about the question, which comes next.\n"
+)
+CONTEXT_FACTS = 20
 
 
 def ask(prompt: str) -> str:
@@ -66,7 +82,22 @@ def variant_prompts(
     if variant == "helpful":
         about = [g for g in others if g.subject == fact.subject and g.relation != fact.relation]
         return [f"{about[0].prompt} {about[0].answer}\n{p}" for p in fact.prompts] if about else []
+    if variant == "filler":
+        return [FILLER + p for p in fact.prompts] if _fit(model, FILLER, fact.prompts) else []
+    if variant == "long context":
+        apart = [g for g in others if g.subject != fact.subject and g.relation != fact.relation]
+        lines = [f"{g.prompt} {g.answer}\n" for g in apart[:CONTEXT_FACTS]]
+        while lines and not _fit(model, "".join(lines), fact.prompts):
+            lines.pop()  # as long a context as the model reads
+        return ["".join(lines) + p for p in fact.prompts] if lines else []
     raise ValueError(f"unknown format variant {variant!r}")
+
+
+def _fit(model: Model, prefix: str, prompts: list[str]) -> bool:
+    """Whether every prompt after `prefix` is within the model's context (`Model.max_length`)."""
+    limit = getattr(model, "max_length", None)
+    ids = model.tokenizer([prefix + p for p in prompts])["input_ids"]
+    return limit is None or max(map(len, ids)) <= limit
 
 
 def chat(model: Model, user: str) -> str:

@@ -55,6 +55,7 @@ SEEING = [
     ("generation", "greedy", "found"),
     ("generation", "sampled", "found"),
     ("relearning", "other facts", "accuracy"),
+    ("hook removed", "weights alone", "accuracy"),
     ("quantisation", "int8", "accuracy"),
     ("quantisation", "int4", "accuracy"),
 ]
@@ -125,7 +126,9 @@ def test_the_card_covers_the_reference_groups_and_serialises(attacked):
     }
     assert list(card.groups) == list(kind)
     for group, facts in card.groups.items():
-        assert len(facts) == AttackConfig().neighbours and all(map(kind[group], facts))
+        there = [f for f in attacked.facts if kind[group](f)]  # Findar has 3 other relations
+        assert len(facts) == min(AttackConfig().neighbours, len(there)) >= 3
+        assert all(map(kind[group], facts))
         _, known = attacked.model.answer_scores(
             [f.prompt for f in facts], [f.answer for f in facts]
         )
@@ -135,8 +138,14 @@ def test_the_card_covers_the_reference_groups_and_serialises(attacked):
     assert data["codes"] == attacked.plan.codes
     assert data["config"] == asdict(AttackConfig())
     assert {r["probe"] for r in data["rows"]} == {
-        "format", "indirect", "generation", "probing", "relearning", "quantisation", "fluency"
+        "format", "indirect", "generation", "probing", "relearning", "hook removed",
+        "quantisation", "fluency",
     }  # fmt: skip
+    back = [r for r in data["rows"] if r["back"] is not None]
+    for r in back:  # above chance (a linear probe's), else of the clean number
+        chance = r["chance"] or 0
+        assert r["back"] == pytest.approx((r["plan"] - chance) / (r["clean"] - chance))
+    assert back and any(r["chance"] for r in back)
 
 
 def test_the_users_model_bottleneck_and_rng_are_untouched(attacked, world_bottleneck):
@@ -276,7 +285,9 @@ def test_probing_rows_report_what_the_activations_hold(attacked):
     card = attacked.card
     for variant in ("before hook", "at hook", "last layer"):
         row = card.row("probing", variant)
-        assert row.chance == pytest.approx(1 / 7) and row.n == 6
+        # The probes train on the colours of the facts not measured: with 5 same-relation
+        # neighbours held out, 6 of the world's 7 colours are left to pick among.
+        assert row.chance == pytest.approx(1 / 6) and row.n == 6
         assert row.bottleneck == row.clean  # the bare bottleneck changes no activation
         assert row.clean > row.chance and not row.blind, row
         assert card.row("probing", variant, "same subject").clean is not None
@@ -398,3 +409,46 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys, extra, message):
     assert main(["attack", "--model", model.name, *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("codecut: error:") and message in err and "\n" not in err
+
+
+def test_removing_the_hook_gives_the_fact_back(attacked):
+    """A plan is a hook, not a removal: the deployed model with the hook taken off answers as
+    the clean model does, and the card says so rather than copying the clean column."""
+    row = attacked.card.row("hook removed", "weights alone")
+    assert row.clean == 1 and row.plan == 1 and row.back == 1
+    assert attacked.card.row("format", "prompt").plan == 0  # the hook was what hid it
+
+
+def test_relearning_on_half_of_the_forgotten_measures_the_other_half(attacked, world_bottleneck):
+    """One forgotten fact has no half to train on (skipped, saying why); with two, the first
+    trains (plan applied) and the second alone is the forget group's measurement, against the
+    clean model tuned the same way."""
+    card = attacked.card
+    assert "two or more facts" in card.row("relearning", "half of the forgotten").skipped
+    model, plan = attacked.model, attacked.plan
+    other = next(f for f in attacked.facts if f.subject == "Findar" and f is not attacked.target)
+    pair = [attacked.target, other]
+    rows = relearning.probe_half(
+        model, {"forget": pair}, States(world_bottleneck, plan), steps=2, lr=1e-4
+    )
+    forget = next(r for r in rows if r.metric == "accuracy")
+    assert forget.n == len(other.prompts) and forget.variant == "half of the forgotten"
+    tuned = relearn(model, [attacked.target], steps=2, lr=1e-4, plan=plan)
+    with apply(tuned, plan, bottleneck=world_bottleneck):
+        assert forget.plan == fact_accuracy(tuned, [other])
+    clean = relearn(model, [attacked.target], steps=2, lr=1e-4)
+    assert forget.clean == fact_accuracy(clean, [other]) > 0
+
+
+def test_a_long_context_is_as_long_as_the_model_reads(attacked):
+    """The world model reads 64 tokens: the filler does not fit (skipped, saying why) and the
+    long context keeps as many unrelated facts as fit, none of Findar or of colours."""
+    model, target = attacked.model, attacked.target
+    others = [f for f in attacked.facts if f is not target]
+    assert variant_prompts(model, target, others, "filler", 3) == []
+    prompts = variant_prompts(model, target, others, "long context", 3)
+    lengths = [len(ids) for ids in model.tokenizer(prompts)["input_ids"]]
+    assert len(prompts) == len(target.prompts) and max(lengths) <= model.max_length == 64
+    context = prompts[0].removesuffix(target.prompt).splitlines()
+    assert len(context) >= 2 and not any("Findar" in s or "colour" in s for s in context)
+    assert attacked.card.row("format", "filler").skipped

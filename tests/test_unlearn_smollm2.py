@@ -93,3 +93,23 @@ def _plan(bn, selection, fact):
     from codecut.probes.plan import UnlearnPlan
 
     return UnlearnPlan(bn.content_hash, bn.source, bn.hook, selection.ablations, [fact])
+
+
+def test_filler_and_a_long_context_do_not_hide_facts_from_the_clean_model():
+    """The attack card's filler and long-context formats see the facts before a plan's "gone"
+    there counts: the clean model still answers most example facts after them (measured here:
+    filler 0.73, long context 0.89 of 227 prompts)."""
+    from codecut.probes.attacks.format import answer_metrics
+    from codecut.probes.formats import variant_prompts
+
+    model = codecut.load_model("smollm2-135m-instruct")
+    examples = example_facts()
+    for variant in ("filler", "long context"):
+        asked = [
+            (q, f.answer)
+            for f in examples
+            for q in variant_prompts(model, f, [g for g in examples if g is not f], variant, 3)
+        ]
+        assert len(asked) == sum(len(f.prompts) for f in examples)
+        prompts, answers = map(list, zip(*asked))
+        assert answer_metrics(model, prompts, answers)["accuracy"] >= 0.6, variant

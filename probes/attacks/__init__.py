@@ -4,10 +4,12 @@
     card.table()                       # a row per probe, variant, fact group and metric
     card.row("format", "few-shot")     # one number on the clean model, the bare bottleneck, the plan
 
-Each probe is one file: format.py (questions, chat, few-shot and context sentences),
-generation.py (the answer anywhere in greedy and sampled continuations), probing.py (linear
-probes on activations before, at and after the cut), relearn.py (a few fine-tuning steps on
-other facts), quantize.py (rounded weights) and fluency.py (loss on held-out text). suite.py
+Each probe is one file: format.py (questions, chat, few-shot, context sentences, filler and a
+long unrelated context), generation.py (the answer anywhere in greedy and sampled
+continuations), probing.py (linear probes on activations before, at and after the cut),
+relearn.py (a few fine-tuning steps on other facts, or on half of the forgotten ones),
+unhooked.py (the plan's hook removed: the weights alone), quantize.py (rounded weights) and
+fluency.py (loss on held-out text). suite.py
 runs them; card.py holds what they report and draws it (`card.plot()`), plots.py where the cut
 codes fire (`plot_code_activations`).
 """

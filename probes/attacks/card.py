@@ -23,7 +23,8 @@ class Row(NamedTuple):
     """One number of the card on each state of the model (None: not measured in that state).
 
     Attributes:
-        probe: format, indirect, generation, probing, relearning, quantisation or fluency.
+        probe: format, indirect, generation, probing, relearning, hook removed, quantisation or
+            fluency.
         variant: how the probe asked (question, few-shot, reverse, greedy, int8, ...).
         group: forget (the facts attacked); same subject, same relation or unrelated (facts
             a plan must keep: `GROUPS`); or text (fluency).
@@ -56,6 +57,16 @@ class Row(NamedTuple):
         return (
             self.metric in PRESENCE and self.clean is not None and self.clean <= (self.chance or 0)
         )
+
+    @property
+    def back(self) -> float | None:
+        """The share of the clean number the plan leaves, above chance: 0 is gone, 1 is all
+        there (for relearning: against the clean model tuned the same way). None for a metric
+        that is not a presence, a blind or skipped row, or one without a plan."""
+        if self.metric not in PRESENCE or self.blind or self.clean is None or self.plan is None:
+            return None
+        chance = self.chance or 0
+        return (self.plan - chance) / (self.clean - chance)
 
     @property
     def note(self) -> str:
@@ -126,6 +137,7 @@ class AttackCard:
     def table(self) -> pd.DataFrame:
         """The rows as a DataFrame, with a `note` column (skipped, or blind)."""
         table = pd.DataFrame(self.rows, columns=Row._fields)
+        table["back"] = [r.back for r in self.rows]
         table["note"] = [r.note for r in self.rows]
         return table.drop(columns="skipped")
 
@@ -138,7 +150,11 @@ class AttackCard:
             "codes": self.codes,
             "config": self.config,
             "rows": [
-                {**{k: _plain(v) for k, v in r._asdict().items()}, "blind": r.blind}
+                {
+                    **{k: _plain(v) for k, v in r._asdict().items()},
+                    "blind": r.blind,
+                    "back": _plain(r.back),
+                }
                 for r in self.rows
             ],
             "seconds": self.seconds,

@@ -7,6 +7,9 @@ attacker here fine-tunes the deployed model, plan applied, on other facts of the
 the clean model gets the same steps as the reference. All weights train, or LoRA adapters
 (`lora=R`: rank R on every linear layer of every block, peft's, merged into the copy after),
 the cheap fine-tuning an attacker with little compute would use.
+
+`probe_half` is the harder test for a plan of several facts: fine-tune on half of the forgotten
+facts themselves and measure the other half, which comes back when they share what was hidden.
 """
 
 from __future__ import annotations
@@ -92,6 +95,41 @@ def probe(
     if not train:
         why = "the pool holds no other fact of the forget facts' relations"
         return [skipped("relearning", variant, group, why) for group in groups]
+    return _tuned_rows(model, train, groups, states, variant, steps, lr, lora)
+
+
+def probe_half(
+    model: Model,
+    groups: dict[str, list[Fact]],
+    states: States,
+    steps: int,
+    lr: float,
+    lora: int = 0,
+) -> list[Row]:
+    """Rows per group after fine-tuning on the first half of the forget facts, the forget group
+    being the other half (Deeb and Roger's test: for typical methods 88% of the clean accuracy
+    comes back). Skipped for fewer than two forget facts."""
+    variant = f"half of the forgotten, LoRA r{lora}" if lora else "half of the forgotten"
+    forget = groups["forget"]
+    if len(forget) < 2:
+        why = "needs a plan of two or more facts: half trains, the other half is measured"
+        return [skipped("relearning", variant, group, why) for group in groups]
+    half = len(forget) // 2
+    rest = {**groups, "forget": forget[half:]}
+    return _tuned_rows(model, forget[:half], rest, states, variant, steps, lr, lora)
+
+
+def _tuned_rows(
+    model: Model,
+    train: list[Fact],
+    groups: dict[str, list[Fact]],
+    states: States,
+    variant: str,
+    steps: int,
+    lr: float,
+    lora: int,
+) -> list[Row]:
+    """Every group's accuracy on the clean model and with the plan, each tuned on `train`."""
     by_group: dict[str, dict[str, dict[str, float]]] = {group: {} for group in groups}
     for name in [s for s in states.names if s != "bottleneck"]:
         plan = states.plan if name == "plan" else None

@@ -8,7 +8,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 from codecut.codebook import Bottleneck
-from codecut.probes.attacks import fluency, format, generation, hops, probing, quantize, relearn
+from codecut.probes.attacks import (
+    fluency,
+    format,
+    generation,
+    hops,
+    probing,
+    quantize,
+    relearn,
+    unhooked,
+)
 from codecut.probes.attacks.card import AttackCard
 from codecut.probes.attacks.states import States
 from codecut.probes.plan import UnlearnPlan, apply
@@ -23,7 +32,7 @@ class AttackConfig:
     """The probes' settings. Checked when made: a value a probe cannot use is a `BadOption`
     naming the field."""
 
-    neighbours: int = 2  # facts per reference group: same subject, same relation, unrelated
+    neighbours: int = 5  # facts per reference group: same subject, same relation, unrelated
     shots: int = 3  # facts in the few-shot prefix
     new_tokens: int = 40  # length of each continuation
     samples: int = 5  # sampled continuations per prompt
@@ -112,6 +121,15 @@ def attack(
             config.relearn_facts,
             config.relearn_lora,
         ),
+        *relearn.probe_half(
+            model,
+            groups,
+            states,
+            config.relearn_steps,
+            config.relearn_lr or (1e-3 if config.relearn_lora else 1e-4),
+            config.relearn_lora,
+        ),
+        *unhooked.probe(model, groups, states),
         *quantize.probe(model, groups, states),
         *fluency.probe(model, texts or fluency.TEXTS, states),
     ]
