@@ -1,7 +1,7 @@
 """Many facts in one plan: how a plan's cost and damage grow with its size, 1 to 200 facts.
 
     python benchmarks/unlearn_many.py [--sizes 1,10,50,200] [--joint SIZES] [--seed 0]
-        [--out unlearn_many]
+        [--out unlearn_many] [--plans DIR]
 
 Facts: the country facts and the facts beyond them (benchmarks/data/country_facts.jsonl and
 other_facts.jsonl: capitals, languages, currencies, continents, a neighbour, US state capitals,
@@ -15,7 +15,10 @@ For each size, two ways to forget the same N facts:
   (`codecut.apply(model, *plans)`), what a user who asks one fact at a time ends with. Single
   plans are made once, in order, and shared by every size.
 `--joint` names the sizes to make joint plans for, when fewer than `--sizes` (the composed rows
-come at every size of `--sizes` anyway).
+come at every size of `--sizes` anyway). `--plans DIR` keeps each single plan as DIR/NNN.json
+(its `seconds` the request's wall time) and reads it back instead of asking again when it is
+there for the same fact: the single plans of a long run serve the next one (a joint plan of 200
+facts later, say), as long as the selector has not changed since.
 
 Measured for each, against the clean model:
 - forgotten: of the N facts' prompts and paraphrases the clean model answers, the share the plan
@@ -41,6 +44,7 @@ import random
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import country_facts
 import matplotlib.pyplot as plt
@@ -185,6 +189,28 @@ def write(rows: list[Row], single_seconds: list[float], command: str, name: str)
     )  # fmt: skip
 
 
+def single(
+    model: codecut.Model,
+    bottlenecks: list[codecut.Bottleneck],
+    fact: Fact,
+    pool: list[Fact],
+    plans: Path | None,
+    i: int,
+) -> codecut.UnlearnPlan:
+    """The single plan of `fact`: read from `plans`/NNN.json when it is there for this fact,
+    else asked for (and kept there)."""
+    path = plans / f"{i:03d}.json" if plans is not None else None
+    if path is not None and path.is_file():
+        plan = codecut.load_plan(path)
+        if plan.facts == [fact]:
+            return plan
+    plan = codecut.unlearn(model, bottlenecks, forget=[fact], pool=pool)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plan.save(path)
+    return plan
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -193,6 +219,7 @@ def main() -> None:
     ap.add_argument("--joint", help="the sizes to make joint plans for (default: --sizes)")
     ap.add_argument("--seed", type=int, default=0, help="the shuffle that orders the facts")
     ap.add_argument("--out", default="unlearn_many", help="the results' name")
+    ap.add_argument("--plans", type=Path, help="where single plans are kept and read back")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     joint = sorted(int(s) for s in args.joint.split(",")) if args.joint else sizes
@@ -214,10 +241,9 @@ def main() -> None:
         rows.append(meter.row("joint", n, [plan], time.time() - t))
         tqdm.write(str(rows[-1]))
         write(rows, single_seconds, command, args.out)
-    for fact in tqdm(facts[: sizes[-1]], desc="single plans"):
-        t = time.time()
-        singles.append(codecut.unlearn(model, bottlenecks, forget=[fact], pool=facts))
-        single_seconds.append(round(time.time() - t, 2))
+    for i, fact in enumerate(tqdm(facts[: sizes[-1]], desc="single plans")):
+        singles.append(single(model, bottlenecks, fact, facts, args.plans, i))
+        single_seconds.append(singles[-1].seconds)
         if len(singles) in sizes:
             n = len(singles)
             rows.append(meter.row("composed", n, singles, sum(single_seconds)))
