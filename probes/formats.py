@@ -96,8 +96,9 @@ def variant_prompts(
 def _fit(model: Model, prefix: str, prompts: list[str]) -> bool:
     """Whether every prompt after `prefix` is within the model's context (`Model.max_length`)."""
     limit = getattr(model, "max_length", None)
-    ids = model.tokenizer([prefix + p for p in prompts])["input_ids"]
-    return limit is None or max(map(len, ids)) <= limit
+    if limit is None:
+        return True
+    return max(map(len, model.tokenizer([prefix + p for p in prompts])["input_ids"])) <= limit
 
 
 def chat(model: Model, user: str) -> str:

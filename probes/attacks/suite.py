@@ -106,6 +106,7 @@ def attack(
     ]
     groups = {"forget": list(facts), **neighbours(model, facts, others, config.neighbours)}
     groups = {name: fs for name, fs in groups.items() if fs}
+    relearn_lr = config.relearn_lr or (1e-3 if config.relearn_lora else 1e-4)
     rows = [
         *format.probe(model, groups, others, states, config.shots),
         *hops.probe(model, groups, others, states),
@@ -117,7 +118,7 @@ def attack(
             others,
             states,
             config.relearn_steps,
-            config.relearn_lr or (1e-3 if config.relearn_lora else 1e-4),
+            relearn_lr,
             config.relearn_facts,
             config.relearn_lora,
         ),
@@ -126,7 +127,7 @@ def attack(
             groups,
             states,
             config.relearn_steps,
-            config.relearn_lr or (1e-3 if config.relearn_lora else 1e-4),
+            relearn_lr,
             config.relearn_lora,
         ),
         *unhooked.probe(model, groups, states),
