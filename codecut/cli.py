@@ -312,16 +312,21 @@ def print_plan(plan) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     """Fine-tune a model's weights so it forgets the facts; write the model directory."""
-    from codecut.probes.finetune.config import CLI_NAMES, finetune_config
+    from codecut.probes.finetune.config import CLI_NAMES, ROBUST, finetune_config
 
     forget = codecut.load_facts(args.forget)
     retain = codecut.load_facts(args.retain) if args.retain else None
     plan = codecut.load_plan(args.plan) if args.plan else None
     bottleneck = codecut.load_bottleneck(args.bottleneck) if args.bottleneck else None
     options = {
-        "params": args.params, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size
+        "params": args.params, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
+        "noise": args.noise, "texts": args.texts,
     }  # fmt: skip
     options = {k: v for k, v in options.items() if v is not None}
+    if args.robust:
+        if args.method != "bake":
+            raise BadOption(f"--robust is for --method bake, not {args.method}")
+        options = {**ROBUST, **options}
     with flags(CLI_NAMES):  # checked here first so that the messages name the flags
         finetune_config(forget, retain, args.method, plan=plan, save_dir=args.out, **options)
     result = codecut.finetune_unlearn(
@@ -529,6 +534,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="most optimizer steps (stops early once forgotten)")
     s.add_argument("--lr", type=float, help="learning rate")
     s.add_argument("--batch-size", type=int, help="sequences per set a step (default: all)")
+    s.add_argument(
+        "--robust",
+        action="store_true",
+        help="bake into weights moved toward noise first (UNDO), so relearning brings less "
+        "back; sets --noise 0.3 --texts 64 --steps 300 --lr 1e-4 unless given",
+    )
+    s.add_argument("--noise", type=float, help="bake: move the weights this far toward noise")
+    s.add_argument("--texts", type=int, help="bake: also distil on this many texts it writes")
     s.add_argument("--out", required=True, help="model directory to write (new or empty)")
     s.add_argument("--json", action="store_true", help="print the run's record as JSON")
     s.set_defaults(run=cmd_finetune)

@@ -12,7 +12,7 @@ import torch
 from codecut.probes.evaluate import answered, fact_accuracy
 from codecut.probes.finetune import METHODS, run, save
 from codecut.probes.finetune.data import Batch, Sequences, positions
-from codecut.probes.finetune.losses import DIVERGENCES
+from codecut.probes.finetune.losses import DIVERGENCES, toward_noise
 from codecut.probes.params import own_names
 
 from codecut import Fact, apply, finetune_unlearn, load_model, save_facts, unlearn
@@ -258,6 +258,7 @@ def test_cli_round_trip(task, tmp_path, capsys):
         ("out", "exists and is not empty"),
         ("bake", "--method bake needs a --plan"),
         ("retain", "--method graddiff needs --retain facts"),
+        ("robust", "--robust is for --method bake, not ga"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(task, tmp_path, capsys, case, message):
@@ -274,6 +275,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(task, tmp_path, capsys, ca
     method = {"method": "forget", "bake": "bake", "retain": "graddiff"}.get(case, "ga")
     argv = ["finetune", "--model", model.name, "--method", method, "--forget",
             str(tmp_path / "f.jsonl"), "--steps", "2", "--out", str(out)]  # fmt: skip
+    argv += ["--robust"] if case == "robust" else []
     before = sorted(p.name for p in tmp_path.rglob("*"))
     assert main(argv) == 2
     err = capsys.readouterr().err  # after the weights' loading bar, where the model loads
@@ -309,6 +311,26 @@ def test_api_bad_input(task):
         finetune_unlearn(model, [target], method="ga", batch_size=0)
     with pytest.raises(BadInput, match="method snap needs retain facts"):
         finetune_unlearn(model, [target], method="snap")
+    with pytest.raises(BadInput, match=r"method bake: noise must be a number in \[0, 1\)"):
+        finetune_unlearn(model, [target], method="bake", plan=object(), noise=1.0)
+    with pytest.raises(BadInput, match="method bake: texts must be a whole number >= 0"):
+        finetune_unlearn(model, [target], method="bake", plan=object(), texts=-1)
+    with pytest.raises(BadInput, match="train full weights .* not LoRA adapters"):
+        finetune_unlearn(model, [target], method="bake", plan=object(), noise=0.3, params="lora")
+
+
+def testtoward_noise_moves_the_matrices_only():
+    """UNDO's perturbation: W <- (1 - a) W + a std(W) eps on matrices, the same for a seed;
+    vectors (norm scales, biases) stay."""
+    matrix, vector = torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.ones(32))
+    before = matrix.detach().clone()
+    again = torch.nn.Parameter(before.clone())
+    toward_noise([matrix, vector], 0.3, seed=1)
+    toward_noise([again], 0.3, seed=1)
+    assert torch.equal(vector, torch.ones(32)) and torch.equal(matrix, again)
+    moved = matrix.detach() - 0.7 * before  # the noise part: 0.3 std(W) eps
+    assert abs(moved.std().item() - 0.3 * before.std().item()) < 0.03
+    assert abs(torch.corrcoef(torch.stack([moved.flatten(), before.flatten()]))[0, 1]) < 0.1
 
 
 @pytest.mark.parametrize("where", ["training", "saving"])

@@ -24,7 +24,11 @@ MIN_STEPS = 5  # before an early stop (or every step, when fewer): one lucky ste
 CLI_NAMES = {
     "method": "--method", "retain": "--retain", "plan": "--plan", "params": "--params",
     "steps": "--steps", "lr": "--lr", "batch_size": "--batch-size", "save_dir": "--out",
+    "noise": "--noise", "texts": "--texts",
 }  # fmt: skip
+# `bake --robust` (UNDO): what it sets unless given. The student starts from weights moved 30%
+# toward noise, so it needs more steps and a larger step than a plain bake to relearn.
+ROBUST = {"noise": 0.3, "texts": 64, "steps": 300, "lr": 1e-4}
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ class FinetuneConfig:
         if self.batch_size is not None:
             check_whole("batch_size", self.batch_size, 1)
         if self.params is not None:
+            if self.options.get("noise") and params_.parse(self.params)[0] == "lora":
+                raise BadOption(
+                    "noise moves the trained weights toward noise: train full weights "
+                    "(params all, last:N or mlp:A-B), not LoRA adapters",
+                    "params",
+                )
             params_.parse(self.params)
         object.__setattr__(self, "options", {**known, **self.options})
 

@@ -123,6 +123,21 @@ def sequences(model: Model, facts: list[Fact]) -> Sequences:
     return Sequences(ids.to(device), mask.to(device), answer.to(device), special.to(device))
 
 
+def text_sequences(model: Model, texts: list[str], max_tokens: int) -> Sequences:
+    """Plain texts, each cut to its first `max_tokens` tokens, as sequences with no answer:
+    every real token is a prompt token, whose next-token distribution a loss can read."""
+    tok = model.tokenizer
+    rows = [tok(t)["input_ids"][:max_tokens] for t in texts]
+    ids = torch.full((len(rows), max(map(len, rows))), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    special = torch.isin(ids, torch.tensor(tok.all_special_ids))
+    answer = torch.zeros_like(ids, dtype=torch.bool)
+    return Sequences(*(t.to(model.device) for t in (ids, mask, answer, special)))
+
+
 def logits(model: Model, seqs: Sequences) -> torch.Tensor:
     """[N, T, vocab] logits of the model on the sequences (with gradients when enabled)."""
     return model(seqs.ids, seqs.mask)

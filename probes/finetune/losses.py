@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from codecut.codebook import Bottleneck
+from codecut.codebook.corpus import generated_texts
 from codecut.probes.antisamples import make_antisamples
 from codecut.probes.finetune.data import (
     Batch,
@@ -27,6 +28,7 @@ from codecut.probes.finetune.data import (
     positions,
     sequences,
     take,
+    text_sequences,
     token_logprobs,
 )
 from codecut.probes.plan import UnlearnPlan, apply
@@ -169,24 +171,53 @@ def rmu(
 
 
 def bake(
-    model: Model, data: Data, *, plan: UnlearnPlan, bottleneck: Bottleneck | None = None
+    model: Model,
+    data: Data,
+    *,
+    plan: UnlearnPlan,
+    bottleneck: Bottleneck | None = None,
+    noise: float = 0.0,
+    texts: int = 0,
+    seed: int = 0,
+    weights: list[nn.Parameter] = (),
 ) -> Loss:
     """A zero-shot plan made permanent: distil the model with the plan applied (the teacher)
     into the weights (the student, no hook attached), on the prompts of the forget and retain
     facts (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network", at temperature 1):
 
         L = mean_forget prompt positions KL(p_plan || p_theta) + mean_retain positions KL(p_plan || p_theta)
+            [+ mean_text positions KL(p_plan || p_theta)]
 
     over the next-token distributions at every prompt position (the last one predicts the
-    answer). Forget and retain positions weigh equally, so a few forget prompts are not drowned
-    by many retain ones. The teacher is the model as it is before training with `plan` applied
-    (`bottleneck`: the plan's, when it is not in the plan); its distributions on these fixed
-    prompts are computed once, before the first step.
+    answer). Each set weighs the same, so a few forget prompts are not drowned by many retain
+    ones. The teacher is the model as it is before training with `plan` applied (`bottleneck`:
+    the plan's, when it is not in the plan); its distributions on these fixed prompts are
+    computed once, before the first step.
+
+    The robust form (`codecut finetune --method bake --robust`) follows UNDO (Lee et al. 2025,
+    "Distillation Robustifies Unlearning", arXiv 2506.06278): a student that starts from the
+    teacher's own weights inherits what the hook only hides, so after the teacher's
+    distributions are taken, every trained matrix is moved toward noise,
+
+        W <- (1 - noise) * W + noise * std(W) * eps,   eps ~ N(0, 1) (drawn from `seed`),
+
+    (norm scales and biases are kept), and the student relearns from the teacher what it should
+    know. `texts` > 0 adds that many texts the model writes (before training, from the facts'
+    subjects, `TEXT_TOKENS` tokens each) as a third set, so the student also relearns to write.
     """
-    parts = [s for s in (data.forget, data.retain) if s is not None]
+    text = None
+    if texts:
+        subjects = list(dict.fromkeys(f.subject for f in data.forget_facts + data.retain_facts))
+        written = generated_texts(model, texts, TEXT_TOKENS, seed=seed, prompts=subjects)
+        text = text_sequences(model, written, TEXT_TOKENS)
+    parts = [s for s in (data.forget, data.retain, text) if s is not None]
     with torch.no_grad(), apply(model, plan, bottleneck=bottleneck):
         teachers = [logits(model, s)[s.prompt].float().log_softmax(-1) for s in parts]
+    if text is not None:  # float16 is close enough for a target and halves what the texts hold
+        teachers[-1] = teachers[-1].half()
     indices = [positions(s.prompt) for s in parts]
+    if noise:
+        toward_noise(weights, noise, seed)
 
     def loss(batch: Batch) -> torch.Tensor:
         total = torch.zeros((), device=model.device)
@@ -194,11 +225,25 @@ def bake(
             rows = batch.rows(seqs)
             some = take(seqs, rows)
             student = logits(model, some)[some.prompt].float().log_softmax(-1)
-            fixed = teacher[index[rows][some.prompt]]
+            fixed = teacher[index[rows][some.prompt]].float()
             total = total + F.kl_div(student, fixed, log_target=True, reduction="batchmean")
         return total
 
     return loss
+
+
+TEXT_TOKENS = 48  # tokens of each text the robust bake distils on
+
+
+@torch.no_grad()
+def toward_noise(weights: list[nn.Parameter], noise: float, seed: int) -> None:
+    """UNDO's perturbation, in place: each matrix W <- (1 - noise) W + noise std(W) eps."""
+    gen = torch.Generator().manual_seed(seed)
+    for w in weights:
+        if w.dim() >= 2:
+            scale = noise * w.float().std().item()
+            eps = torch.randn(w.shape, generator=gen).to(w.device, w.dtype)
+            w.mul_(1 - noise).add_(eps * scale)
 
 
 def _with_answer(model: Model, facts: list[Fact], answer: str) -> Sequences:
@@ -351,6 +396,12 @@ FROM_RUN = {"plan", "bottleneck", "seed", "weights"}  # keyword arguments that a
 
 def check_options(method: str, options: dict) -> None:
     """A one-line error for an option value the method cannot use."""
+    noise = options.get("noise", 0.0)
+    if not (isinstance(noise, (int, float)) and 0 <= noise < 1):
+        raise BadInput(f"method {method}: noise must be a number in [0, 1), got {noise!r}")
+    texts = options.get("texts", 0)
+    if not (isinstance(texts, int) and not isinstance(texts, bool) and texts >= 0):
+        raise BadInput(f"method {method}: texts must be a whole number >= 0, got {texts!r}")
     if "divergence" in options and options["divergence"] not in DIVERGENCES:
         raise BadInput(f"divergence {options['divergence']!r}: use one of {', '.join(DIVERGENCES)}")
     if "template" in options and not (

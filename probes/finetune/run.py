@@ -98,10 +98,9 @@ def finetune_unlearn(
     with adapted(student, config.params, config.seed) as weights:
         given = {"plan": plan, "bottleneck": bottleneck, "seed": config.seed, "weights": weights}
         extra = {k: v for k, v in given.items() if k in wanted}
+        done = _done(student, data, plan, bottleneck)  # before a method moves the weights
         loss = METHODS[method](student, data, **config.options, **extra)
-        losses, stopped = _train(
-            student, loss, weights, config, _done(student, data, plan, bottleneck)
-        )
+        losses, stopped = _train(student, loss, weights, config, done)
     after = _measure(student, forget, retain)
     record = FinetuneRecord(
         config=config,
