@@ -246,6 +246,42 @@ def test_cli_round_trip(task, tmp_path, capsys):
     assert not table["facts"][0]["correct"]
 
 
+def test_robust_bake_from_the_command_line(runs, task, plan, tmp_path, capsys):
+    """`finetune --method bake --robust`: the weights start moved toward noise (a matrix ends
+    far from the user's, where a plain bake moves it by little), the student copies the plan
+    hook-free (the target gone, every neighbour answered where the plan answers it: the early
+    stop), and the directory loads with --model DIR. (Whether it resists relearning is measured,
+    not tested: docs/finetune.md.)"""
+    model, target, neighbours = task
+    save_facts([target], tmp_path / "f.jsonl")
+    save_facts(neighbours, tmp_path / "r.jsonl")
+    plan.save(tmp_path / "plan.json")
+    out = tmp_path / "m"
+    argv = ["finetune", "--model", model.name, "--method", "bake", "--robust", "--plan",
+            str(tmp_path / "plan.json"), "--forget", str(tmp_path / "f.jsonl"), "--retain",
+            str(tmp_path / "r.jsonl"), "--texts", "16", "--steps", "60", "--lr", str(LR),
+            "--out", str(out), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    options = record["config"]["options"]
+    assert (options["noise"], options["texts"]) == (0.3, 16)  # --robust's noise, the given texts
+    assert record["forget_accuracy"]["after"] == 0 and record["stopped_early"]
+    baked = load_model(out)
+    assert not answered(baked, [target]).any()
+    with apply(model, plan):
+        by_plan = answered(model, neighbours)
+    assert torch.equal(answered(baked, neighbours), by_plan)
+    mine = {k: w for k, w in runs.weights_by_name.items() if w.dim() == 2}
+
+    def moved(other) -> list[float]:
+        theirs = own_names(other.hf)
+        return [((theirs[k] - w).norm() / w.norm()).item() for k, w in mine.items()]
+
+    robust, plain = moved(baked), moved(runs("bake").model)
+    # here: every matrix 0.42-0.45 of its norm away (noise 0.3), a plain bake's 0.05-0.13
+    assert min(robust) > 0.3 and max(plain) < 0.25, (min(robust), max(plain))
+
+
 @pytest.mark.parametrize(
     "case, message",
     [
