@@ -327,6 +327,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         if args.method != "bake":
             raise BadOption(f"--robust is for --method bake, not {args.method}")
         options = {**ROBUST, **options}
+        options["min_steps"] = min(options["min_steps"], options["steps"])
     with flags(CLI_NAMES):  # checked here first so that the messages name the flags
         finetune_config(forget, retain, args.method, plan=plan, save_dir=args.out, **options)
     result = codecut.finetune_unlearn(
@@ -538,7 +539,8 @@ def parser() -> argparse.ArgumentParser:
         "--robust",
         action="store_true",
         help="bake into weights moved toward noise first (UNDO), so relearning brings less "
-        "back; sets --noise 0.3 --texts 64 --steps 300 --lr 1e-4 unless given",
+        "back; sets --noise 0.6 --texts 64 --steps 300 --lr 1e-4 and at least 100 steps "
+        "unless given",
     )
     s.add_argument("--noise", type=float, help="bake: move the weights this far toward noise")
     s.add_argument("--texts", type=int, help="bake: also distil on this many texts it writes")

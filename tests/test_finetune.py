@@ -249,9 +249,9 @@ def test_cli_round_trip(task, tmp_path, capsys):
 def test_robust_bake_from_the_command_line(runs, task, plan, tmp_path, capsys):
     """`finetune --method bake --robust`: the weights start moved toward noise (a matrix ends
     far from the user's, where a plain bake moves it by little), the student copies the plan
-    hook-free (the target gone, every neighbour answered where the plan answers it: the early
-    stop), and the directory loads with --model DIR. (Whether it resists relearning is measured,
-    not tested: docs/finetune.md.)"""
+    hook-free after its 30 steps (the target gone, every neighbour answered where the plan
+    answers it), and the directory loads with --model DIR. Whether it resists relearning is
+    measured, not tested (docs/finetune.md)."""
     model, target, neighbours = task
     save_facts([target], tmp_path / "f.jsonl")
     save_facts(neighbours, tmp_path / "r.jsonl")
@@ -259,13 +259,14 @@ def test_robust_bake_from_the_command_line(runs, task, plan, tmp_path, capsys):
     out = tmp_path / "m"
     argv = ["finetune", "--model", model.name, "--method", "bake", "--robust", "--plan",
             str(tmp_path / "plan.json"), "--forget", str(tmp_path / "f.jsonl"), "--retain",
-            str(tmp_path / "r.jsonl"), "--texts", "16", "--steps", "60", "--lr", str(LR),
-            "--out", str(out), "--json"]  # fmt: skip
+            str(tmp_path / "r.jsonl"), "--noise", "0.3", "--texts", "16", "--steps", "30",
+            "--lr", str(LR), "--out", str(out), "--json"]  # fmt: skip
     assert main(argv) == 0
     record = json.loads(capsys.readouterr().out)
     options = record["config"]["options"]
-    assert (options["noise"], options["texts"]) == (0.3, 16)  # --robust's noise, the given texts
-    assert record["forget_accuracy"]["after"] == 0 and record["stopped_early"]
+    assert (options["noise"], options["texts"]) == (0.3, 16)  # as given
+    assert record["config"]["min_steps"] == 30  # --robust's 100, at most --steps
+    assert record["forget_accuracy"]["after"] == 0 and record["steps_run"] == 30
     baked = load_model(out)
     assert not answered(baked, [target]).any()
     with apply(model, plan):
