@@ -10,6 +10,7 @@ from codecut.probes.selector.attribution import Probe, probe_facts, relation_val
 from codecut.probes.selector.config import ALL_FORMATS, FORMATS, SHOTS, SelectConfig
 from codecut.probes.selector.retain import UNRELATED_PER_RELATION, default_retain, in_formats
 from codecut.probes.selector.search import _forget_probe, _Search
+from codecut.probes.selector.unlearn import _default_retain_by_subject
 
 
 def findar(w):
@@ -46,6 +47,30 @@ def test_a_relation_and_subject_the_pool_does_not_hold(world):
     assert Counter(f.relation for f in retain) == {
         r: UNRELATED_PER_RELATION for r in w.relations if r != "color"
     }
+
+
+def test_a_joint_request_checks_each_subject_against_the_others_forget_facts(world):
+    """One plan of many facts: a subject's cuts are checked against the neighbours of every
+    forget fact and against the other subjects' forget facts too (as their single plans
+    would be), never against its own; so no cut may take a whole relation because the
+    relation's other facts are to be forgotten as well."""
+    model, w = world
+    facts = w.facts("all")
+    colours = known(model, [f for f in facts if f.relation == "color"])
+    first = [f for f in facts if f.subject == colours[0].subject and f.relation != "color"]
+    forget = colours[:3] + known(model, first)[:1]
+    by_subject = _default_retain_by_subject(model, forget, facts)
+    everyone = default_retain(model, forget, facts)
+    assert list(by_subject) == list(dict.fromkeys(f.subject for f in forget))
+    for subject, retain in by_subject.items():
+        keys = {(f.subject, f.relation) for f in retain}
+        mine = {(f.subject, f.relation) for f in forget if f.subject == subject}
+        relations = {r for _, r in mine}
+        theirs = {(f.subject, f.relation) for f in forget if f.subject != subject}
+        theirs = {(s, r) for s, r in theirs if r in relations}  # near: of its relations
+        assert theirs  # the other subjects' colours
+        assert not keys & mine and theirs <= keys
+        assert {(f.subject, f.relation) for f in everyone} <= keys
 
 
 def test_nothing_known_is_an_error(world):
