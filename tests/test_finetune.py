@@ -356,7 +356,7 @@ def test_api_bad_input(task):
         finetune_unlearn(model, [target], method="bake", plan=object(), noise=0.3, params="lora")
 
 
-def testtoward_noise_moves_the_matrices_only():
+def test_toward_noise_moves_the_matrices_only():
     """UNDO's perturbation: W <- (1 - a) W + a std(W) eps on matrices, the same for a seed;
     vectors (norm scales, biases) stay."""
     matrix, vector = torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.ones(32))

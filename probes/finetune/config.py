@@ -84,13 +84,13 @@ class FinetuneConfig:
         if self.batch_size is not None:
             check_whole("batch_size", self.batch_size, 1)
         if self.params is not None:
-            if self.options.get("noise") and params_.parse(self.params)[0] == "lora":
+            kind, _, _ = params_.parse(self.params)
+            if self.options.get("noise") and kind == "lora":
                 raise BadOption(
                     "noise moves the trained weights toward noise: train full weights "
                     "(params all, last:N or mlp:A-B), not LoRA adapters",
                     "params",
                 )
-            params_.parse(self.params)
         object.__setattr__(self, "options", {**known, **self.options})
 
     def to_dict(self) -> dict[str, Any]:

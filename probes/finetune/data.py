@@ -109,8 +109,23 @@ def sequences(model: Model, facts: list[Fact]) -> Sequences:
             prompt = tok(p)["input_ids"]
             rows.append(prompt + answer)
             answers.append(len(answer))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    seqs = _padded(model, rows, answers)
+    model.check_length(seqs.mask, [f"{p} {f.answer}" for f in facts for p in f.prompts])
+    return seqs
+
+
+def text_sequences(model: Model, texts: list[str], max_tokens: int) -> Sequences:
+    """Plain texts, each cut to its first `max_tokens` tokens, as sequences with no answer:
+    every real token is a prompt token, whose next-token distribution a loss can read."""
+    rows = [model.tokenizer(t)["input_ids"][:max_tokens] for t in texts]
+    return _padded(model, rows, [0] * len(rows))
+
+
+def _padded(model: Model, rows: list[list[int]], answers: list[int]) -> Sequences:
+    """Token rows right-padded on the model's device, the last `answers[i]` tokens of row i
+    marked as its answer."""
+    tok = model.tokenizer
+    ids = torch.full((len(rows), max(map(len, rows))), tok.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     answer = torch.zeros_like(ids, dtype=torch.bool)
     for i, (row, n) in enumerate(zip(rows, answers)):
@@ -118,23 +133,6 @@ def sequences(model: Model, facts: list[Fact]) -> Sequences:
         mask[i, : len(row)] = 1
         answer[i, len(row) - n : len(row)] = True
     special = torch.isin(ids, torch.tensor(tok.all_special_ids))
-    model.check_length(mask, [f"{p} {f.answer}" for f in facts for p in f.prompts])
-    device = model.device
-    return Sequences(ids.to(device), mask.to(device), answer.to(device), special.to(device))
-
-
-def text_sequences(model: Model, texts: list[str], max_tokens: int) -> Sequences:
-    """Plain texts, each cut to its first `max_tokens` tokens, as sequences with no answer:
-    every real token is a prompt token, whose next-token distribution a loss can read."""
-    tok = model.tokenizer
-    rows = [tok(t)["input_ids"][:max_tokens] for t in texts]
-    ids = torch.full((len(rows), max(map(len, rows))), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    special = torch.isin(ids, torch.tensor(tok.all_special_ids))
-    answer = torch.zeros_like(ids, dtype=torch.bool)
     return Sequences(*(t.to(model.device) for t in (ids, mask, answer, special)))
 
 

@@ -8,9 +8,8 @@ Each forget fact gets its own search (`select`), against the retain set given, o
 against the neighbours of every forget fact and those of its subject's facts asked alone (the
 other subjects' forget facts among them, so that no cut reaches across a relation because the
 relation's other facts are to be forgotten too); retain prompts are measured once for all of
-them (`RetainCache`). The plan holds every fact's
-ablations, and its results measure every fact and the retain set (the union, less the forget
-facts) before and after the whole plan.
+them (`RetainCache`). The plan holds every fact's ablations, and its results measure every
+fact and the retain set (the union, less the forget facts) before and after the whole plan.
 
 Given several bottlenecks (at different hooks), a fact whose search in the first does not remove
 it from every prompt and format is searched again in the next, with the cut found so far in
