@@ -1,6 +1,6 @@
-"""Build a public fact set from the `countryinfo` package and keep the facts SmolLM2 knows.
+"""Build a public fact set from the `countryinfo` package and keep the facts a model knows.
 
-    python benchmarks/country_facts.py [--model smollm2-135m-instruct]
+    python benchmarks/country_facts.py [--model smollm2-135m-instruct | gemma3-270m]
 
 Source: `countryinfo` 1.0.1 (offline data for ~250 countries and territories; a dev dependency).
 Five relations, one fact per country where the package defines it:
@@ -26,7 +26,9 @@ SmolLM2's greedy next token
   1. after the main prompt,
   2. after at least 2 of its 3 paraphrases, and
   3. after the main prompt in the chat format (the prompt asked as the user's turn of the chat
-     template, the assistant's turn begun with the prompt: `formats.chat(model, ask(p)) + p`).
+     template, the assistant's turn begun with the prompt: `formats.chat(model, ask(p)) + p`),
+     where the model has a chat template. A base model (Gemma 3 270M) has none, so the format
+     does not exist for it and is not a check: its facts pass 1 and 2.
 Only the answered paraphrases are written (an unanswered one cannot be forgotten). The question
 format ("Q: <prompt> what?\nA:", `codecut.probes.formats.question`) is measured and
 recorded per candidate, not filtered on. Nothing else decides whether a fact is kept. Formats
@@ -38,7 +40,8 @@ only 10 facts passed, too few for a benchmark of 60 requests; the chat format to
 That change was made after seeing these knowledge counts only, before any unlearning was run.
 
 Writes benchmarks/data/country_facts.jsonl (codecut's Fact JSONL), country_facts.md (counts per
-relation before and after the filter) and country_facts_candidates.csv (every candidate's checks).
+relation before and after the filter) and country_facts_candidates.csv (every candidate's checks);
+for a model other than the default, country_facts_<model>.* beside them.
 The output is deterministic: the same package, model and code give the same files.
 """
 
@@ -56,6 +59,7 @@ from tqdm.auto import tqdm
 
 import codecut
 from codecut.core.io import markdown_table, write_text
+from codecut.core.models import DEFAULT_MODEL
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -186,7 +190,7 @@ class Candidate:
     main: bool = False
     paraphrases_answered: int = 0
     question: bool = False
-    chat: bool = False
+    chat: bool | None = False  # None: the model has no chat template
     kept: bool = False
 
 
@@ -278,17 +282,19 @@ def check(model: codecut.Model, facts: list[codecut.Fact], chunk: int = 32) -> l
         main += model.answer_scores([f.prompt for f in part], [f.answer for f in part])[1].tolist()
     rows = [Candidate(f.subject, f.relation, f.answer, bool(ok)) for f, ok in zip(facts, main)]
     known = [(f, r) for f, r in zip(facts, rows) if r.main]
+    has_chat = bool(getattr(model.tokenizer, "chat_template", None))
     for i in tqdm(range(0, len(known), chunk), desc="scoring paraphrases and formats"):
         part = known[i : i + chunk]
         # Short prompts first, the long chat ones together: a batch pads to its longest prompt.
         asked = [(q, f.answer) for f, _ in part for q in [*f.paraphrases, question(f.prompt)]]
-        asked += [(chat(model, ask(f.prompt)) + f.prompt, f.answer) for f, _ in part]
+        if has_chat:
+            asked += [(chat(model, ask(f.prompt)) + f.prompt, f.answer) for f, _ in part]
         ok = model.answer_scores([q for q, _ in asked], [a for _, a in asked])[1].tolist()
         for n, (f, row) in enumerate(part):
             *para, row.question = ok[n * 4 : n * 4 + 4]  # 3 paraphrases, the question format
-            row.chat = ok[4 * len(part) + n]
+            row.chat = ok[4 * len(part) + n] if has_chat else None
             row.paraphrases_answered = sum(para)
-            row.kept = row.paraphrases_answered >= MIN_PARAPHRASES and row.chat
+            row.kept = row.paraphrases_answered >= MIN_PARAPHRASES and row.chat is not False
             f.paraphrases = [p for p, a in zip(f.paraphrases, para) if a]
     return rows
 
@@ -297,6 +303,7 @@ def summary_table(rows: list[Candidate]) -> pd.DataFrame:
     """Counts per relation: candidates, each check passed, kept."""
     table = pd.DataFrame([asdict(r) for r in rows])
     table["paraphrases_ok"] = table["paraphrases_answered"] >= MIN_PARAPHRASES
+    table["chat"] = table["chat"].astype("boolean").fillna(False)  # no template: 0 answered
     counts = table.groupby("relation", sort=False).agg(
         candidates=("subject", "size"),
         main=("main", "sum"),
@@ -314,33 +321,38 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     args = ap.parse_args()
     model = codecut.load_model(args.model)
+    name = data_name(args.model)
     facts = candidate_facts()
     prefer_case(model, facts)
     rows = check(model, facts)
     kept = [f for f, r in zip(facts, rows) if r.kept]
     DATA.mkdir(exist_ok=True)
-    codecut.save_facts(kept, DATA / "country_facts.jsonl")
-    write_text(
-        DATA / "country_facts_candidates.csv", pd.DataFrame(map(asdict, rows)).to_csv(index=False)
-    )
+    codecut.save_facts(kept, DATA / f"{name}.jsonl")
+    write_text(DATA / f"{name}_candidates.csv", pd.DataFrame(map(asdict, rows)).to_csv(index=False))
     counts = summary_table(rows)
     md = (
         f"# Country facts ({args.model})\n\n    python benchmarks/country_facts.py "
         f"--model {args.model}\n\nSource: countryinfo {_version()}. Kept: the answer is the "
         f"greedy next token after the main prompt, at least {MIN_PARAPHRASES} of 3 "
-        "paraphrases and the main prompt in the chat format (the chat template, assistant turn "
+        "paraphrases and the main prompt in the chat format where the model has a chat template "
+        "(the chat template, assistant turn "
         "begun with the prompt); `question` (`Q: <prompt> what?\\nA:`) is recorded, not "
         "filtered on. Paraphrases and formats are scored only where the main prompt is "
         "answered. A first rule that required the question format instead of chat kept 10 "
         "facts (SmolLM2 answered that format on 16 of 989 candidates); see the script's "
-        "docstring. Every candidate's checks: `country_facts_candidates.csv`.\n\n"
+        f"docstring. Every candidate's checks: `{name}_candidates.csv`.\n\n"
     )
     md += markdown_table(counts) + "\n"
-    write_text(DATA / "country_facts.md", md)
+    write_text(DATA / f"{name}.md", md)
     print(markdown_table(counts))
+
+
+def data_name(model: str) -> str:
+    """The fact files' name: country_facts for the default model, country_facts_<model> else."""
+    return "country_facts" if model == DEFAULT_MODEL else f"country_facts_{model}"
 
 
 def _version() -> str:

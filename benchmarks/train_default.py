@@ -1,18 +1,19 @@
-"""Train the shipped bottleneck for SmolLM2-135M-Instruct and write its card.
+"""Train a model's shipped bottleneck and write its card (SmolLM2-135M-Instruct by default;
+`--model gemma3-270m` for Gemma 3 270M).
 
     python benchmarks/train_default.py --hook blocks.12.hook_out --codes 8192 --k 32 \
         --tokens 2000000 --unique-tokens 450000 --generated 128 --entity-samples 1024 \
         --package-chars 1600000 --minutes 32
 
 trains it as it was trained (the command its card records) into --out, by default
-codebook/shipped/smollm2-135m-instruct.
+codebook/shipped/<model>.
 
 The corpus is what codecut's default gives (model samples, package prose) plus the example
 facts' prompts completed with their answers, so the codes cover the facts users will
 ask to forget. Afterwards it measures, in strict mode (no error term), how many of the example
 facts the model still answers, and writes README.md (the card) next to the weights, and a JSON
-copy of the numbers to benchmarks/results/bottleneck_smollm2.json (bottleneck_smollm2_<hash>.json
-when --out is not the shipped directory).
+copy of the numbers to benchmarks/results/bottleneck_<model>.json (bottleneck_<model>_<hash>.json
+when --out is not the shipped directory; <model> is "smollm2" for the default).
 
     python benchmarks/train_default.py --measure-only
 
@@ -21,7 +22,8 @@ measures the bottleneck already in --out again and rewrites its card.
     python benchmarks/train_default.py --compare-layers 6,12,18 --tokens 150000 --unlearn-facts 6 ...
 
 trains one small bottleneck per layer and reports reconstruction, strict fact retention and
-how well single-fact unlearning works through it.
+how well single-fact unlearning works through it (on the facts the model knows), into
+benchmarks/results/bottleneck_layers.json (bottleneck_layers_<model>.json for another model).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 import torch
 from codecut.codebook import TrainConfig, attach, load_bottleneck, train_bottleneck
 from codecut.codebook.corpus import GENERATED_TEXTS, PACKAGE_CHARS, default_corpus, entity_prompts
-from codecut.codebook.train import DEFAULT_HOOK
+from codecut.codebook.train import default_hook
 from codecut.probes.evaluate import answered
 from common import RESULTS, command_line, machine, write_json
 from unlearn import request, spread, summarize  # benchmarks/unlearn.py, beside this script
@@ -44,6 +46,7 @@ from unlearn import request, spread, summarize  # benchmarks/unlearn.py, beside 
 import codecut
 from codecut.core.facts import example_facts
 from codecut.core.io import write_text
+from codecut.core.models import DEFAULT_MODEL, REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("train_default")
@@ -83,7 +86,12 @@ def kept(model, facts, bottleneck) -> dict:
     }
 
 
-def card(bn, facts_result: dict, out: Path, entity_samples: int) -> str:
+def short(model: str) -> str:
+    """The model's name in results files: "smollm2" for the default (the files' first name)."""
+    return "smollm2" if model == DEFAULT_MODEL else model
+
+
+def card(bn, facts_result: dict, out: Path, entity_samples: int, title: str) -> str:
     m, t, f = bn.cfg.extra["metrics"], bn.cfg.extra["train"], facts_result
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 2**20
     passes = t["tokens"] / max(t["unique_tokens"], 1)
@@ -93,7 +101,7 @@ def card(bn, facts_result: dict, out: Path, entity_samples: int) -> str:
         if entity_samples
         else ""
     )
-    return f"""# Shipped bottleneck: SmolLM2-135M-Instruct, `{bn.hook}`
+    return f"""# Shipped bottleneck: {title}, `{bn.hook}`
 
 A TopK sparse autoencoder: {bn.n_codes} codes, k = {bn.cfg.k} active per token, unit-norm
 decoder rows, stored in bf16 ({size:.1f} MB). sae-lens layout: `sae_lens.SAE.load_from_disk`
@@ -107,7 +115,7 @@ Content hash `{bn.content_hash}`.
 {t["tokens"]:,} training activations ({t["unique_tokens"]:,} distinct, {passes:.1f} passes),
 batch {t["batch_size"]}, Adam lr {t["lr"]:.2g}, AuxK for dead codes, {t["seconds"] / 60:.0f} min on
 {machine()} (a shared 2-core CPU, no GPU).
-Corpus: {t["texts"]} texts: SmolLM2's own samples from 40 seed prompts{entities}, package READMEs
+Corpus: {t["texts"]} texts: {title}'s own samples from 40 seed prompts{entities}, package READMEs
 and stdlib docstrings found on this machine, and the prompts of `examples/facts/*.jsonl`
 completed with their answers. Special tokens and positions with norm > 5x the median (limit
 {bn.cfg.norm_limit:.1f}) were left out and are passed through unchanged when attached.
@@ -137,10 +145,10 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(REGISTRY))
     # Defaults: the library's (TrainConfig, corpus), so that a bare run trains what
     # `codecut train` would on this corpus.
-    ap.add_argument("--hook", default=DEFAULT_HOOK)
+    ap.add_argument("--hook", default=None, help="default: the library's (40%% of the layers)")
     ap.add_argument("--codes", type=int, default=TrainConfig.n_codes)
     ap.add_argument("--k", type=int, default=TrainConfig.k)
     ap.add_argument("--tokens", type=int, default=TrainConfig.tokens)
@@ -154,9 +162,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--entity-samples", type=int, default=0, help="model samples about countries/cities/people"
     )
-    ap.add_argument(
-        "--out", type=Path, default=ROOT / "codebook" / "shipped" / "smollm2-135m-instruct"
-    )
+    ap.add_argument("--out", type=Path, default=None, help="default: codebook/shipped/<model>")
     ap.add_argument(
         "--measure-only",
         action="store_true",
@@ -178,8 +184,10 @@ def main() -> None:
     args = parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = command_line(__file__)
+    args.out = args.out or shipped_dir(args.model)
 
     model = codecut.load_model(args.model)
+    args.hook = args.hook or default_hook(model)
     facts = example_facts()
     if args.measure_only:
         write_card(model, facts, args)
@@ -193,6 +201,9 @@ def main() -> None:
         n_entity=args.entity_samples,
     )
     if args.compare_layers:
+        # Unlearning is asked of facts the model knows, with those as the pool.
+        known = [f for f, ok in zip(facts, codecut.evaluate(model, facts)["correct"]) if ok]
+        layers = "bottleneck_layers" + ("" if args.model == DEFAULT_MODEL else f"_{args.model}")
         rows = []
         for layer in args.compare_layers.split(","):
             t0 = time.time()
@@ -200,7 +211,7 @@ def main() -> None:
                 model, hook=f"blocks.{layer}.hook_out", kind="topk", n_codes=args.codes, k=args.k, tokens=args.tokens,
                 texts=corpus, unique_tokens=args.unique_tokens, batch_size=args.batch_size, command=command,
             )  # fmt: skip
-            requests = [request(model, bn, f, facts) for f in spread(facts)[: args.unlearn_facts]]
+            requests = [request(model, bn, f, known) for f in spread(known)[: args.unlearn_facts]]
             rows.append(
                 {
                     "hook": bn.hook,
@@ -217,7 +228,7 @@ def main() -> None:
             )
             log.info("%s", rows[-1])
             # After every layer, so that an interrupted run keeps what it measured.
-            write_json(RESULTS / "bottleneck_layers.json", {"command": command, "rows": rows})
+            write_json(RESULTS / f"{layers}.json", {"command": command, "rows": rows})
         return
     bn = train_bottleneck(
         model, hook=args.hook, kind="topk", n_codes=args.codes, k=args.k, tokens=args.tokens, texts=corpus,
@@ -228,13 +239,19 @@ def main() -> None:
     write_card(model, facts, args)
 
 
+def shipped_dir(model: str) -> Path:
+    """Where the model's shipped bottleneck lives: codebook/shipped/<registry name>."""
+    return ROOT / "codebook" / "shipped" / model
+
+
 def write_card(model, facts, args) -> None:
     """Measure the bottleneck in `args.out` on the example facts; write its card and results."""
     bn = load_bottleneck(args.out)
     result = kept(model, facts, bn)
     # The corpus it was trained on, read back from its recorded command.
     trained = parser().parse_args(shlex.split(bn.cfg.extra["train"]["command"])[2:])
-    write_text(args.out / "README.md", card(bn, result, args.out, trained.entity_samples))
+    title = REGISTRY[args.model].hf_name.split("/")[-1]
+    write_text(args.out / "README.md", card(bn, result, args.out, trained.entity_samples, title))
     summary = {
         "command": bn.cfg.extra["train"]["command"],
         "hook": bn.hook,
@@ -244,8 +261,8 @@ def write_card(model, facts, args) -> None:
     }
     # Only the shipped bottleneck's summary takes the plain name; a trial run elsewhere is kept
     # beside it under its content hash.
-    shipped = args.out.resolve() == parser().get_default("out").resolve()
-    name = "bottleneck_smollm2" if shipped else f"bottleneck_smollm2_{bn.content_hash[:8]}"
+    shipped = args.out.resolve() == shipped_dir(args.model).resolve()
+    name = f"bottleneck_{short(args.model)}" + ("" if shipped else f"_{bn.content_hash[:8]}")
     write_json(RESULTS / f"{name}.json", summary)
     log.info("done: %s", summary)
 

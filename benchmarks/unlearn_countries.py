@@ -1,11 +1,12 @@
 """Unlearning benchmark on the country facts: one request at a time, every format, every row.
 
-    python benchmarks/unlearn_countries.py [--requests 60] [--seed 0] [--max-seconds S] [--no-formats] [--cold]
-        [--bottleneck NAME ...] [--only SUBJECT:RELATION ...] [--out NAME]
+    python benchmarks/unlearn_countries.py [--model NAME] [--requests 60] [--seed 0] [--max-seconds S]
+        [--no-formats] [--cold] [--bottleneck NAME ...] [--only SUBJECT:RELATION ...] [--out NAME]
 
 Facts: benchmarks/data/country_facts.jsonl (built by benchmarks/country_facts.py from the
-`countryinfo` package: the facts SmolLM2-135M-Instruct knows). Model: SmolLM2-135M-Instruct
-with its shipped bottlenecks (`--bottleneck`, repeated, picks others; the first is the one
+`countryinfo` package: the facts SmolLM2-135M-Instruct knows; `--model gemma3-270m` reads
+country_facts_gemma3-270m.jsonl, the facts Gemma 3 270M knows, built the same way). Model:
+SmolLM2-135M-Instruct by default, with its shipped bottlenecks (`--bottleneck`, repeated, picks others; the first is the one
 `Baseline` and the `codes` column use, the others are tried where it cannot remove the fact:
 `later_codes`). Each request is `codecut.unlearn(model, bottlenecks, [fact], pool=facts)`:
 the library's default retain set drawn from the other country facts, as benchmarks/unlearn.py
@@ -35,8 +36,9 @@ request every prompt is measured as well, and the run stops if the two differ. A
 in a later bottleneck has every prompt measured.
 A request that raises is a row with its error and success False.
 
-Writes benchmarks/results/unlearn_countries.json and .md (the summary and every row), rewritten
-after each request so an interrupted run keeps what it measured, with the machine named.
+Writes benchmarks/results/unlearn_countries.json and .md (unlearn_countries_<model>.* for another
+model; the summary and every row), rewritten after each request so an interrupted run keeps what
+it measured, with the machine named.
 """
 
 from __future__ import annotations
@@ -63,9 +65,9 @@ from tqdm.auto import tqdm
 import codecut
 from codecut.core.facts import Fact
 from codecut.core.io import markdown_table
+from codecut.core.models import DEFAULT_MODEL
 
 HERE = Path(__file__).resolve().parent
-FACTS = HERE / "data" / "country_facts.jsonl"
 SHOTS = 3  # FORMATS (the formats measured) are the ones the selector asks, unless --no-formats
 
 
@@ -249,8 +251,17 @@ def summarize(rows: list[Row]) -> dict:
     }
 
 
+def facts_file(model: str) -> Path:
+    """The country facts `model` knows (benchmarks/country_facts.py --model writes them)."""
+    return (
+        HERE
+        / "data"
+        / ("country_facts.jsonl" if model == DEFAULT_MODEL else f"country_facts_{model}.jsonl")
+    )
+
+
 def write_results(
-    rows: list[Row], bn_hash: str, command: str, planned: int, n_facts: int, name: str
+    rows: list[Row], bn_hash: str, command: str, planned: int, facts: Path, n_facts: int, name: str
 ) -> None:
     """benchmarks/results/`name`.json and .md: the summary and every request."""
     summary = {**summarize(rows), "requests_planned": planned, "facts_in_pool": n_facts}
@@ -258,7 +269,7 @@ def write_results(
         "machine": machine(),
         "command": command,
         "bottleneck": bn_hash,
-        "facts": str(FACTS.relative_to(HERE.parent)),
+        "facts": str(facts.relative_to(HERE.parent)),
         "summary": summary,
         "rows": [asdict(r) for r in rows],
     }
@@ -271,6 +282,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="a registry model")
     ap.add_argument("--requests", type=int, default=60, help="how many facts to forget")
     ap.add_argument("--seed", type=int, default=0, help="the shuffle that picks the requests")
     ap.add_argument(
@@ -299,12 +311,14 @@ def main() -> None:
     ap.add_argument("--out", help="the results' name under benchmarks/results (no extension)")
     args = ap.parse_args()
     config = SelectConfig(max_seconds=args.max_seconds, formats=() if args.no_formats else FORMATS)
-    name = args.out or "unlearn_countries" + ("_noformats" if args.no_formats else "") + (
-        "_cold" if args.cold else ""
-    )
-    facts = codecut.load_facts(FACTS)
-    model = codecut.load_model("smollm2-135m-instruct")
-    names = args.bottleneck or shipped_for("smollm2-135m-instruct")
+    model_part = "" if args.model == DEFAULT_MODEL else f"_{args.model}"
+    name = args.out or "unlearn_countries" + model_part + (
+        "_noformats" if args.no_formats else ""
+    ) + ("_cold" if args.cold else "")
+    where = facts_file(args.model)
+    facts = codecut.load_facts(where)
+    model = codecut.load_model(args.model)
+    names = args.bottleneck or shipped_for(args.model)
     bottlenecks = [codecut.load_bottleneck(b) for b in names]
     bn = bottlenecks[0]
     targets = pick_requests(facts, args.requests, args.seed)
@@ -312,7 +326,7 @@ def main() -> None:
         by_key = {f"{f.subject}:{f.relation}": f for f in facts}
         missing = [k for k in args.only if k not in by_key]
         if missing:
-            raise SystemExit(f"--only {missing[0]}: no such fact in {FACTS.name}")
+            raise SystemExit(f"--only {missing[0]}: no such fact in {where.name}")
         targets = [by_key[k] for k in args.only]
     command = command_line(__file__)
     base = Baseline(model, bn, facts)
@@ -326,7 +340,7 @@ def main() -> None:
         seen.add(fact.relation)
         tqdm.write(str(rows[-1]))
         hashes = " + ".join(b.content_hash for b in bottlenecks)
-        write_results(rows, hashes, command, len(targets), len(facts), name)
+        write_results(rows, hashes, command, len(targets), where, len(facts), name)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOOK = "blocks.12.hook_out"  # the middle of SmolLM2-135M's 30 layers
+# The default hook is 40% of the way through the model's layers: blocks.12 of SmolLM2-135M's 30,
+# blocks.7 of Gemma 3 270M's 18. A fraction, not a layer number, so that it means the same place
+# in any model; 0.4 is where SmolLM2's layer comparison put it (benchmarks/results/bottleneck_layers.json).
+DEFAULT_DEPTH = 0.4
 # Adam's learning rate is BASE_LR at LR_REFERENCE_CODES codes and falls as 1/sqrt(n_codes), the
 # scaling that "Scaling and evaluating sparse autoencoders" (Gao et al. 2024) found for TopK SAEs.
 BASE_LR, LR_REFERENCE_CODES = 1e-3, 16384
@@ -86,8 +89,8 @@ class TrainConfig:
     configuration that cannot work is a `BadOption` naming the field.
 
     Attributes:
-        hook: where to train (None: DEFAULT_HOOK, or with activations=DIR the hook they were
-            collected at).
+        hook: where to train (None: `default_hook(model)`, or with activations=DIR the hook
+            they were collected at).
         kind: "topk" or "codebook".
         n_codes: number of codes n.
         k: active codes per token.
@@ -299,11 +302,17 @@ def train(
     return bn
 
 
+def default_hook(model: Model) -> str:
+    """The hook training uses when none is named: the output of the block DEFAULT_DEPTH of the
+    way through `model`."""
+    return f"blocks.{round(DEFAULT_DEPTH * model.n_layers)}.hook_out"
+
+
 def _where(
     model: Model | None, hook: str | None, shards: ActivationShards | None
 ) -> tuple[str, str, int]:
     """(hook, model name, d_model) of the training: the activations folder's, checked against
-    `hook` and `model` when given; else `hook` (default DEFAULT_HOOK) of `model`."""
+    `hook` and `model` when given; else `hook` (default `default_hook(model)`) of `model`."""
     if shards is not None:
         man = shards.manifest
         if hook is not None and hook != man.hook:
@@ -315,7 +324,7 @@ def _where(
         return man.hook, man.model, man.d_model
     if model is None:
         raise BadInput("a model is needed (or activations=DIR written by collect_to_disk)")
-    hook = hook or DEFAULT_HOOK
+    hook = hook or default_hook(model)
     model.check_hook(hook)
     return hook, model.name, model.d_model
 

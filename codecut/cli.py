@@ -72,10 +72,10 @@ def print_table(table, columns: list[str]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Forget one real fact in the embedded default model, show what changed, and revert."""
+    """Forget one real fact in a registry model, show what changed, and revert."""
     from codecut.demo import demo
 
-    demo(args.subject, args.relation, device=args.device)
+    demo(args.subject, args.relation, model_name=args.model, device=args.device)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -402,8 +402,15 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="the main job on the embedded default model, end to end")
     add_device(s)
-    s.add_argument("--subject", default="France", help="subject of the example fact to forget")
-    s.add_argument("--relation", default="capital", help="relation of the example fact to forget")
+    s.add_argument(
+        "--model",
+        help="a registry model with a shipped bottleneck (default: the embedded default, "
+        "smollm2-135m-instruct)",
+    )
+    s.add_argument(
+        "--subject", help="subject of the example fact to forget (default: the model's demo fact)"
+    )
+    s.add_argument("--relation", help="relation of the example fact to forget (default: likewise)")
     s.set_defaults(run=cmd_demo)
 
     s = sub.add_parser("eval", help="which facts a model answers, with or without a bottleneck")
@@ -422,7 +429,10 @@ def parser() -> argparse.ArgumentParser:
         "--model",
         help="registry name or local HF directory (with --activations: only for the CE metrics)",
     )
-    s.add_argument("--hook", help="hook name, e.g. blocks.12.hook_out")
+    s.add_argument(
+        "--hook",
+        help="hook name (default: 40%% of the way through the layers, blocks.12 of SmolLM2)",
+    )
     s.add_argument("--activations", help="train from a `codecut collect` folder, streamed")
     s.add_argument("--kind", choices=TRAINABLE, default=TrainConfig.kind)
     s.add_argument("--codes", type=int, default=TrainConfig.n_codes, help="number of codes n")

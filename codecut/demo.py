@@ -1,6 +1,7 @@
-"""`codecut demo`: the main job end to end on the embedded default model. One real fact is
-forgotten with a plan, the table shows it and its neighbours before and after, greedy text shows
-the answer gone, and removing the plan is shown to restore the exact outputs."""
+"""`codecut demo`: the main job end to end on a registry model with a shipped bottleneck (the
+embedded default unless `--model` names another). One real fact is forgotten with a plan, the
+table shows it and its neighbours before and after, greedy text shows the answer gone, and
+removing the plan is shown to restore the exact outputs."""
 
 from __future__ import annotations
 
@@ -9,26 +10,58 @@ import time
 import pandas as pd
 
 import codecut
+from codecut.codebook.saefile import shipped_for
 from codecut.core.errors import BadInput
 from codecut.core.facts import example_facts
-from codecut.core.models import DEFAULT_MODEL
+from codecut.core.models import DEFAULT_MODEL, REGISTRY
+
+# Each model's demo fact: one the model knows on its prompt and paraphrases (Gemma 3 270M, a
+# base model, continues "The capital of France is" with " the capital of the country of").
+DEMO_FACT = {
+    "smollm2-135m-instruct": ("France", "capital"),
+    "gemma3-270m": ("France", "language"),
+}
 
 
 def demo(
-    subject: str, relation: str, model_name: str = DEFAULT_MODEL, device: str | None = None
+    subject: str | None = None,
+    relation: str | None = None,
+    model_name: str | None = None,
+    device: str | None = None,
 ) -> None:
-    """Forget the example fact (`subject`, `relation`) in `model_name` (the embedded default),
-    print what changed for it and its neighbours, and show that removing the plan reverts."""
+    """Forget the example fact (`subject`, `relation`; default: the model's demo fact) in
+    `model_name` (default: the embedded default model), print what changed for it and its
+    neighbours, and show that removing the plan reverts."""
     t0 = time.time()
+    model_name = model_name or DEFAULT_MODEL
+    # Bad input fails fast, before anything loads.
+    if model_name not in REGISTRY:
+        raise BadInput(f"unknown model {model_name!r}: the demo runs {', '.join(REGISTRY)}")
+    bottlenecks = shipped_for(model_name)
+    if not bottlenecks:
+        raise BadInput(
+            f"{model_name} has no shipped bottleneck yet; train one with `codecut train --model "
+            f"{model_name} --out DIR` and unlearn with `codecut unlearn --bottleneck DIR`"
+        )
+    default_subject, default_relation = DEMO_FACT.get(model_name, ("France", "capital"))
+    subject, relation = subject or default_subject, relation or default_relation
     facts = example_facts()
     target = next((f for f in facts if (f.subject, f.relation) == (subject, relation)), None)
-    if target is None:  # before loading anything: bad input fails fast
+    if target is None:
         raise BadInput(f"no example fact ({subject}, {relation}); see `codecut eval --facts`")
     model = codecut.load_model(model_name, device=device)
-    bn = codecut.load_bottleneck(model_name)
+    bn = codecut.load_bottleneck(bottlenecks[0])
     print(f"loaded {model_name} and its bottleneck ({bn}) in {time.time() - t0:.1f} s")
-    known = codecut.evaluate(model, facts)
-    print(f"{int(known['correct'].sum())}/{len(facts)} example facts known on their prompt")
+    known = codecut.evaluate(model, facts)["correct"]
+    print(f"{int(known.sum())}/{len(facts)} example facts known on their prompt")
+    if not known[facts.index(target)]:
+        raise BadInput(
+            f"{model_name} does not answer {target.prompt!r} with {target.answer!r}, so there "
+            "is nothing to forget; pick a fact it knows (`codecut eval --model "
+            f"{model_name}`) with --subject and --relation"
+        )
+    # The pool: the facts the model knows (those it does not cannot be kept or lost).
+    facts = [f for f, ok in zip(facts, known) if ok]
     print(f"\nforgetting: {target.prompt!r} -> {target.answer!r}")
     plan = codecut.unlearn(model, bn, [target], pool=facts)
     sel = plan.results.facts[0].selection
@@ -86,5 +119,9 @@ RELATED = {
     ("France", "capital"): [
         ("The Eiffel Tower is in the city of", "Paris"),
         ("Paris is the capital city of", "France"),
+    ],
+    ("France", "language"): [
+        ("The Eiffel Tower is in the city of", "Paris"),
+        ("The official language of Belgium includes", "French"),
     ],
 }

@@ -83,6 +83,7 @@ def test_eval_json_shape(world, tmp_path, capsys):
             "--strict needs --bottleneck",
         ),
         (["demo", "--subject", "Atlantis"], "no example fact (Atlantis, capital)"),
+        (["demo", "--model", "nope"], "unknown model 'nope': the demo runs"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(world, tmp_path, capsys, argv, message):

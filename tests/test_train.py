@@ -149,3 +149,14 @@ def test_statistics_are_returned_and_training_sets_them(world, tmp_path):
         assert torch.equal(t, before[name])  # returned, not written into the bottleneck
     assert stats.fire_rate.shape == stats.act_mean.shape == (64,)
     assert metrics.eval_activations == 512 and "ce_clean" not in metrics.to_dict()
+
+
+def test_the_default_hook_is_the_same_depth_in_any_model():
+    """40% of the way through: SmolLM2's layer 12 of 30 (chosen by measurement), Gemma 3
+    270M's layer 7 of 18, the 4-layer test world's layer 2."""
+    from types import SimpleNamespace
+
+    from codecut.codebook.train import default_hook
+
+    hooks = [default_hook(SimpleNamespace(n_layers=n)) for n in (30, 18, 4)]
+    assert hooks == ["blocks.12.hook_out", "blocks.7.hook_out", "blocks.2.hook_out"]

@@ -186,12 +186,22 @@ def _entering(model: Model, layer: int, batch: dict[str, torch.Tensor]) -> torch
     return seen[0]
 
 
+class _Skip(nn.Module):
+    """Stands in for a layer below the prefix: it hands on the residual stream it is given."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states
+
+
 @contextmanager
 def _from_layer(hf: nn.Module, layer: int, hidden: torch.Tensor | None):
     """Inside the block, `hf`'s forward skips its first `layer` layers: the embedding's output
-    is replaced by `hidden` (the residual stream entering `layer`), and the layer list starts
-    at `layer`. Masks and rotary positions come from the ids as before; no cache is used.
-    With `layer` 0 the forward is left whole."""
+    is replaced by `hidden` (the residual stream entering `layer`), and the layers below `layer`
+    by `_Skip`s. The list keeps its length and each layer its index, because a model may look
+    up a layer's kind by its index in the list (Gemma 3 picks each layer's attention mask and
+    rotary table, sliding-window or global, by `config.layer_types[i]`). Masks and rotary
+    positions come from the ids as before; no cache is used. With `layer` 0 the forward is left
+    whole."""
     if not layer:
         yield
         return
@@ -199,7 +209,7 @@ def _from_layer(hf: nn.Module, layer: int, hidden: torch.Tensor | None):
     owner = next(m for m in hf.modules() if any(c is layers for c in m.children()))
     name = next(n for n, c in owner.named_children() if c is layers)
     handle = hf.get_input_embeddings().register_forward_hook(lambda m, a, out: hidden)
-    setattr(owner, name, nn.ModuleList(list(layers)[layer:]))
+    setattr(owner, name, nn.ModuleList([_Skip() for _ in range(layer)] + list(layers)[layer:]))
     try:
         yield
     finally:
