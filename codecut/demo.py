@@ -68,7 +68,7 @@ def demo(
     when = f" when codes {sel.condition_codes} fired" if sel.family.conditional else ""
     print(
         f"cut {len(sel.codes)} codes ({sel.family.mode}{when}) in {plan.seconds:.0f} s; "
-        f"success: {sel.success}; every format (question, chat, few-shot, context) too: "
+        f"success: {sel.success}; every format (question, chat where the model has a template, few-shot, context) too: "
         f"{sel.formats_lost}"
     )
 

@@ -67,3 +67,46 @@ def test_eval_json_on_example_facts(capsys):
     assert all({"correct", "p_answer", "paraphrases"} <= set(f) for f in out["facts"])
     french = next(f for f in out["facts"] if f["prompt"] == FRENCH[0])
     assert french["correct"]
+
+
+def test_forgets_french_and_keeps_its_neighbours(gemma):
+    """The demo's request on Gemma (France -> French) through its shipped bottleneck, the
+    search's first stage, with the facts Gemma knows as the pool: the prompt and its paraphrases
+    lose the answer; the other languages Gemma knows keep theirs."""
+    from codecut.probes.selector.config import SelectConfig
+
+    import codecut
+    from codecut.core.facts import example_facts
+
+    facts = example_facts()
+    facts = [f for f, ok in zip(facts, codecut.evaluate(gemma, facts)["correct"]) if ok]
+    french = next(f for f in facts if (f.subject, f.relation) == ("France", "language"))
+    others = [f for f in facts if f.relation == "language" and f.subject != "France"]
+    bn = codecut.load_bottleneck("gemma3-270m")
+    assert bn.cfg.d_in == 640
+    plan = codecut.unlearn(gemma, bn, [french], pool=facts, config=SelectConfig(formats=()))
+    with codecut.apply(gemma, plan):
+        after = codecut.evaluate(gemma, [french] + others)
+    assert not after.iloc[0]["correct"] and after.iloc[0]["paraphrase_accuracy"] == 0
+    assert after.iloc[1:]["correct"].mean() >= 0.9, after
+
+
+def test_the_selector_skips_the_layers_below_the_hook(gemma):
+    """Gemma 3 picks each layer's attention (sliding-window or global) and rotary table by the
+    layer's index: the selector's prefix keeps the indices, so running layers 7 and up from the
+    cached residual stream gives the full forward's logits, and the prefix stays on."""
+    from codecut.probes.selector.prefix import Prefix
+
+    prompts = [
+        FRENCH[0],
+        "Paris is the capital of",
+        "Q: The official language of Spain is what?\nA:",
+    ]
+    prefix = Prefix(gemma, "blocks.7.hook_out", prompts)
+    assert prefix.layer == 7 and prefix.hidden is not None
+    batch = gemma.tokenize(prompts)
+    with torch.no_grad():
+        full = gemma(batch["input_ids"], batch["attention_mask"])
+        part = prefix.logits()
+    full = full[torch.arange(len(prompts)), batch["last"]]
+    torch.testing.assert_close(part, full, atol=1e-4, rtol=1e-4)
