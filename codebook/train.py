@@ -260,6 +260,9 @@ def train(
     )  # fmt: skip
     if ckpt:  # before the corpus is built: a mismatch fails fast
         checkpoint.check(ckpt, source)
+    # Every rank has checked before rank 0 writes into the checkpoint: a rank that looked while
+    # rank 0 was writing saw a folder without its source record and refused it.
+    R.barrier()
     gen = torch.Generator().manual_seed(config.seed)
     if shards:
         data = _from_shards(model, hook, shards, texts, gen, ckpt, source, R)
