@@ -19,8 +19,16 @@ from codecut.probes.attacks.figures import save
 from matplotlib.figure import Figure
 
 from codecut.core.io import write_text
+from codecut.core.models import DEFAULT_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def country_facts_name(model: str) -> str:
+    """The name of the country facts files `model` knows (benchmarks/country_facts.py writes
+    them): country_facts for the default model, country_facts_<model> for another."""
+    return "country_facts" if model == DEFAULT_MODEL else f"country_facts_{model}"
 
 
 def machine() -> str:

@@ -50,18 +50,16 @@ from __future__ import annotations
 import argparse
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import pandas as pd
 from codecut.probes.formats import ask, chat, question
+from common import DATA, country_facts_name
 from countryinfo import CountryInfo
 from tqdm.auto import tqdm
 
 import codecut
 from codecut.core.io import markdown_table, write_text
 from codecut.core.models import DEFAULT_MODEL
-
-DATA = Path(__file__).resolve().parent / "data"
 
 # Entries of the package left out: duplicates, defunct states, and entries whose data is not
 # one country's (the capital field of "Vatican City State" is a list).
@@ -324,7 +322,7 @@ def main() -> None:
     ap.add_argument("--model", default=DEFAULT_MODEL)
     args = ap.parse_args()
     model = codecut.load_model(args.model)
-    name = data_name(args.model)
+    name = country_facts_name(args.model)
     facts = candidate_facts()
     prefer_case(model, facts)
     rows = check(model, facts)
@@ -348,11 +346,6 @@ def main() -> None:
     md += markdown_table(counts) + "\n"
     write_text(DATA / f"{name}.md", md)
     print(markdown_table(counts))
-
-
-def data_name(model: str) -> str:
-    """The fact files' name: country_facts for the default model, country_facts_<model> else."""
-    return "country_facts" if model == DEFAULT_MODEL else f"country_facts_{model}"
 
 
 def _version() -> str:

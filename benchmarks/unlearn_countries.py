@@ -59,7 +59,16 @@ from codecut.probes.selector.attribution import fired_codes
 from codecut.probes.selector.cache import reached
 from codecut.probes.selector.config import FORMATS, SelectConfig
 from codecut.probes.selector.memo import clear
-from common import RESULTS, bullets, command_line, heading, machine, write_files
+from common import (
+    DATA,
+    RESULTS,
+    bullets,
+    command_line,
+    country_facts_name,
+    heading,
+    machine,
+    write_files,
+)
 from tqdm.auto import tqdm
 
 import codecut
@@ -251,15 +260,6 @@ def summarize(rows: list[Row]) -> dict:
     }
 
 
-def facts_file(model: str) -> Path:
-    """The country facts `model` knows (benchmarks/country_facts.py --model writes them)."""
-    return (
-        HERE
-        / "data"
-        / ("country_facts.jsonl" if model == DEFAULT_MODEL else f"country_facts_{model}.jsonl")
-    )
-
-
 def write_results(
     rows: list[Row], bn_hash: str, command: str, planned: int, facts: Path, n_facts: int, name: str
 ) -> None:
@@ -315,7 +315,7 @@ def main() -> None:
     name = args.out or "unlearn_countries" + model_part + (
         "_noformats" if args.no_formats else ""
     ) + ("_cold" if args.cold else "")
-    where = facts_file(args.model)
+    where = DATA / f"{country_facts_name(args.model)}.jsonl"
     facts = codecut.load_facts(where)
     model = codecut.load_model(args.model)
     names = args.bottleneck or shipped_for(args.model)
