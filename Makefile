@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: $(STAMP)
 	$(VENV)/bin/codecut demo
 
+# The tests run in a worker per core (at most 4), a test file at a time in each, so a file's
+# model is loaded once; tests/conftest.py gives each worker its share of the threads.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile

@@ -3,8 +3,19 @@
 The worlds and their bottlenecks are loaded from probes/testing/fixtures/, never trained here: a world
 trained on another processor comes out different, and no test may hinge on those bits."""
 
+import os
+
 import pytest
+import torch
 from codecut.probes.testing.world import fixture
+
+# Under pytest-xdist (`make test` runs two workers), each worker takes its share of the cores,
+# for its own torch and for the processes its tests start: two workers of two threads each on
+# 2 cores would slow each other several times over.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 HOOK, LATER = "blocks.2.hook_out", "blocks.3.hook_out"
 

@@ -60,7 +60,16 @@ def test_cached_and_uncached_generation_agree(gemma, prompt):
     assert len(set(cached.split())) > 3  # words, not one repeated token
 
 
-def test_eval_json_on_example_facts(capsys):
+def test_eval_json_on_example_facts(gemma, capsys, monkeypatch):
+    """The command line by name; the model it loads is the fixture's (a second load of Gemma is
+    10 s, and the loading by name is what the fixture does)."""
+    import codecut
+
+    def load(name, device):
+        assert name == "gemma3-270m"
+        return gemma
+
+    monkeypatch.setattr(codecut, "load_model", load)
     args = ["eval", "--model", "gemma3-270m", "--facts", "examples/facts/languages.jsonl", "--json"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)

@@ -2,6 +2,11 @@
 
 `make test` installs the package, so CI exercises the real loading path. Skipped only when the
 package is absent, which the Makefile never allows.
+
+A request on this model, end to end in every format, is test_unlearn_smollm2.py's (a book's
+author, 16 s). The demo's own request (France's capital: two clamp families tried before the
+third cuts it, 80-120 s on 2 cores) is what `make demo` runs; it is not repeated here, for the
+suite's 10 minutes.
 """
 
 import importlib.util
@@ -47,33 +52,6 @@ def test_eval_json_on_example_facts(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["summary"]["accuracy"] == 1.0  # the example files hold only facts the model knows
     assert all({"correct", "p_answer", "paraphrases"} <= set(f) for f in out["facts"])
-
-
-def test_forgets_france_capital_and_keeps_its_neighbours(smol):
-    """The demo's request on the real model with the shipped bottleneck, the search's first
-    stage (the prompt and its paraphrases; the formats' stage, a minute more, is held to
-    account on this model by test_unlearn_smollm2.py)."""
-    from codecut.probes.selector.config import SelectConfig
-
-    import codecut
-    from codecut.core.facts import example_facts
-
-    facts = example_facts()
-    capital = next(f for f in facts if (f.subject, f.relation) == ("France", "capital"))
-    france = [capital] + [f for f in facts if f.subject == "France" and f is not capital]
-    others = [f for f in facts if f.relation == "capital" and f.subject != "France"]
-    bn = codecut.load_bottleneck("smollm2-135m-instruct")
-    plan = codecut.unlearn(smol, bn, [capital], pool=facts, config=SelectConfig(formats=()))
-    before = codecut.evaluate(smol, france + others)
-    with codecut.apply(smol, plan):
-        after = codecut.evaluate(smol, france + others)
-    forgot = after.iloc[0]
-    assert not forgot["correct"] and forgot["paraphrase_accuracy"] == 0
-    kept = after.iloc[1:]
-    assert (
-        kept["correct"].all()
-        and (kept["paraphrase_accuracy"] >= before.iloc[1:]["paraphrase_accuracy"] - 0.34).all()
-    )
 
 
 GENERATION_PROMPTS = [

@@ -99,7 +99,7 @@ def _plan(bn, selection, fact):
 def test_filler_and_a_long_context_do_not_hide_facts_from_the_clean_model():
     """The attack card's filler and long-context formats see the facts before a plan's "gone"
     there counts: the clean model still answers most example facts after them. Asked of every
-    other fact's main prompt (31, for time; all 62: filler 0.89, long context 0.84; all 227
+    fourth fact's main prompt (16, for time; all 62: filler 0.89, long context 0.84; all 227
     prompts, 3 minutes: 0.73 and 0.89)."""
     from codecut.probes.attacks.format import answer_metrics
     from codecut.probes.formats import variant_prompts
@@ -109,7 +109,7 @@ def test_filler_and_a_long_context_do_not_hide_facts_from_the_clean_model():
     for variant in ("filler", "long context"):
         asked = [
             (variant_prompts(model, replace(f, paraphrases=[]), others, variant, 3)[0], f.answer)
-            for f in examples[::2]
+            for f in examples[::4]
             for others in [[g for g in examples if g is not f]]
         ]
         prompts, answers = map(list, zip(*asked))

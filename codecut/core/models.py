@@ -406,18 +406,31 @@ def _dequantized_copy(name: str) -> Path:
     gguf = _assembled(entry) if entry.parts else _package_dir(entry, entry.package) / entry.gguf
     if not gguf.exists():
         raise NotFound(f"{gguf} is missing; reinstall with: {entry.pip} --force-reinstall")
-    pkg_dir = gguf.parent
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache_dir() / "models" / f"{name}-{key}"
     if (target / "config.json").exists():
         return target
+    from filelock import FileLock
+
+    with FileLock(f"{target}.lock"):  # another process (a test worker) may be making it now
+        if not (target / "config.json").exists():
+            _dequantize(name, gguf, target)
+    return target
+
+
+def _dequantize(name: str, gguf: Path, target: Path) -> None:
+    """Write `gguf`'s model, dequantized, and its tokenizer to `target` as an HF directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("dequantizing %s once (about 30 s); later loads use %s", gguf.name, target)
+    pkg_dir = gguf.parent
+    log.info("dequantizing %s once (about a minute); later loads use %s", gguf.name, target)
     t0 = time.time()
-    tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=entry.gguf, local_files_only=True)
-    hf = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=entry.gguf, local_files_only=True)
+    with _one_gguf_parse():
+        tok = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=gguf.name, local_files_only=True)
+        hf = AutoModelForCausalLM.from_pretrained(
+            pkg_dir, gguf_file=gguf.name, local_files_only=True
+        )
     # The GGUF loader marks the model as quantized, which blocks save_pretrained; the weights are
     # already dequantized to fp32, so drop the marker.
     hf.hf_quantizer = None
@@ -428,7 +441,28 @@ def _dequantized_copy(name: str) -> Path:
         tok.save_pretrained(tmp)
         (tmp / "codecut.json").write_text(json.dumps({"source": str(gguf), "registry": name}))
     log.info("cached %s in %.0f s", name, time.time() - t0)
-    return target
+
+
+@contextmanager
+def _one_gguf_parse():
+    """Inside the block, each GGUF file is parsed once. transformers parses the file anew for
+    the tokenizer's config, the tokenizer, the model's config and the weights; for Gemma 3's
+    262k-token vocabulary one parse (numpy reading each token's string) is most of a minute."""
+    import gguf
+
+    real, readers = gguf.GGUFReader, {}
+
+    def reader(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = real(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
 
 
 def _package_dir(entry: RegistryEntry, package: str) -> Path:
