@@ -76,3 +76,12 @@ def test_a_search_out_of_time_returns_an_unsuccessful_selection(world, world_bot
         model, world_bottleneck, facts[0], facts[1:20], facts, SelectConfig(max_seconds=0.0)
     )
     assert not selection.success and selection.codes == [] and selection.ablations == []
+
+
+def test_next_token_logprobs_unembed_each_prompts_last_position_only(world):
+    """`unembed_last` hands the unembedding one position per row: the log-probabilities are
+    the full forward's at each prompt's last position, whatever the padding."""
+    model, w = world
+    prompts = [f.prompt for f in w.facts()[:6]] + ["A much longer prompt, padded less."]
+    full = last_logits(model, prompts).float().log_softmax(-1)
+    torch.testing.assert_close(model.next_token_logprobs(prompts), full, atol=1e-5, rtol=1e-5)

@@ -219,9 +219,9 @@ class Model:
         out = []
         for i in range(0, len(prompts), batch_size):
             batch = self.tokenize(prompts[i : i + batch_size])
-            logits = self(batch["input_ids"], batch["attention_mask"])
-            last = logits[torch.arange(len(batch["last"])), batch["last"]]
-            out.append(last.float().log_softmax(-1).cpu())
+            with unembed_last(self.hf, batch["last"]):
+                logits = self(batch["input_ids"], batch["attention_mask"])
+            out.append(logits[:, 0].float().log_softmax(-1).cpu())
         return torch.cat(out) if out else torch.empty(0, 0)
 
     def answer_scores(
@@ -307,6 +307,28 @@ def decoder_layers(hf: nn.Module) -> nn.ModuleList:
     if layers is None:
         raise BadInput(f"cannot find the decoder layers of {type(hf).__name__}")
     return layers
+
+
+@contextmanager
+def unembed_last(hf: nn.Module, last: torch.Tensor):
+    """Inside the block, `hf`'s unembedding reads one position of each row, `last[b]` of row b:
+    the logits come out [B, 1, vocab]. The unembedding is a vocabulary-wide product per position
+    (Gemma 3's 262k x 640 is more than its 18 layers' work per token), and the next token after
+    a prompt needs it at one position. Raises RuntimeError if the forward never reached it."""
+    reached = []
+
+    def gather(module, args):
+        hidden = args[0]
+        reached.append(True)
+        return (hidden[torch.arange(len(last)), last][:, None], *args[1:])
+
+    handle = hf.get_output_embeddings().register_forward_pre_hook(gather)
+    try:
+        yield
+    finally:
+        handle.remove()
+    if not reached:
+        raise RuntimeError(f"{type(hf).__name__}'s forward did not use its output embeddings")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
