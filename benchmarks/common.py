@@ -25,10 +25,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def country_facts_name(model: str) -> str:
-    """The name of the country facts files `model` knows (benchmarks/country_facts.py writes
-    them): country_facts for the default model, country_facts_<model> for another."""
-    return "country_facts" if model == DEFAULT_MODEL else f"country_facts_{model}"
+def per_model(stem: str, model: str) -> str:
+    """The name of a data or result file made for `model`: `stem` for the default model,
+    `stem_<model>` for another (country_facts_gemma3-270m, unlearn_compare_gemma3-270m)."""
+    return stem if model == DEFAULT_MODEL else f"{stem}_{model}"
 
 
 def machine() -> str:

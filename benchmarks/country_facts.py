@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 from codecut.probes.formats import ask, chat, question
-from common import DATA, country_facts_name
+from common import DATA, per_model
 from countryinfo import CountryInfo
 from tqdm.auto import tqdm
 
@@ -322,7 +322,7 @@ def main() -> None:
     ap.add_argument("--model", default=DEFAULT_MODEL)
     args = ap.parse_args()
     model = codecut.load_model(args.model)
-    name = country_facts_name(args.model)
+    name = per_model("country_facts", args.model)
     facts = candidate_facts()
     prefer_case(model, facts)
     rows = check(model, facts)

@@ -5,14 +5,16 @@
     python benchmarks/unlearn_compare.py --requests 1 --lrs 1e-4 --steps 3 --sweep-requests 1 \
         --codebook-tokens 20000 --out /tmp/smoke     # a quick check
 
-SmolLM2-135M-Instruct and the shipped example facts. Each request forgets one known fact; the
-retain set is the same for every method: the other known example facts. Methods:
+SmolLM2-135M-Instruct (`--model` picks another registry model with a shipped bottleneck) and
+the shipped example facts it knows. Each request forgets one known fact; the retain set is the
+same for every method: the other known example facts. Methods:
 
 - zero-shot topk: `codecut.unlearn` with the shipped TopK bottleneck (error term kept);
 - zero-shot codebook strict: CodeUnlearn's setting, `codecut.unlearn(..., strict=True)` with a
   codebook bottleneck trained here at the same hook (cached under
   $CODECUT_CACHE/unlearn_compare/), no error term; retention is against the clean model, and
-  the JSON records how many facts the bare codebook keeps in strict mode;
+  the JSON records how many facts the bare codebook keeps in strict mode (`--no-codebook`
+  leaves this row out: its training is most of an hour on 2 cores for Gemma 3 270M);
 - every fine-tuning method of `codecut.probes.finetune.METHODS` (`bake` distils that request's
   zero-shot topk plan into the weights), at each learning rate of a small sweep.
 
@@ -25,8 +27,9 @@ the answer's first token is not the greedy next token), the answer's mean probab
 retention (share of the prompts answered before that are still answered) of the same
 subject's other facts, of the same relation's other subjects and of all other facts, fluency
 (`probes.attacks.fluency`: next-token loss on held-out text) before and after, and wall time.
-Writes benchmarks/results/unlearn_compare.json (every row, the machine named), .md (summary per
-method, the sweep, every row) and .png (the forget/retain frontier), after every request.
+Writes benchmarks/results/unlearn_compare.json (unlearn_compare_<model>.* for another model;
+every row, the machine named), .md (summary per method, the sweep, every row) and .png (the
+forget/retain frontier), after every request.
 `--attack` adds a reduced attack card per method on the first request. `--prepare` only trains
 and caches the codebook (a one-time cost, like the shipped bottleneck's), so that a timed run
 measures the comparison alone.
@@ -46,7 +49,7 @@ from codecut.codebook import Bottleneck, attach, load_bottleneck
 from codecut.codebook.corpus import default_corpus
 from codecut.probes.attacks import AttackConfig, fluency
 from codecut.probes.finetune import METHODS
-from common import RESULTS, command_line, heading, machine, write_files
+from common import RESULTS, command_line, heading, machine, per_model, write_files
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 from unlearn import spread  # benchmarks/unlearn.py, beside this script
@@ -55,9 +58,8 @@ import codecut
 from codecut.core.errors import CodecutError
 from codecut.core.facts import Fact, example_facts
 from codecut.core.io import markdown_table
-from codecut.core.models import Model, cache_dir
+from codecut.core.models import DEFAULT_MODEL, REGISTRY, Model, cache_dir
 
-MODEL = "smollm2-135m-instruct"
 TOPK, CODEBOOK, BAKE = "zero-shot topk", "zero-shot codebook strict", "bake"
 
 
@@ -322,6 +324,14 @@ def strict_kept(model: Model, bn: Bottleneck, facts: list[Fact]) -> dict:
     return {"facts": len(facts), "kept_strict": int(kept.sum()), "fluency_strict": loss}
 
 
+def codebook_record(model: Model, cb: Bottleneck, facts: list[Fact]) -> dict:
+    """The codebook bottleneck as the results name it: its settings, metrics and strict mode."""
+    metrics = cb.cfg.extra.get("metrics", {})
+    return {"kind": cb.cfg.kind, "hash": cb.content_hash, "hook": cb.hook, "codes": cb.n_codes,
+            "k": cb.cfg.k, "fvu": metrics.get("fvu"), "ce_recovered": metrics.get("ce_recovered"),
+            "train": cb.cfg.extra.get("train"), **strict_kept(model, cb, facts)}  # fmt: skip
+
+
 def summary(rows: list[Row]) -> pd.DataFrame:
     """A row per method at its chosen setting, over the requests it ran."""
     table = pd.DataFrame([{**asdict(r), "retention": r.retention} for r in rows if r.chosen])
@@ -404,16 +414,22 @@ def write_results(record: dict, rows: list[Row], out: Path, attacks: dict) -> No
     prompts = "every prompt" if record["settings"]["retain_prompts"] == "all" else "main prompts"
     md = heading("Unlearning: fine-tuning against the zero-shot cut", record["command"])
     md += (
-        f"SmolLM2-135M-Instruct; {record['requests_done']} of {record['requests_planned']} "
+        f"{record['model']}; {record['requests_done']} of {record['requests_planned']} "
         "requests, one fact forgotten per request, the other known example facts as every "
         f"method's retain set ({prompts}), on which retention is measured. Settings: "
         f"`{record['settings']}`. Fine-tuning methods at their best lr on the sweep requests "
         f"(the first {record['sweep_requests']}); bake's seconds include its zero-shot plan's.\n\n"
-        f"Zero-shot codebook: {cb['kind']} bottleneck `{cb['hash']}` ({cb['codes']} codes, "
-        f"k={cb['k']}, {cb['hook']}, FVU {cb['fvu']}, strict mode keeps {cb['kept_strict']} of "
-        f"{cb['facts']} facts, fluency strict {cb['fluency_strict']:.3f} against clean "
-        f"{record['fluency_clean']:.3f}), cut in strict mode; its retention and fluency are "
-        "against the clean model, so they include what the bare codebook loses.\n\n"
+    )
+    md += (
+        "No zero-shot codebook row (`--no-codebook`).\n\n"
+        if cb is None
+        else (
+            f"Zero-shot codebook: {cb['kind']} bottleneck `{cb['hash']}` ({cb['codes']} codes, "
+            f"k={cb['k']}, {cb['hook']}, FVU {cb['fvu']}, strict mode keeps {cb['kept_strict']} of "
+            f"{cb['facts']} facts, fluency strict {cb['fluency_strict']:.3f} against clean "
+            f"{record['fluency_clean']:.3f}), cut in strict mode; its retention and fluency are "
+            "against the clean model, so they include what the bare codebook loses.\n\n"
+        )
     )
     md += "## Summary per method\n\n" + markdown_table(summary(rows), "{:.3g}") + "\n\n"
     md += "## Learning-rate sweep\n\n" + markdown_table(sweep(rows), "{:.3g}") + "\n\n"
@@ -457,6 +473,12 @@ def parse() -> tuple[argparse.Namespace, Settings]:
     size.add_argument("--small", action="store_true", help="the CPU setting (the default)")
     size.add_argument("--full", action="store_true", help="12 requests, wider sweep (GPU)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if --full)")
+    ap.add_argument(
+        "--model", default=DEFAULT_MODEL, choices=list(REGISTRY), help="the registry model"
+    )
+    ap.add_argument(
+        "--no-codebook", action="store_true", help="no zero-shot codebook row (no training)"
+    )
     ap.add_argument("--requests", type=int, help="override: requests (0: every known fact)")
     ap.add_argument("--sweep-requests", type=int, help="override: lr sweep on the first N (0: all)")
     ap.add_argument("--lrs", help="override: comma-separated learning rates")
@@ -475,10 +497,11 @@ def parse() -> tuple[argparse.Namespace, Settings]:
     ap.add_argument(
         "--out",
         type=Path,
-        default=RESULTS / "unlearn_compare",
-        help="results path without suffix (default: benchmarks/results/unlearn_compare)",
+        help="results path without suffix (default: benchmarks/results/unlearn_compare, "
+        "unlearn_compare_<model> for another model)",
     )
     args = ap.parse_args()
+    args.out = args.out or RESULTS / per_model("unlearn_compare", args.model)
     settings = FULL if args.full else SMALL
     overrides = {
         "requests": args.requests, "sweep_requests": args.sweep_requests,
@@ -501,29 +524,28 @@ def main() -> None:
     methods = [] if args.zero_shot_only else methods
     methods = [m for m in methods if m != BAKE] + ([BAKE] if BAKE in methods else [])
 
-    model = codecut.load_model(MODEL, device=device)
-    shipped = codecut.load_bottleneck(MODEL)
+    model = codecut.load_model(args.model, device=device)
+    shipped = codecut.load_bottleneck(args.model)
     known = codecut.evaluate(model, example_facts())
     facts = [f for f, ok in zip(example_facts(), known["correct"]) if ok]
-    t0 = time.time()
-    cb = codebook(model, shipped.hook, facts, settings)
-    tqdm.write(f"codebook {cb.content_hash} ready in {time.time() - t0:.0f} s")
+    cb = None
+    if not args.no_codebook:
+        t0 = time.time()
+        cb = codebook(model, shipped.hook, facts, settings)
+        tqdm.write(f"codebook {cb.content_hash} ready in {time.time() - t0:.0f} s")
     if args.prepare:
         return
     todo = requests(facts, settings)
     n_sweep = settings.sweep_requests or len(todo)
     clean_fluency = fluency.loss(model, fluency.TEXTS)
-    metrics = cb.cfg.extra.get("metrics", {})
     record = {
         "machine": machine(), "command": command, "torch": torch.__version__,
+        "model": REGISTRY[args.model].hf_name,
         "settings": asdict(settings), "methods": methods, "requests_planned": len(todo),
         "requests_done": 0, "sweep_requests": n_sweep, "fluency_clean": clean_fluency,
         "topk": {"hash": shipped.content_hash, "hook": shipped.hook,
                  **strict_kept(model, shipped, facts)},
-        "codebook": {"kind": cb.cfg.kind, "hash": cb.content_hash, "hook": cb.hook,
-                     "codes": cb.n_codes, "k": cb.cfg.k, "fvu": metrics.get("fvu"),
-                     "ce_recovered": metrics.get("ce_recovered"),
-                     "train": cb.cfg.extra.get("train"), **strict_kept(model, cb, facts)},
+        "codebook": None if cb is None else codebook_record(model, cb, facts),
     }  # fmt: skip
     rows: list[Row] = []
     chosen: dict[str, float | None] = {}
@@ -531,8 +553,11 @@ def main() -> None:
     for req in tqdm(todo, desc="requests"):
         before = measure(model, req)
         topk_row, plan = zero_shot(model, shipped, req, facts, before, TOPK)
-        cb_row, cb_plan = zero_shot(model, cb, req, facts, before, CODEBOOK, strict=True)
-        rows += [topk_row, cb_row]
+        rows.append(topk_row)
+        cb_plan = None
+        if cb is not None:
+            cb_row, cb_plan = zero_shot(model, cb, req, facts, before, CODEBOOK, strict=True)
+            rows.append(cb_row)
         if req.index == 0:
             plans = {TOPK: plan, CODEBOOK: cb_plan}
         sweeping = req.index < n_sweep

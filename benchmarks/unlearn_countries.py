@@ -64,9 +64,9 @@ from common import (
     RESULTS,
     bullets,
     command_line,
-    country_facts_name,
     heading,
     machine,
+    per_model,
     write_files,
 )
 from tqdm.auto import tqdm
@@ -315,7 +315,7 @@ def main() -> None:
     name = args.out or "unlearn_countries" + model_part + (
         "_noformats" if args.no_formats else ""
     ) + ("_cold" if args.cold else "")
-    where = DATA / f"{country_facts_name(args.model)}.jsonl"
+    where = DATA / f"{per_model('country_facts', args.model)}.jsonl"
     facts = codecut.load_facts(where)
     model = codecut.load_model(args.model)
     names = args.bottleneck or shipped_for(args.model)
