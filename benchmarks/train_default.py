@@ -40,7 +40,7 @@ from codecut.codebook import TrainConfig, attach, load_bottleneck, train_bottlen
 from codecut.codebook.corpus import GENERATED_TEXTS, PACKAGE_CHARS, default_corpus, entity_prompts
 from codecut.codebook.train import default_hook
 from codecut.probes.evaluate import answered
-from common import RESULTS, command_line, machine, write_json
+from common import RESULTS, command_line, machine, per_model, write_json
 from unlearn import request, spread, summarize  # benchmarks/unlearn.py, beside this script
 
 import codecut
@@ -203,7 +203,7 @@ def main() -> None:
     if args.compare_layers:
         # Unlearning is asked of facts the model knows, with those as the pool.
         known = [f for f, ok in zip(facts, codecut.evaluate(model, facts)["correct"]) if ok]
-        layers = "bottleneck_layers" + ("" if args.model == DEFAULT_MODEL else f"_{args.model}")
+        layers = per_model("bottleneck_layers", args.model)
         rows = []
         for layer in args.compare_layers.split(","):
             t0 = time.time()

@@ -311,8 +311,7 @@ def main() -> None:
     ap.add_argument("--out", help="the results' name under benchmarks/results (no extension)")
     args = ap.parse_args()
     config = SelectConfig(max_seconds=args.max_seconds, formats=() if args.no_formats else FORMATS)
-    model_part = "" if args.model == DEFAULT_MODEL else f"_{args.model}"
-    name = args.out or "unlearn_countries" + model_part + (
+    name = args.out or per_model("unlearn_countries", args.model) + (
         "_noformats" if args.no_formats else ""
     ) + ("_cold" if args.cold else "")
     where = DATA / f"{per_model('country_facts', args.model)}.jsonl"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from codecut.probes.testing.world import fixture
 
-# Under pytest-xdist (`make test` runs two workers), each worker takes its share of the cores,
+# Under pytest-xdist (`make test` runs a worker per core), each worker takes its share of the cores,
 # for its own torch and for the processes its tests start: two workers of two threads each on
 # 2 cores would slow each other several times over.
 if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
