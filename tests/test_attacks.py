@@ -370,6 +370,26 @@ def test_bad_input(world):
         attack(model, [{"prompt": "Findar likes the colour"}])
     with pytest.raises(BadType, match="needs a model"):
         attack(None, w.facts()[:1])
+    with pytest.raises(BadType, match="same subject, same relation, unrelated"):
+        attack(model, w.facts()[:1], groups={"friends": w.facts()[1:3]})
+
+
+def test_given_reference_groups_replace_the_picked_ones(attacked):
+    """Models compared on the same reference facts: `groups` is measured as given, in place of
+    the groups the card would pick (a fine-tuned model would pick only what it still knows)."""
+    model, card = attacked.model, attacked.card
+    given = {
+        "same relation": card.groups["same relation"][-2:],
+        "unrelated": card.groups["unrelated"][:1],
+    }
+    quick = AttackConfig(samples=0, relearn_steps=0, new_tokens=2)
+    again = attack(model, [attacked.target], pool=attacked.facts, config=quick, groups=given)
+    assert again.groups == given
+    for group, facts in given.items():
+        row = again.row("format", "prompt", group)
+        assert row.n == sum(len(f.prompts) for f in facts)
+        assert row.clean == fact_accuracy(model, facts)
+    assert not any(r.group == "same subject" for r in again.rows)
 
 
 def test_cli_json_and_table(attacked, world_bottleneck, tmp_path, capsys):

@@ -18,7 +18,7 @@ from codecut.probes.attacks import (
     relearn,
     unhooked,
 )
-from codecut.probes.attacks.card import AttackCard
+from codecut.probes.attacks.card import GROUPS, AttackCard
 from codecut.probes.attacks.states import States
 from codecut.probes.plan import UnlearnPlan, apply
 
@@ -65,6 +65,7 @@ def attack(
     pool: list[Fact] | None = None,
     texts: list[str] | None = None,
     config: AttackConfig | None = None,
+    groups: dict[str, list[Fact]] | None = None,
 ) -> AttackCard:
     """Is it really gone? Every probe on `facts`, on the clean model and with `plan` applied.
 
@@ -81,6 +82,11 @@ def attack(
             an attacked fact are left out.
         texts: held-out text for the fluency probe (default: a few plain English sentences).
         config: the probes' settings.
+        groups: the reference groups to measure beside `facts` ("same subject", "same
+            relation", "unrelated"), in place of those `neighbours` picks from `pool` with
+            `model`: to compare several models on the same facts, give each the clean model's
+            `card.groups` (a fine-tuned model would otherwise pick only the facts it still
+            answers).
 
     Returns an `AttackCard`: a row per probe, variant, group (forget, same subject, same
     relation, unrelated, text) and metric, each with its number on the clean model, the bare
@@ -104,8 +110,13 @@ def attack(
         for f in (example_facts() if pool is None else pool)
         if (f.subject, f.relation) not in attacked
     ]
-    groups = {"forget": list(facts), **neighbours(model, facts, others, config.neighbours)}
-    groups = {name: fs for name, fs in groups.items() if fs}
+    if groups is None:
+        groups = neighbours(model, facts, others, config.neighbours)
+    elif not set(groups) <= set(GROUPS[1:]) or not all(
+        isinstance(f, Fact) for fs in groups.values() for f in fs
+    ):
+        raise BadType(f"groups must map some of {', '.join(GROUPS[1:])} to lists of codecut.Fact")
+    groups = {name: fs for name, fs in {"forget": list(facts), **groups}.items() if fs}
     relearn_lr = config.relearn_lr or (1e-3 if config.relearn_lora else 1e-4)
     rows = [
         *format.probe(model, groups, others, states, config.shots),
