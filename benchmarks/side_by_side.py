@@ -11,9 +11,10 @@ at once, so relearning on half of them can be measured on the other half.
 
 The methods: the zero-shot plan (`codecut.unlearn`, the shipped bottlenecks); `bake` (that plan
 distilled into the weights); `bake --robust` (UNDO: the student moved toward noise first; its
-settings `--robust-steps`); every fine-tuning method of `codecut.probes.finetune.METHODS`, at the
-learning rate its sweep chose in benchmarks/results/unlearn_compare.json (not tuned here), at
-most `--steps` steps of mini-batches of 16 with the early stop.
+settings `--robust-steps` and `--robust-noise`); every fine-tuning method of
+`codecut.probes.finetune.METHODS`, at the learning rate its sweep chose in
+benchmarks/results/unlearn_compare.json (not tuned here), at most `--steps` steps of
+mini-batches of 16 with the early stop.
 
 The same facts for everyone: the retain set (trained on by the methods that take one, checked
 by the selector) is `default_retain`'s facts of the pool; the three reference groups the cards
@@ -25,7 +26,8 @@ column for the zero-shot plan, the model's own column for a fine-tuned one.
 Per method and attack, `back`: the share of the clean model's accuracy that the attack finds on
 the forget facts, (method - chance) / (clean - chance), with the clean model measured the same
 way (for relearning: the clean model tuned the same way); rows where the clean model is blind
-are left out. Retention: each reference group's accuracy over the clean model's, per format.
+are left out, and so are rows where the model was asked other prompts than the clean model.
+Retention: each reference group's accuracy over the clean model's, per format.
 
 Writes benchmarks/results/side_by_side.json (every card), .md (the table) and .png, after each
 method, with the machine named. Run it alone: the seconds are part of the answer.
@@ -151,10 +153,12 @@ class Done:
 
 def numbers(done: Done, clean: Done, probe: str, variant: str, group: str) -> tuple | None:
     """(the method's accuracy, the clean model's, chance, prompts) on one card row; None where
-    the probe was skipped or the clean model is blind to it."""
+    the probe was skipped, the clean model is blind to it, or the model was asked other prompts
+    than the clean model (multi-hop questions are composed with the facts the model under attack
+    still answers, so a fine-tuned model may be asked fewer)."""
     key = (probe, variant, group, "accuracy")
     ref, row = (next((r for r in d.card["rows"] if _key(r) == key), None) for d in (clean, done))
-    if ref is None or row is None or ref["blind"]:
+    if ref is None or row is None or ref["blind"] or row["n"] != ref["n"]:
         return None
     own = row["plan"] if done.method == ZERO_SHOT else row["clean"]
     return own, ref["clean"], ref["chance"] or 0, ref["n"]
@@ -245,6 +249,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the draw of the forget facts")
     ap.add_argument("--steps", type=int, default=50, help="most steps of each fine-tuning run")
     ap.add_argument("--robust-steps", type=int, default=ROBUST["steps"])
+    ap.add_argument("--robust-noise", type=float, default=ROBUST["noise"])
     ap.add_argument("--out", type=Path, default=RESULTS / "side_by_side", help="files' stem")
     ap.add_argument("--resume", action="store_true", help="keep the methods --out's JSON has")
     ap.add_argument("--redraw", type=Path, help="only redo the tables and plot of a run's JSON")
@@ -291,7 +296,8 @@ def main() -> None:
         else:
             settings = {"lr": lrs.get(method), "steps": args.steps, "batch_size": 16}
             if method == ROBUST_BAKE:
-                settings = {**ROBUST, "steps": args.robust_steps, "batch_size": 16,
+                settings = {**ROBUST, "steps": args.robust_steps, "noise": args.robust_noise,
+                            "batch_size": 16,
                             "min_steps": min(ROBUST["min_steps"], args.robust_steps)}  # fmt: skip
             name = "bake" if method in (BAKE, ROBUST_BAKE) else method
             extra = {"plan": plan} if name == "bake" else {}
