@@ -1,7 +1,8 @@
 """The side by side: every way to forget the same 12 facts, each under every attack.
 
     python benchmarks/side_by_side.py                       # SmolLM2, every method (~1.5 h, 2 cores)
-    python benchmarks/side_by_side.py --methods zero-shot,bake --out /tmp/sbs   # a part
+    python benchmarks/side_by_side.py --methods 'zero-shot plan,bake' --out /tmp/sbs   # a part
+    python benchmarks/side_by_side.py --resume --methods 'zero-shot plan,bake' --bake-params mlp:0-11
 
 The forget set: 12 facts the model knows, of seven relations (two capitals, two languages, two
 currencies and two chemical symbols from benchmarks/data; two books' authors, an inventor and a
@@ -223,7 +224,7 @@ def plot(table: pd.DataFrame) -> Figure:
     im = left.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="Reds", aspect="auto")
     left.set_xticks(range(len(attacks)), attacks, rotation=45, ha="right")
     left.set_yticks(range(len(table)), table["method"])
-    for (i, j), v in pd.DataFrame(grid.to_numpy()).stack().items():
+    for (i, j), v in pd.DataFrame(grid.to_numpy()).stack().dropna().items():  # NaN: blank
         left.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
                   color="white" if v > 0.6 else "black")  # fmt: skip
     left.set_title("share of the clean accuracy back on the forgotten facts")
@@ -231,8 +232,13 @@ def plot(table: pd.DataFrame) -> Figure:
     share = table[[c for c in table if c.endswith(" kept")]].mean(axis=1)
     worst = grid.drop(columns=["prompt", "hook removed"]).max(axis=1)
     right.scatter(share, worst)
+    placed: list[tuple[float, float]] = []
     for name, x, y in zip(table["method"], share, worst):
-        right.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        near = sum(abs(x - a) < 0.15 and abs(y - b) < 0.03 for a, b in placed)
+        placed.append((x, y))  # a label near an earlier one goes below it, not on it
+        right.annotate(
+            name, (x, y), fontsize=7, xytext=(3, 3 - 9 * near), textcoords="offset points"
+        )
     right.set_xlabel("reference groups kept (mean of the three)")
     right.set_ylabel("worst attack (not the hook removed)")
     right.set_ylim(-0.05, 1.1)
@@ -250,6 +256,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50, help="most steps of each fine-tuning run")
     ap.add_argument("--robust-steps", type=int, default=ROBUST["steps"])
     ap.add_argument("--robust-noise", type=float, default=ROBUST["noise"])
+    ap.add_argument(
+        "--bake-params",
+        help="the weights bake and bake --robust train (mlp:A-B: only those blocks' MLPs, "
+        "noised and distilled); their rows are named with it",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "side_by_side", help="files' stem")
     ap.add_argument("--resume", action="store_true", help="keep the methods --out's JSON has")
     ap.add_argument("--redraw", type=Path, help="only redo the tables and plot of a run's JSON")
@@ -259,6 +270,8 @@ def main() -> None:
     methods = args.methods.split(",")
     if methods[0] != ZERO_SHOT or not set(methods) <= set(every):
         ap.error(f"--methods: start with {ZERO_SHOT!r}, then any of {', '.join(every[1:])}")
+    if args.bake_params:  # the bake rows' names say which weights they trained
+        methods = [f"{m} {args.bake_params}" if m in (BAKE, ROBUST_BAKE) else m for m in methods]
     model = codecut.load_model(DEFAULT_MODEL)
     bottlenecks = [codecut.load_bottleneck(b) for b in shipped_for(DEFAULT_MODEL)]
     hand = hand_facts()
@@ -276,11 +289,15 @@ def main() -> None:
         f for f in default_retain(model, forget, pool) if (f.subject, f.relation) not in held_out
     ]
     lrs = json.loads((RESULTS / "unlearn_compare.json").read_text())["chosen_lrs"]
-    record = {"machine": machine(), "command": command_line(__file__),
+    record = {"machine": machine(), "commands": [command_line(__file__)],
               "forget": [asdict(f) for f in forget], "retain": [asdict(f) for f in retain],
               "groups": {g: [asdict(f) for f in fs] for g, fs in groups.items()}, "lrs": lrs}  # fmt: skip
     json_file = args.out.with_name(f"{args.out.name}.json")
-    runs = [Done(**d) for d in json.loads(json_file.read_text())["runs"]] if args.resume else []
+    runs = []
+    if args.resume:  # the kept runs, and the commands that made them
+        kept_file = json.loads(json_file.read_text())
+        runs = [Done(**d) for d in kept_file["runs"]]
+        record["commands"] = [*kept_file["commands"], *record["commands"]]
     done = {d.method for d in runs}
     plan = None
     for method in tqdm(methods, desc="methods"):
@@ -290,17 +307,18 @@ def main() -> None:
             plan = codecut.unlearn(model, bottlenecks, forget, retain=retain, pool=pool)
             if runs and runs[0].card["codes"] != plan.codes:
                 raise SystemExit("--resume: this plan cuts other codes than the kept run's")
-        if method == ZERO_SHOT:
+        kind = method.removesuffix(f" {args.bake_params}") if args.bake_params else method
+        if kind == ZERO_SHOT:
             card = codecut.attack(model, forget, plan=plan, pool=pool, groups=groups)
             runs.append(Done(method, None, None, plan.seconds, card.to_dict()))
         else:
-            settings = {"lr": lrs.get(method), "steps": args.steps, "batch_size": 16}
-            if method == ROBUST_BAKE:
+            settings = {"lr": lrs.get(kind), "steps": args.steps, "batch_size": 16}
+            if kind == ROBUST_BAKE:
                 settings = {**ROBUST, "steps": args.robust_steps, "noise": args.robust_noise,
                             "batch_size": 16,
                             "min_steps": min(ROBUST["min_steps"], args.robust_steps)}  # fmt: skip
-            name = "bake" if method in (BAKE, ROBUST_BAKE) else method
-            extra = {"plan": plan} if name == "bake" else {}
+            name = "bake" if kind in (BAKE, ROBUST_BAKE) else kind
+            extra = {"plan": plan, "params": args.bake_params} if name == "bake" else {}
             result = finetune_unlearn(model, forget, retain, name, **extra, **settings)
             card = codecut.attack(result.model, forget, pool=pool, groups=groups)
             ran = result.record
@@ -314,7 +332,7 @@ def write(out: Path, record: dict, runs: list[Done]) -> None:
     """The results so far: every card as JSON, the tables as markdown, the plot."""
     table, formats, answered = summary(runs)
     md = f"# Every method on the same 12 facts, under every attack ({record['machine']})\n\n"
-    md += f"    {record['command']}\n\nForget facts: "
+    md += "".join(f"    {c}\n" for c in record["commands"]) + "\nForget facts: "
     md += ", ".join(f"{f['subject']} ({f['relation']})" for f in record["forget"])
     md += f"\n\nRetain set: {len(record['retain'])} facts; reference groups (held out of it): "
     md += ", ".join(f"{g} {len(fs)}" for g, fs in record["groups"].items()) + "\n\n"
