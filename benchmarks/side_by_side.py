@@ -1,6 +1,6 @@
 """The side by side: every way to forget the same 12 facts, each under every attack.
 
-    python benchmarks/side_by_side.py                       # SmolLM2, every method (~1.5 h, 2 cores)
+    python benchmarks/side_by_side.py                       # SmolLM2, every method (~2 h, 2 cores)
     python benchmarks/side_by_side.py --methods 'zero-shot plan,bake' --out /tmp/sbs   # a part
     python benchmarks/side_by_side.py --resume --methods 'zero-shot plan,bake' --bake-params mlp:0-11
 
