@@ -270,8 +270,13 @@ def main() -> None:
     methods = args.methods.split(",")
     if methods[0] != ZERO_SHOT or not set(methods) <= set(every):
         ap.error(f"--methods: start with {ZERO_SHOT!r}, then any of {', '.join(every[1:])}")
-    if args.bake_params:  # the bake rows' names say which weights they trained
-        methods = [f"{m} {args.bake_params}" if m in (BAKE, ROBUST_BAKE) else m for m in methods]
+    # each row's name -> its method; a bake's says the weights it trained, a robust one's steps
+    labels = {m: m for m in methods}
+    if args.bake_params:
+        labels = {f"{m} {args.bake_params}" if m in (BAKE, ROBUST_BAKE) else m: m for m in methods}
+    labels = {
+        f"{n}, {args.robust_steps} steps" if m == ROBUST_BAKE else n: m for n, m in labels.items()
+    }
     model = codecut.load_model(DEFAULT_MODEL)
     bottlenecks = [codecut.load_bottleneck(b) for b in shipped_for(DEFAULT_MODEL)]
     hand = hand_facts()
@@ -300,14 +305,13 @@ def main() -> None:
         record["commands"] = [*kept_file["commands"], *record["commands"]]
     done = {d.method for d in runs}
     plan = None
-    for method in tqdm(methods, desc="methods"):
+    for method, kind in tqdm(labels.items(), desc="methods"):
         if method in done:
             continue
         if plan is None:  # the zero-shot plan: measured, and what bake makes permanent
             plan = codecut.unlearn(model, bottlenecks, forget, retain=retain, pool=pool)
             if runs and runs[0].card["codes"] != plan.codes:
                 raise SystemExit("--resume: this plan cuts other codes than the kept run's")
-        kind = method.removesuffix(f" {args.bake_params}") if args.bake_params else method
         if kind == ZERO_SHOT:
             card = codecut.attack(model, forget, plan=plan, pool=pool, groups=groups)
             runs.append(Done(method, None, None, plan.seconds, card.to_dict()))
