@@ -283,6 +283,17 @@ def test_robust_bake_from_the_command_line(runs, task, plan, tmp_path, capsys):
     assert min(robust) > 0.3 and max(plain) < 0.25, (min(robust), max(plain))
 
 
+def test_a_bake_that_runs_out_of_steps_says_so(task, plan):
+    """A bake that ends before it copies the plan warns, with the numbers: at a learning rate
+    too small to move anything, the target is still answered after its one step."""
+    model, target, neighbours = task
+    with pytest.warns(
+        UserWarning, match=r"bake did not copy the plan by step 1 of 1 .*answered 1\.000"
+    ):
+        result = finetune_unlearn(model, [target], neighbours, "bake", plan=plan, steps=1, lr=1e-12)
+    assert not result.record.stopped_early
+
+
 @pytest.mark.parametrize(
     "case, message",
     [

@@ -29,7 +29,8 @@ class FinetuneRecord:
         facts: the forget facts.
         n_retain: how many retain facts it kept in view.
         steps_run: optimizer steps taken (<= config.steps).
-        stopped_early: whether it stopped because no forget prompt was answered any more.
+        stopped_early: whether it reached its target (no forget prompt answered; for bake, also
+            every retain prompt answered where the plan answers it), at its last step or before.
         seconds: wall time of the whole call (copy, fixed parts, steps, measurements).
         forget_accuracy: share of the forget facts' prompts (and paraphrases) answered.
         forget_p: mean probability of the answer's first token on those prompts.

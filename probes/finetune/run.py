@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import NamedTuple
@@ -116,6 +117,15 @@ def finetune_unlearn(
         losses=losses,
     )
     record.seconds = time.time() - t0
+    if method == "bake" and plan is not None and not stopped:
+        # a bake that ran out of steps is not the plan's copy; a robust one (weights moved toward
+        # noise) can leave a damaged model, which the numbers above say but a user may not read
+        retained = f", retain {before.retain:.3f} -> {after.retain:.3f}" if retain else ""
+        warnings.warn(
+            f"bake did not copy the plan by step {len(losses)} of {config.steps} (forget prompts "
+            f"answered {after.forget:.3f}{retained}): give it more steps before using the model",
+            stacklevel=2,
+        )
     result = FinetuneResult(student, record)
     if save_dir is not None:
         save.save_model(result, save_dir)
