@@ -141,6 +141,12 @@ def pick(facts: list[Fact], seed: int) -> list[Fact]:
     return chosen
 
 
+def row_name(method: str, bake_params: str | None, robust_steps: int) -> str:
+    """A method's row name: a bake's says the weights it trained, a robust one's its steps."""
+    name = f"{method} {bake_params}" if bake_params and method in (BAKE, ROBUST_BAKE) else method
+    return f"{name}, {robust_steps} steps" if method == ROBUST_BAKE else name
+
+
 @dataclass
 class Done:
     """One method's run: how long it took to forget, and its attack card (`AttackCard.to_dict`)."""
@@ -270,13 +276,7 @@ def main() -> None:
     methods = args.methods.split(",")
     if methods[0] != ZERO_SHOT or not set(methods) <= set(every):
         ap.error(f"--methods: start with {ZERO_SHOT!r}, then any of {', '.join(every[1:])}")
-    # each row's name -> its method; a bake's says the weights it trained, a robust one's steps
-    labels = {m: m for m in methods}
-    if args.bake_params:
-        labels = {f"{m} {args.bake_params}" if m in (BAKE, ROBUST_BAKE) else m: m for m in methods}
-    labels = {
-        f"{n}, {args.robust_steps} steps" if m == ROBUST_BAKE else n: m for n, m in labels.items()
-    }
+    labels = {row_name(m, args.bake_params, args.robust_steps): m for m in methods}
     model = codecut.load_model(DEFAULT_MODEL)
     bottlenecks = [codecut.load_bottleneck(b) for b in shipped_for(DEFAULT_MODEL)]
     hand = hand_facts()
