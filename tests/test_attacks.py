@@ -14,6 +14,7 @@ from codecut.probes.attacks.card import PRESENCE
 from codecut.probes.attacks.fluency import loss
 from codecut.probes.attacks.format import answer_metrics
 from codecut.probes.attacks.generation import contains
+from codecut.probes.attacks.ignorance import ignorance
 from codecut.probes.attacks.probing import accuracy, points, read, train_probes
 from codecut.probes.attacks.quantize import rounded
 from codecut.probes.attacks.relearn import relearn
@@ -138,8 +139,8 @@ def test_the_card_covers_the_reference_groups_and_serialises(attacked):
     assert data["codes"] == attacked.plan.codes
     assert data["config"] == asdict(AttackConfig())
     assert {r["probe"] for r in data["rows"]} == {
-        "format", "indirect", "generation", "probing", "relearning", "hook removed",
-        "quantisation", "fluency",
+        "format", "indirect", "generation", "ignorance", "probing", "relearning",
+        "hook removed", "quantisation", "fluency",
     }  # fmt: skip
     back = [r for r in data["rows"] if r["back"] is not None]
     for r in back:  # above chance (a linear probe's), else of the clean number
@@ -472,3 +473,21 @@ def test_a_long_context_is_as_long_as_the_model_reads(attacked):
     context = prompts[0].removesuffix(target.prompt).splitlines()
     assert len(context) >= 2 and not any("Findar" in s or "colour" in s for s in context)
     assert attacked.card.row("format", "filler").skipped
+
+
+def test_the_ignorance_rows_are_the_reading_of_the_forgotten_prompts(attacked):
+    """The card's ignorance rows give what `ignorance` measures on its own: the plan's
+    continuation against the clean model's, and the made-up subject's on the clean model only."""
+    model, target, card = attacked.model, attacked.target, attacked.card
+    others = [f for f in attacked.facts if (f.subject, f.relation) != ("Findar", "color")]
+    read = ignorance(model, attacked.plan, [target], others)
+    knows = ignorance(model, model, [target], others)
+    for metric in ("plausible", "loss"):
+        greedy = card.row("ignorance", "greedy", metric=metric)
+        made_up = card.row("ignorance", "made-up subject", metric=metric)
+        assert greedy.plan == pytest.approx(getattr(read.unlearned, metric))
+        assert greedy.clean == pytest.approx(getattr(knows.unlearned, metric))
+        assert made_up.clean == pytest.approx(getattr(read.unknown, metric))
+        assert greedy.bottleneck is None and made_up.plan is None
+        assert greedy.back is None  # not a presence: no share comes back
+    assert knows.unlearned.answer == 1.0  # the clean model says it: the row reads a known fact

@@ -23,15 +23,16 @@ class Row(NamedTuple):
     """One number of the card on each state of the model (None: not measured in that state).
 
     Attributes:
-        probe: format, indirect, generation, probing, relearning, hook removed, quantisation or
-            fluency.
+        probe: format, indirect, generation, ignorance, probing, relearning, hook removed,
+            quantisation or fluency.
         variant: how the probe asked (question, few-shot, reverse, greedy, int8, ...).
         group: forget (the facts attacked); same subject, same relation or unrelated (facts
             a plan must keep: `GROUPS`); or text (fluency).
         metric: accuracy (fraction of prompts whose greedy next token is the answer's first),
             p_answer (that token's mean probability), found (fraction of continuations that
-            contain the answer) or loss (mean next-token loss, nats per token); a linear
-            probe's accuracy and p_answer are its pick among the relation's answers.
+            contain the answer), plausible (fraction of continuations that start with
+            another answer of the relation) or loss (mean next-token loss, nats per token); a
+            linear probe's accuracy and p_answer are its pick among the relation's answers.
         n: how many prompts (or texts, or continuations) the number is over; 0 when skipped.
         clean, bottleneck, plan: the number on the clean model, with the bare bottleneck
             attached, and with the plan applied.

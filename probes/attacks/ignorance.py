@@ -15,6 +15,12 @@ and scored for how natural it reads: its mean next-token loss under the clean mo
 prompt (nats per token; gibberish scores high). The reference is the clean model itself on the
 same prompts with the subject replaced by a made-up name (`UNKNOWN`): what ignorance looks like
 for this model, sorted and scored the same way.
+
+In the attack card (`probe`), the forgotten facts' reading is two rows: "greedy", its
+`plausible` share and `loss` on the clean model and with the plan, and "made-up subject", the
+reference, on the clean model alone. The loss is always judged by the card's model with no plan
+(a model judging its own greedy text finds it likely however it reads); for the card of a
+fine-tuned model, that model is its own judge, so compare its loss with its own made-up row.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
+from codecut.probes.attacks.card import Row, measured
 from codecut.probes.attacks.generation import contains, continuations
+from codecut.probes.attacks.states import States
 from codecut.probes.plan import UnlearnPlan, apply
 
 from codecut.core.facts import Fact
@@ -67,14 +75,56 @@ def ignorance(
     else:
         model, state = unlearned, nullcontext()
     with state:
-        written = [c[0] for c in continuations(model, prompts, new_tokens)]
-    made_up = [f.prompt.replace(f.subject, UNKNOWN) for f in facts]
-    reference = [c[0] for c in continuations(clean, made_up, new_tokens)]
+        written = _greedy(model, prompts, new_tokens)
+    made_up, reference = _made_up(clean, facts, new_tokens)
     return Ignorance(
         unlearned=_read(clean, facts, prompts, written, pool),
         unknown=_read(clean, facts, made_up, reference, pool),
         examples=list(zip(prompts, written, reference)),
     )
+
+
+def probe(
+    model: Model,
+    groups: dict[str, list[Fact]],
+    pool: list[Fact],
+    states: States,
+    new_tokens: int = NEW_TOKENS,
+) -> list[Row]:
+    """The card's rows for the forgotten facts' main prompts (see the module docstring): metrics
+    `plausible` (share) and `loss` (nats per token), for "greedy" on the clean model and with
+    the plan, for "made-up subject" on the clean model. The bare bottleneck is left out, as in
+    the generation probe."""
+    facts = groups["forget"]
+    prompts = [f.prompt for f in facts]
+    names = [s for s in states.names if s != "bottleneck"]
+    written = states.measure(model, _greedy, prompts, new_tokens, names=names)
+    made_up, reference = _made_up(model, facts, new_tokens)
+    readings = {
+        "greedy": {s: _read(model, facts, prompts, w, pool) for s, w in written.items()},
+        "made-up subject": {"clean": _read(model, facts, made_up, reference, pool)},
+    }
+    return [
+        row
+        for variant, by_state in readings.items()
+        for row in measured(
+            "ignorance",
+            variant,
+            "forget",
+            len(facts),
+            {s: {"plausible": r.plausible, "loss": r.loss} for s, r in by_state.items()},
+        )
+    ]
+
+
+def _greedy(model: Model, prompts: list[str], new_tokens: int) -> list[str]:
+    return [c[0] for c in continuations(model, prompts, new_tokens)]
+
+
+def _made_up(clean: Model, facts: list[Fact], new_tokens: int) -> tuple[list[str], list[str]]:
+    """The facts' main prompts about `UNKNOWN`, and the clean model's greedy continuations."""
+    made_up = [f.prompt.replace(f.subject, UNKNOWN) for f in facts]
+    return made_up, _greedy(clean, made_up, new_tokens)
 
 
 def _read(

@@ -13,6 +13,7 @@ from codecut.probes.attacks import (
     format,
     generation,
     hops,
+    ignorance,
     probing,
     quantize,
     relearn,
@@ -122,6 +123,7 @@ def attack(
         *format.probe(model, groups, others, states, config.shots),
         *hops.probe(model, groups, others, states),
         *generation.probe(model, groups, states, config.samples, config.new_tokens, config.seed),
+        *ignorance.probe(model, groups, others, states),
         *probing.probe(model, groups, others, states),
         *relearn.probe(
             model,
