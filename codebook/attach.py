@@ -164,15 +164,9 @@ class Attachment:
         return keep
 
     def _gate(self, when: list[int], indices: torch.Tensor, fired: torch.Tensor):
-        """bool [B, T]: where every code in `when` has fired at or before each position."""
-        if not when:
-            return None
-        gate = torch.ones(indices.shape[:-1], dtype=torch.bool, device=indices.device)
-        for code in when:
-            now = ((indices == code) & fired).any(-1)
-            before = self._seen[:, code, None] if self._seen is not None else False
-            gate &= (now.int().cummax(-1).values > 0) | before
-        return gate
+        """bool [B, T]: where every code in `when` has fired at or before each position (in an
+        earlier call of the same sequences too: generation)."""
+        return condition_holds(when, indices, fired, self._seen) if when else None
 
     def _remember(self, indices: torch.Tensor, fired: torch.Tensor) -> None:
         """Add the codes fired in this call to the per-sequence memory (for `when`)."""
@@ -218,3 +212,17 @@ def attach(
     ablations = AblationList(ablations or [], bottleneck)  # checked before anything is installed
     bottleneck.to(model.device)
     return Attachment(model, bottleneck, hook, error_term, skip_special, ablations)
+
+
+def condition_holds(
+    when: list[int], indices: torch.Tensor, fired: torch.Tensor, seen: torch.Tensor | None = None
+) -> torch.Tensor:
+    """bool [B, T]: where every code in `when` has fired at or before each position, the
+    condition under which an `Ablation(when=...)` acts. `indices`, `fired`: [B, T, k] the
+    codes and whether each fired; `seen`: [B, n] codes fired in earlier calls (None: none)."""
+    holds = torch.ones(indices.shape[:-1], dtype=torch.bool, device=indices.device)
+    for code in when:
+        now = ((indices == code) & fired).any(-1)
+        before = seen[:, code, None] if seen is not None else False
+        holds &= (now.int().cummax(-1).values > 0) | before
+    return holds

@@ -308,6 +308,12 @@ def print_plan(plan) -> None:
             f"retain facts: accuracy {before['accuracy']:.0%} -> {after['accuracy']:.0%} "
             f"on {before['n_facts']} facts"
         )
+    if plan.results.formats is not None:
+        before, after = plan.results.formats
+        print(
+            f"other subjects' facts asked in the formats (question, chat, ...): accuracy "
+            f"{before['accuracy']:.0%} -> {after['accuracy']:.0%} on {before['n_facts']} prompts"
+        )
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

@@ -168,25 +168,31 @@ class FactResult:
 
 @dataclass
 class PlanResults:
-    """What a plan did: per forget fact (in the plan's order), and to the retain facts (None
-    when there were none)."""
+    """What a plan did: per forget fact (in the plan's order), to the retain facts, and to their
+    main prompts about other subjects asked in the selector's formats (`formats`: question,
+    chat, few-shot, helpful; None when there were none, or in a plan file older than them)."""
 
     facts: list[FactResult]
     retain: RetainResult | None = None
+    formats: RetainResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The plan file's "results" object: {"facts": [...], "retain": {"before", "after"}}."""
+        """The plan file's "results" object: {"facts": [...], "retain": {"before", "after"},
+        "formats": {"before", "after"}}."""
         out: dict[str, Any] = {"facts": [f.to_dict() for f in self.facts]}
         if self.retain is not None:
             out["retain"] = self.retain._asdict()
+        if self.formats is not None:
+            out["formats"] = self.formats._asdict()
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PlanResults:
-        retain = d.get("retain")
+        retain, formats = d.get("retain"), d.get("formats")
         return cls(
             facts=[FactResult.from_dict(f) for f in d["facts"]],
             retain=RetainResult(**retain) if retain is not None else None,
+            formats=RetainResult(**formats) if formats is not None else None,
         )
 
 

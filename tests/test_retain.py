@@ -7,9 +7,10 @@ import torch
 from codecut.codebook import attach
 from codecut.probes.formats import variant_prompts
 from codecut.probes.selector.attribution import Probe, probe_facts, relation_values
+from codecut.probes.selector.cache import RetainCache
 from codecut.probes.selector.config import ALL_FORMATS, FORMATS, SHOTS, SelectConfig
 from codecut.probes.selector.retain import UNRELATED_PER_RELATION, default_retain, in_formats
-from codecut.probes.selector.search import _forget_probe, _Search
+from codecut.probes.selector.search import _forget_probe, _holds, _Search
 from codecut.probes.selector.unlearn import _default_retain_by_subject
 
 
@@ -145,3 +146,30 @@ def test_forget_probe_asks_the_facts_prompts_in_the_formats_the_model_answers(
     ]
     generated = [p for p, m in zip(probe.prompts, probe.main.tolist()) if not m]
     assert generated and all(p.startswith("people say that") for p in generated)
+
+
+def test_a_conditional_cut_is_judged_on_the_neighbours_formats_where_a_condition_holds(
+    world, world_bottleneck
+):
+    """The search's retain prompts: a conditional cut is judged on the neighbours' prompts in
+    the formats wherever one of its condition sets holds there (the only places it can act), an
+    unconditional one on none of them."""
+    model, w = world
+    facts, target = findar(w)
+    retain = default_retain(model, [target], facts)
+    asked = in_formats(model, target, retain, facts, FORMATS, SHOTS)
+    forget, late = _forget_probe(model, target, facts, formats=FORMATS)
+    keep = probe_facts(retain + asked, relation_values(facts), fallback=[])
+    formatted = torch.arange(len(keep.prompts)) >= len(keep.prompts) - len(asked)
+    cache = RetainCache()
+    with attach(model, world_bottleneck) as handle:
+        search = _Search(
+            model, handle, target, forget, late, keep, SelectConfig(), shared=cache,
+            formatted=formatted,
+        )  # fmt: skip
+    fired = cache.get(keep.prompts, keep.answers).fired
+    holds = _holds(search.conditions + search.more, fired)
+    same = torch.tensor([target.subject in p for p in keep.prompts])
+    assert search.conditions and asked
+    assert len(search.judged[True].ok) == int((same | holds | (keep.main & ~formatted)).sum())
+    assert len(search.judged[False].ok) == int((~formatted).sum())

@@ -3,8 +3,8 @@
 import pytest
 import torch
 from codecut.probes.evaluate import fact_accuracy, summary
-from codecut.probes.selector.config import FORMATS
-from codecut.probes.selector.retain import default_retain
+from codecut.probes.selector.config import FORMATS, SHOTS
+from codecut.probes.selector.retain import default_retain, in_formats
 from codecut.probes.selector.search import _forget_probe
 
 from codecut import Fact, apply, evaluate, load_plan, unlearn
@@ -72,6 +72,21 @@ def test_results_are_what_measuring_every_retain_prompt_gives(forgotten):
     assert after["paraphrase_accuracy"] == full["paraphrase_accuracy"]
     assert before["accuracy"] == full["accuracy_before"]
     assert after["mean_p_answer"] == pytest.approx(full["mean_p_answer"], abs=1e-4)
+
+
+def test_results_keep_the_neighbours_in_the_formats_as_measuring_them_gives(forgotten, tmp_path):
+    """The plan's results also hold the other subjects' retain facts asked in the selector's
+    formats (as the search asks them, `in_formats`), before and after the plan: what measuring
+    every such prompt with the plan gives; the plan file keeps them."""
+    model, facts, target, plan, _ = forgotten
+    retain = default_retain(model, [target], facts)
+    asked = in_formats(model, target, retain, facts, FORMATS, SHOTS)
+    full = summary(evaluate(model, asked, plan=plan))
+    before, after = plan.results.formats
+    assert after["n_facts"] == len(asked) > 0
+    assert after["accuracy"] == full["accuracy"] and before["accuracy"] == full["accuracy_before"]
+    plan.save(tmp_path / "plan.json")
+    assert load_plan(tmp_path / "plan.json").results.formats == plan.results.formats
 
 
 def test_bad_input(world, world_bottleneck):

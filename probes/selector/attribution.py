@@ -11,6 +11,10 @@ with value v_c at a position:
 gradient x activation of the answer's margin over the anti-answers at the predicting (last)
 position. Every position counts, not only the predicting one: later layers read the answer from
 the subject's and the relation's positions too, so a cut at the last one alone leaves it there.
+For a cut under condition sets (`sets`), only the positions where one of them holds count: the
+cut cannot act elsewhere. Counted everywhere, a few-shot prompt's codes were ranked by what they
+do in its shots, where a cut under the subject's condition never reaches, and the search tried
+them one after another with nothing moving (Spain's language at layer 18, 30 trials).
 
     probe = probe_facts(facts, relation_values(facts), fallback=["..."])
     scores = attributions(model, handle, probe)       # handle: an Attachment of the bottleneck
@@ -23,6 +27,7 @@ from typing import NamedTuple
 
 import torch
 from codecut.codebook import Attachment
+from codecut.codebook.attach import condition_holds
 from codecut.probes.selector.prefix import Prefix
 
 from codecut.core.facts import Fact
@@ -96,24 +101,35 @@ class Attributions(NamedTuple):
 
 
 def attributions(
-    model: Model, handle: Attachment, probe: Probe, prefix: Prefix | None = None
+    model: Model,
+    handle: Attachment,
+    probe: Probe,
+    prefix: Prefix | None = None,
+    sets: list[list[int]] | None = None,
 ) -> Attributions:
     """Attribute each prompt's answer margin to the codes of the attached bottleneck (a
     forward and a backward pass per group of prompts of similar length; the ablations
     installed in `handle` act as usual, so this also measures what is left to cut). `prefix`,
-    the probe's prompts with their residual stream below the hook, saves the layers below it."""
+    the probe's prompts with their residual stream below the hook, saves the layers below it.
+    `sets`: count only the positions where one of these condition sets holds (None: all)."""
     n = handle.bottleneck.n_codes
     prefix = prefix or Prefix(model, "", probe.prompts)  # no hook layer: the whole forward
     P = len(probe.prompts)
     scores, first = torch.zeros(P, n), torch.full((P, n), NEVER, dtype=torch.long)
     fired = torch.zeros(P, n, dtype=torch.bool)
     for rows, sub in prefix.groups():
-        part = _attribute(model, handle, probe.subset(rows.tolist()), sub)
+        part = _attribute(model, handle, probe.subset(rows.tolist()), sub, sets)
         scores[rows], first[rows], fired[rows] = part.scores, part.first, part.fired
     return Attributions(scores, first, prefix.batch["last"], fired)
 
 
-def _attribute(model: Model, handle: Attachment, probe: Probe, prefix: Prefix) -> Attributions:
+def _attribute(
+    model: Model,
+    handle: Attachment,
+    probe: Probe,
+    prefix: Prefix,
+    sets: list[list[int]] | None = None,
+) -> Attributions:
     """`attributions` for prompts run in one batch."""
     n = handle.bottleneck.n_codes
     batch = prefix.batch
@@ -131,7 +147,14 @@ def _attribute(model: Model, handle: Attachment, probe: Probe, prefix: Prefix) -
         objective = (logp[rows, true] - anti).sum()
         (grad,) = torch.autograd.grad(objective, codes.values)
     contrib = (grad * codes.values).detach()
-    active = handle.active[..., None].expand_as(contrib)
+    where = handle.active
+    if sets is not None:
+        fired = (codes.values.detach() > 0) & where[..., None]
+        holds = torch.zeros_like(where)
+        for when in sets:
+            holds |= condition_holds(when, codes.indices, fired)
+        where = where & holds
+    active = where[..., None].expand_as(contrib)
     scores = torch.zeros(len(rows), n).scatter_add_(
         1, codes.indices.flatten(1), (contrib * active).flatten(1)
     )

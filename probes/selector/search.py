@@ -25,10 +25,13 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
 4. Greedy, verified, per `Family` (gentlest first, conditional ones only when conditions were
    found): re-score with the cuts so far in place, try the best code, keep it unless it costs
    more than `retain_budget` of retain accuracy or any retain prompt about the fact's own
-   subject its answer, until the answer is gone (not the greedy token and p <
+   subject its answer (the retain prompts: for a conditional cut, the same subject's, every
+   other fact's main prompt, and those prompts and the neighbours' main prompts in the formats
+   where a condition holds; for an unconditional cut, every retain prompt, formats aside), until the answer is gone (not the greedy token and p <
    `p_threshold`) on every prompt of the fact and on all but `slack` of the generated ones
    (`success`), then go on adding codes until every format loses it too (`formats_lost`); a
-   family whose second stage stalls returns its first stage's cut. The first family that
+   family whose second stage stalls returns the cut it reached where its codes took greedy
+   answers from the formats, else its first stage's cut. The first family that
    succeeds with the formats lost is kept; one that succeeds without them is the best so far
    while the next (stronger) families are tried. Then the best result (success, formats lost,
    lowest forget accuracy, highest retain accuracy, fewest codes), with `success` False if
@@ -102,12 +105,16 @@ def select(
     deadline = None if config.max_seconds is None else time.monotonic() + config.max_seconds
     forget, late = _forget_probe(model, fact, pool, config.formats)
     wrong = forget.anti[0]  # the fact's counterfactual answers (the same for every prompt)
-    keep = probe_facts(retain, relation_values(pool + retain), fallback=wrong)
-    # The neighbours in the formats too, for the condition sets (see `in_formats`).
+    # The neighbours in the formats too (see `in_formats`): where the condition sets must not
+    # hold, and what a conditional cut is judged on where one does.
     asked = in_formats(model, fact, retain, pool, config.formats, SHOTS)
+    keep = probe_facts(retain + asked, relation_values(pool + retain), fallback=wrong)
+    formatted = torch.arange(len(keep.prompts)) >= len(keep.prompts) - len(asked)
     shared = shared or RetainCache.shared(model, bottleneck, strict)  # before attaching
     with attach(model, bottleneck, error_term=not strict) as handle:
-        search = _Search(model, handle, fact, forget, late, keep, config, deadline, shared, asked)
+        search = _Search(
+            model, handle, fact, forget, late, keep, config, deadline, shared, formatted
+        )
         families = [
             f
             for f in (FAMILIES if bottleneck.has_stats else ZERO_FAMILIES)
@@ -194,10 +201,11 @@ class _Search:
         config: SelectConfig,
         deadline: float | None = None,
         shared: RetainCache | None = None,
-        asked: list[Fact] = (),
+        formatted: torch.Tensor | None = None,
     ):
-        """`asked`: other subjects' retain prompts in the formats (`in_formats`), where the
-        condition sets must not hold either."""
+        """`formatted`: bool per prompt of `keep`, one of other subjects' main prompts in a
+        format (`in_formats`): no condition set may hold there either, a conditional cut is
+        judged on those where one does, and an unconditional cut on none (see `_judging`)."""
         self.model, self.handle, self.config = model, handle, config
         self.deadline = deadline
         self.step = 0.0  # seconds the last step of the search (next code and its trial) took
@@ -212,13 +220,10 @@ class _Search:
             retain = None
             fired_keep = fired = torch.zeros(0, handle.bottleneck.n_codes, dtype=torch.bool)
         same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
-        fired_other = fired_keep[~same]
-        if asked:  # their answers do not matter here: a condition must not hold there at all
-            prompts, answers = [f.prompt for f in asked], [f.answer for f in asked]
-            formats = cache.clean(model, handle, prompts, answers)
-            fired_other = torch.cat([fired_other, formats.first < NEVER])
-        self._condition_sets(first, early, fired_other)
-        rows = self._judging(keep, retain, fired, same, cache)
+        if formatted is None:
+            formatted = torch.zeros(len(keep.prompts), dtype=torch.bool)
+        self._condition_sets(first, early, fired_keep[~same])
+        rows = self._judging(keep, retain, fired, same, formatted, cache)
         self.clean = self.trial(FAMILIES[0], [], ~self.late, [])  # the first stage, no cut
         # Gone with no cut: the fact's prompts lost the answer to a cut in an earlier bottleneck.
         self.gone_before = self.clean.gone
@@ -255,7 +260,7 @@ class _Search:
 
     def _attribute(self, first: torch.Tensor) -> torch.Tensor:
         """Attributions (a backward pass) for the first stage's prompts, with no cut in place,
-        into `forget_scores`, and where each code first fired there into `first`; the formats'
+        into `first_scores`, and where each code first fired there into `first`; the formats'
         are first needed in the second stage, with cuts in place. Returns those prompts' rows."""
         early = (~self.late).nonzero().flatten()
         attr = attributions(
@@ -264,8 +269,9 @@ class _Search:
             self.forget.subset(early.tolist()),
             self.forget_prefix.rows(early),
         )
-        self.forget_scores = torch.zeros(len(self.late), self.handle.bottleneck.n_codes)
-        self.forget_scores[early] = attr.scores
+        # The first stage's attributions with no cut, by condition sets (None: everywhere).
+        self.first_scores = {None: torch.zeros(len(self.late), self.handle.bottleneck.n_codes)}
+        self.first_scores[None][early] = attr.scores
         first[early] = attr.first
         return early
 
@@ -297,11 +303,12 @@ class _Search:
         retain: Clean | None,
         fired: torch.Tensor,
         same: torch.Tensor,
+        formatted: torch.Tensor,
         cache: RetainCache,
     ) -> list[int]:
         """The retain prompts each kind of cut is judged on (`judged`) and the codes' retain
         penalties (`penalties`); returns the rows a conditional cut is judged on. `fired`: as
-        `Clean.fired`, per retain prompt."""
+        `Clean.fired`, per retain prompt; `formatted`: a neighbour's prompt in a format."""
         n = self.handle.bottleneck.n_codes
         # A conditional cut acts only where its condition holds, so only the retain prompts
         # where it does can suffer from it; an unconditional cut can hurt every retain prompt.
@@ -311,8 +318,11 @@ class _Search:
         gated = _holds(self.conditions, fired)
         gated_more = gated | _holds(self.more, fired)
         # The retain prompts a conditional cut is judged on: the same subject's, those where a
-        # condition holds (of either stage), and the main prompt of every other fact.
-        rows = (same | gated_more | keep.main).nonzero().flatten().tolist() if keep.prompts else []
+        # condition holds (of either stage; the neighbours' formats among them: the card found
+        # a plan judged on their plain prompts alone took other capitals' question and chat
+        # forms), and the main prompt of every other fact.
+        judged = same | gated_more | (keep.main & ~formatted)
+        rows = judged.nonzero().flatten().tolist() if keep.prompts else []
         # The penalties come from the same prompts: other subjects' paraphrases are not
         # attributed (a backward pass each).
         attr_r = cache.scores(self.model, self.handle, keep, rows).clamp(min=0) if rows else None
@@ -324,7 +334,9 @@ class _Search:
         # An unconditional cut is judged on every retain prompt: it reaches other subjects'
         # paraphrases, and judged by their main prompts alone, Rwanda's capital took 34% of the
         # other capitals' paraphrases with it. A trial re-measures only those a cut reaches.
-        every = list(range(len(keep.prompts)))
+        # Not on the formats: a cut that acts everywhere reaches most of them, and a trial of
+        # hundreds of few-shot prompts costs seconds; the card measures them.
+        every = (~formatted).nonzero().flatten().tolist()
         self.judged = {
             True: _Judged.of(retain, same, rows) if rows else _Judged.none(n),
             False: _Judged.of(retain, same, every) if every else _Judged.none(n),
@@ -384,9 +396,11 @@ class _Search:
         """Add the best code while the answer holds, skipping `costly` codes.
 
         Two stages: first the fact's prompts and paraphrases; once they lose the answer, the
-        formats too (`late`), by adding codes from there. A family whose second stage stalls
-        returns its first stage's cut: the formats are what the most codes are needed for, and
-        asking them from the start cost the demo's request its cut (see `FORMATS`)."""
+        formats too (`late`), by adding codes from there (asking them from the start cost the
+        demo's request its cut, see `FORMATS`). A family whose second stage stalls returns the
+        cut it reached if its codes took the greedy answer from some prompts (a format may keep
+        p >= `p_threshold` without being answered), else its first stage's cut; either way
+        measured on every prompt, the formats included, so that families compare fairly."""
         config = self.config
         chosen: list[int] = []
         tried: list[int] = []
@@ -394,11 +408,13 @@ class _Search:
         result, idle = self.clean, 0
         first: tuple[list[int], Trial] | None = None  # the first stage's cut, once it succeeds
         sets = self.conditions  # the condition sets a conditional cut acts under
+        entered: tuple[list[list[int]], Trial] | None = None  # first's sets and trial, formats in
         if self.gone_before and self.late.any():
             # An earlier bottleneck's cut (see `unlearn`) took the fact's prompts: the formats.
             first, active = ([], result), active | self.late
             sets = self.conditions + self.more
             result = self.trial(family, [], active, sets)
+            entered = (sets, result)
         while (
             not result.gone
             and len(chosen) < config.max_codes
@@ -439,17 +455,29 @@ class _Search:
                 if self.costly(family, result):
                     sets = self.conditions
                     result = self.trial(family, chosen, active, sets)
+                entered = (sets, result)
             if result.gone:
                 break
         formats_lost = result.gone and bool(self.late.any() and active.all())
-        if not result.gone and first is not None:
-            (chosen, result), sets = first, self.conditions
-            log.info("the formats keep the answer with %s; the first stage's cut stands", family)
+        success = result.gone
+        if not result.gone and first is not None and entered is not None:
+            success = first[1].gone
+            if result.forget_accuracy < entered[1].forget_accuracy:
+                log.info(
+                    "the formats keep the answer with %s; its codes for them stand (greedy "
+                    "accuracy %.2f, %.2f without them)", family, result.forget_accuracy,
+                    entered[1].forget_accuracy,
+                )  # fmt: skip
+            else:
+                chosen, (sets, result) = first[0], entered
+                log.info(
+                    "the formats keep the answer with %s; the first stage's cut stands", family
+                )
         return Selection(
             family=family,
             codes=chosen,
             condition_codes=sets if family.conditional else [],
-            success=result.gone,
+            success=success,
             forget_accuracy=result.forget_accuracy,
             retain_accuracy=result.retain_accuracy,
             formats_lost=formats_lost,
@@ -502,19 +530,26 @@ class _Search:
         with the cuts so far in place (what is left to cut changes as codes go); None when no
         code scores above 0."""
         rows = held.nonzero().flatten()
+        under = sets if family.conditional else None  # where a cut can act (see `attributions`)
         # The formats' attributions are not measured on creation (the second stage measures
         # them with its cuts in place); a search an earlier cut sent there measures them here.
-        if chosen or self.late[rows].any():
+        # With no cut, the first stage's are measured once per condition sets.
+        key = None if under is None else tuple(map(tuple, under))
+        if chosen or self.late[rows].any() or key not in self.first_scores:
             self.handle.ablations[:] = ablations_of(family, chosen, sets)
             scores = attributions(
                 self.model,
                 self.handle,
                 self.forget.subset(rows.tolist()),
                 self.forget_prefix.rows(rows),
+                under,
             ).scores
             self.handle.ablations.clear()
+            if not chosen and not self.late[rows].any():
+                self.first_scores[key] = torch.zeros_like(self.first_scores[None])
+                self.first_scores[key][rows] = scores
         else:
-            scores = self.forget_scores[rows]  # the first stage's, with no cut: from creation
+            scores = self.first_scores[key][rows]  # the first stage's, with no cut
         attr = scores.mean(0)
         score = attr - self.config.penalty * self.penalties[family.conditional]
         score[exclude] = -float("inf")

@@ -43,8 +43,8 @@ from codecut.probes.plan import (
     apply,
 )
 from codecut.probes.selector.cache import RetainCache, reached
-from codecut.probes.selector.config import FAMILIES, ZERO_FAMILIES, SelectConfig
-from codecut.probes.selector.retain import default_retain
+from codecut.probes.selector.config import FAMILIES, SHOTS, ZERO_FAMILIES, SelectConfig
+from codecut.probes.selector.retain import default_retain, in_formats
 from codecut.probes.selector.search import select
 from codecut.probes.selector.subject import subject_facts
 from tqdm.auto import tqdm
@@ -136,12 +136,15 @@ def unlearn(
     # The retain prompts are measured once for every fact, and kept for the next request.
     shared = RetainCache.shared(model, bottleneck, strict)
     chosen: list[_Chosen] = []
+    asked: dict[str, Fact] = {}  # the neighbours' main prompts in the formats, as the searches ask
     for i, fact in enumerate(tqdm(forget, desc="unlearning", leave=False)):
         # The first fact's time budget counts the request's setup (the default retain set).
         spent = time.time() - t0 if i == 0 else 0.0
         budget = _spend(config or SelectConfig(), spent)
         checked = own.get(fact.subject, retain)
         chosen.append(_select(model, bottlenecks, fact, checked, pool, budget, strict, shared))
+        for f in in_formats(model, fact, checked, pool, budget.formats, SHOTS):
+            asked.setdefault(f.prompt, f)
     later = [
         Cut(bn.content_hash, bn.source, bn.hook, ablations, bn)
         for bn in bottlenecks[1:]
@@ -157,7 +160,8 @@ def unlearn(
         bottleneck=bottleneck,
         later=later,
     )
-    plan.results = _results(model, plan, retain, before, chosen, shared)
+    formats = [f for f in asked.values() if (f.subject, f.relation) not in forget_keys]
+    plan.results = _results(model, plan, retain, formats, before, chosen, shared)
     plan.seconds = round(time.time() - t0, 2)
     return plan
 
@@ -292,7 +296,9 @@ def _select(
     started = time.monotonic()
     budget = config.max_seconds
     own = config if budget is None else replace(config, max_seconds=budget * FIRST_SHARE)
-    keys = list(zip(*prompts_and_answers(retain)))
+    # The retain prompts, and the neighbours' formats the searches judge conditional cuts on.
+    asked = in_formats(model, fact, retain, pool, config.formats, SHOTS)
+    keys = list(dict.fromkeys(zip(*prompts_and_answers(retain + asked))))
     chosen: dict[str, Selection] = {}
     refused: list[str] = []  # each bottleneck's reason, for the error when none finds a cut
     try:
@@ -408,35 +414,15 @@ def _results(
     model: Model,
     plan: UnlearnPlan,
     retain: list[Fact],
+    formats: list[Fact],
     before: pd.DataFrame,
     chosen: list[_Chosen],
     shared: RetainCache,
 ) -> PlanResults:
-    """Every forget fact (rows of `before`, in `plan.facts`' order) and the retain set, before
-    and after the plan. The retain prompts were measured without a cut by the search (error
-    term kept: the clean model's answers); with the plan, only those a cut can reach are
-    measured again (the first bottleneck's by its firing codes, the later ones' as their
-    searches found), the others keep their answers (not in strict mode, where every prompt
-    goes through the codes)."""
-    prompts, answers = prompts_and_answers(retain)
-    clean = None if plan.strict or not retain else shared.get(prompts, answers)
-    retain_before = retain_after = None
-    if retain and clean is None:
-        retain_before = evaluate(model, retain)
+    """Every forget fact (rows of `before`, in `plan.facts`' order), the retain set and the
+    neighbours in the formats (`formats`), before and after the plan."""
     with apply(model, plan):
         after = evaluate(model, plan.facts)
-        if clean is not None:
-            p, ok = clean.p.clone(), clean.ok.clone()
-            later = set().union(*(c.reach for c in chosen))
-            reach = reached(plan.ablations, clean.fired)
-            reach |= torch.tensor([k in later for k in zip(prompts, answers)], dtype=torch.bool)
-            reach = reach.nonzero().flatten()
-            if len(reach):
-                p[reach], ok[reach] = clean.prefix.rows(reach).scores(clean.targets[reach])
-            retain_before = table(retain, clean.p, clean.ok)
-            retain_after = table(retain, p, ok)
-        elif retain:
-            retain_after = evaluate(model, retain)
     hook = plan.hook
     facts = [
         FactResult(
@@ -449,9 +435,35 @@ def _results(
         )  # fmt: skip
         for (_, b), (_, a), c in zip(before.iterrows(), after.iterrows(), chosen)
     ]
-    if not retain:
-        return PlanResults(facts)
-    return PlanResults(facts, RetainResult(summary(retain_before), summary(retain_after)))
+    kept = [_kept(model, plan, fs, chosen, shared) for fs in (retain, formats)]
+    return PlanResults(facts, *kept)
+
+
+def _kept(
+    model: Model, plan: UnlearnPlan, facts: list[Fact], chosen: list[_Chosen], shared: RetainCache
+) -> RetainResult | None:
+    """`facts` before and after the plan (None when there are none). The searches measured
+    their prompts without a cut (error term kept: the clean model's answers); with the plan,
+    only those a cut can reach are measured again (the first bottleneck's by its firing codes,
+    the later ones' as their searches found), the others keep their answers. In strict mode,
+    where every prompt goes through the codes, or where a prompt was not measured, all are."""
+    if not facts:
+        return None
+    prompts, answers = prompts_and_answers(facts)
+    clean = None if plan.strict else shared.get(prompts, answers)
+    if clean is None:
+        before = evaluate(model, facts)
+        with apply(model, plan):
+            return RetainResult(summary(before), summary(evaluate(model, facts)))
+    p, ok = clean.p.clone(), clean.ok.clone()
+    later = set().union(*(c.reach for c in chosen))
+    reach = reached(plan.ablations, clean.fired)
+    reach |= torch.tensor([k in later for k in zip(prompts, answers)], dtype=torch.bool)
+    reach = reach.nonzero().flatten()
+    if len(reach):
+        with apply(model, plan):
+            p[reach], ok[reach] = clean.prefix.rows(reach).scores(clean.targets[reach])
+    return RetainResult(summary(table(facts, clean.p, clean.ok)), summary(table(facts, p, ok)))
 
 
 def _scores(row: pd.Series) -> Scores:
