@@ -1,7 +1,7 @@
 """The retain prompts' measurements, kept across requests: a prompt measured once with no cut
 (its answer, which codes fired where, its residual stream below the hook) serves every search
-of the process (`RetainCache`, kept by `memo.kept`); and which prompts a cut can reach
-(`reached`).
+of the process (`RetainCache`, kept by `memo.kept`); those a search judges a cut on
+(`Judged`); and which prompts a cut can reach (`reached`).
 """
 
 from __future__ import annotations
@@ -139,6 +139,37 @@ class _Row(NamedTuple):
     ok: bool
     first: torch.Tensor  # [n] int32
     fired: torch.Tensor  # [n] bool
+
+
+class Judged(NamedTuple):
+    """The retain prompts a family's trials judge a cut on, measured with no cut in place."""
+
+    prefix: Prefix | None  # their residual stream below the hook (None: no prompt)
+    targets: torch.Tensor  # [R] each one's answer token
+    fired: torch.Tensor  # [R, n] as `Clean.fired`
+    same: torch.Tensor  # [R] bool: about the forget fact's subject
+    ok: torch.Tensor  # [R] bool: answered
+    base: float  # their accuracy
+
+    @classmethod
+    def of(cls, clean: Clean, same: torch.Tensor, rows: list[int]) -> Judged:
+        ok = clean.ok[rows]
+        base = ok.float().mean().item()
+        return cls(
+            clean.prefix.rows(rows), clean.targets[rows], clean.fired[rows], same[rows], ok, base
+        )
+
+    @classmethod
+    def none(cls, n: int) -> Judged:
+        empty = torch.zeros(0, dtype=torch.bool)
+        return cls(
+            None,
+            torch.zeros(0, dtype=torch.long),
+            torch.zeros(0, n, dtype=torch.bool),
+            empty,
+            empty,
+            1.0,
+        )
 
 
 def reached(ablations: list[Ablation], fired: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import NamedTuple
 
 import torch
 from codecut.codebook import Attachment, Bottleneck, attach
@@ -60,7 +59,14 @@ from codecut.probes.selector.attribution import (
     probe_facts,
     relation_values,
 )
-from codecut.probes.selector.cache import Clean, RetainCache, answer_targets, measure, reached
+from codecut.probes.selector.cache import (
+    Clean,
+    Judged,
+    RetainCache,
+    answer_targets,
+    measure,
+    reached,
+)
 from codecut.probes.selector.conditions import condition_codes
 from codecut.probes.selector.config import FAMILIES, SHOTS, ZERO_FAMILIES, SelectConfig, Trial
 from codecut.probes.selector.prefix import Prefix
@@ -338,8 +344,8 @@ class _Search:
         # hundreds of few-shot prompts costs seconds; the card measures them.
         every = (~formatted).nonzero().flatten().tolist()
         self.judged = {
-            True: _Judged.of(retain, same, rows) if rows else _Judged.none(n),
-            False: _Judged.of(retain, same, every) if every else _Judged.none(n),
+            True: Judged.of(retain, same, rows) if rows else Judged.none(n),
+            False: Judged.of(retain, same, every) if every else Judged.none(n),
         }
         return rows
 
@@ -563,37 +569,6 @@ class _Search:
         attr[exclude] = -float("inf")
         best = int(attr.argmax())
         return best if attr[best] > 0 else None
-
-
-class _Judged(NamedTuple):
-    """The retain prompts a family's trials judge a cut on, measured with no cut in place."""
-
-    prefix: Prefix | None  # their residual stream below the hook (None: no prompt)
-    targets: torch.Tensor  # [R] each one's answer token
-    fired: torch.Tensor  # [R, n] as `Clean.fired`
-    same: torch.Tensor  # [R] bool: about the forget fact's subject
-    ok: torch.Tensor  # [R] bool: answered
-    base: float  # their accuracy
-
-    @classmethod
-    def of(cls, clean: Clean, same: torch.Tensor, rows: list[int]) -> _Judged:
-        ok = clean.ok[rows]
-        base = ok.float().mean().item()
-        return cls(
-            clean.prefix.rows(rows), clean.targets[rows], clean.fired[rows], same[rows], ok, base
-        )
-
-    @classmethod
-    def none(cls, n: int) -> _Judged:
-        empty = torch.zeros(0, dtype=torch.bool)
-        return cls(
-            None,
-            torch.zeros(0, dtype=torch.long),
-            torch.zeros(0, n, dtype=torch.bool),
-            empty,
-            empty,
-            1.0,
-        )
 
 
 def _holds(sets: list[list[int]], fired: torch.Tensor) -> torch.Tensor:
