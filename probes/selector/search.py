@@ -27,8 +27,9 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
    more than `retain_budget` of retain accuracy or any retain prompt about the fact's own
    subject its answer (the retain prompts: for a conditional cut, the same subject's, every
    other fact's main prompt, and those prompts and the neighbours' main prompts in the formats
-   where a condition holds; for an unconditional cut, every retain prompt, formats aside), until the answer is gone (not the greedy token and p <
-   `p_threshold`) on every prompt of the fact and on all but `slack` of the generated ones
+   where a condition holds; for an unconditional cut, every retain prompt, formats aside),
+   until the answer is gone (not the greedy token and p < `p_threshold`) on every prompt of
+   the fact and on all but `slack` of the generated ones
    (`success`), then go on adding codes until every format loses it too (`formats_lost`); a
    family whose second stage stalls returns the cut it reached where its codes took greedy
    answers from the formats, else its first stage's cut. The first family that
