@@ -142,8 +142,11 @@ def unlearn(
         spent = time.time() - t0 if i == 0 else 0.0
         budget = _spend(config or SelectConfig(), spent)
         checked = own.get(fact.subject, retain)
-        chosen.append(_select(model, bottlenecks, fact, checked, pool, budget, strict, shared))
-        for f in in_formats(model, fact, checked, pool, budget.formats, SHOTS):
+        formats = in_formats(model, fact, checked, pool, budget.formats, SHOTS)
+        chosen.append(
+            _select(model, bottlenecks, fact, checked, formats, pool, budget, strict, shared)
+        )
+        for f in formats:
             asked.setdefault(f.prompt, f)
     later = [
         Cut(bn.content_hash, bn.source, bn.hook, ablations, bn)
@@ -275,6 +278,7 @@ def _select(
     bottlenecks: list[Bottleneck],
     fact: Fact,
     retain: list[Fact],
+    asked: list[Fact],
     pool: list[Fact],
     config: SelectConfig,
     strict: bool,
@@ -283,7 +287,8 @@ def _select(
     """One fact's cuts: the first bottleneck's search, then, while the fact holds in a prompt or
     a format, the next bottleneck's with the cuts so far in place (a later cut is kept where it
     completes the removal). The first hook's selection is empty when only a later bottleneck
-    could cut.
+    could cut. `asked`: the neighbours in the formats (`in_formats`), which the searches judge
+    conditional cuts on.
 
     A later search measures anew only the retain prompts the cuts so far reach; the others'
     measurements are its bottleneck's process-wide ones (`RetainCache.after_cut`), made once.
@@ -296,8 +301,6 @@ def _select(
     started = time.monotonic()
     budget = config.max_seconds
     own = config if budget is None else replace(config, max_seconds=budget * FIRST_SHARE)
-    # The retain prompts, and the neighbours' formats the searches judge conditional cuts on.
-    asked = in_formats(model, fact, retain, pool, config.formats, SHOTS)
     keys = list(dict.fromkeys(zip(*prompts_and_answers(retain + asked))))
     chosen: dict[str, Selection] = {}
     refused: list[str] = []  # each bottleneck's reason, for the error when none finds a cut
