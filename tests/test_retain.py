@@ -7,8 +7,8 @@ import torch
 from codecut.codebook import attach
 from codecut.probes.formats import variant_prompts
 from codecut.probes.selector.attribution import Probe, probe_facts, relation_values
-from codecut.probes.selector.cache import RetainCache
-from codecut.probes.selector.config import ALL_FORMATS, FORMATS, SHOTS, SelectConfig
+from codecut.probes.selector.cache import Judged, RetainCache, relation_index
+from codecut.probes.selector.config import ALL_FORMATS, FAMILIES, FORMATS, SHOTS, SelectConfig
 from codecut.probes.selector.retain import UNRELATED_PER_RELATION, default_retain, in_formats
 from codecut.probes.selector.search import _forget_probe, _holds, _Search
 from codecut.probes.selector.unlearn import _default_retain_by_subject
@@ -33,8 +33,19 @@ def test_near_facts_and_a_few_unrelated_ones(world):
     assert near and all(f in retain for f in near)
     assert all(f is not target for f in retain) and known(model, retain) == retain
     unrelated = Counter(f.relation for f in retain if f not in near)
-    assert unrelated and set(unrelated.values()) == {UNRELATED_PER_RELATION}
+    assert unrelated == _unrelated(model, others, target)
     assert set(unrelated) == {r for r in w.relations if r != "color"}
+
+
+def _unrelated(model, facts, target) -> Counter:
+    """Per relation but the target's, how many facts of other subjects the default retain set
+    holds: UNRELATED_PER_RELATION, or all the model knows where it knows fewer."""
+    counts = Counter(
+        f.relation
+        for f in known(model, facts)
+        if f.relation != target.relation and f.subject != target.subject
+    )
+    return Counter({r: min(n, UNRELATED_PER_RELATION) for r, n in counts.items()})
 
 
 def test_a_relation_and_subject_the_pool_does_not_hold(world):
@@ -45,9 +56,8 @@ def test_a_relation_and_subject_the_pool_does_not_hold(world):
     others = [f for f in facts if f.relation != "color" and f.subject != target.subject]
     retain = default_retain(model, [target], [target, *others])
     assert retain and all(f in others for f in retain) and known(model, retain) == retain
-    assert Counter(f.relation for f in retain) == {
-        r: UNRELATED_PER_RELATION for r in w.relations if r != "color"
-    }
+    assert Counter(f.relation for f in retain) == _unrelated(model, others, target)
+    assert set(Counter(f.relation for f in retain)) == {r for r in w.relations if r != "color"}
 
 
 def test_a_joint_request_checks_each_subject_against_the_others_forget_facts(world):
@@ -161,11 +171,12 @@ def test_a_conditional_cut_is_judged_on_the_neighbours_formats_where_a_condition
     forget, late = _forget_probe(model, target, facts, formats=FORMATS)
     keep = probe_facts(retain + asked, relation_values(facts), fallback=[])
     formatted = torch.arange(len(keep.prompts)) >= len(keep.prompts) - len(asked)
+    relation = relation_index([f for f in retain + asked for _ in f.prompts])
     cache = RetainCache()
     with attach(model, world_bottleneck) as handle:
         search = _Search(
             model, handle, target, forget, late, keep, SelectConfig(), shared=cache,
-            formatted=formatted,
+            formatted=formatted, relation=relation,
         )  # fmt: skip
     fired = cache.get(keep.prompts, keep.answers).fired
     holds = _holds(search.conditions + search.more, fired)
@@ -173,3 +184,35 @@ def test_a_conditional_cut_is_judged_on_the_neighbours_formats_where_a_condition
     assert search.conditions and asked
     assert len(search.judged[True].ok) == int((same | holds | (keep.main & ~formatted)).sum())
     assert len(search.judged[False].ok) == int((~formatted).sum())
+    # Each prompt is judged with its own fact's relation (the budget holds per relation).
+    assert torch.equal(search.judged[False].relation, relation[~formatted])
+
+
+def test_the_retain_budget_holds_for_each_relation_alone(world, world_bottleneck):
+    """A cut that takes one of a relation's few prompts is too costly even when the mean over
+    every retain prompt, most of them another relation's, stays within the budget."""
+    n = 4
+    relation = torch.tensor([0] * 96 + [1] * n)  # 96 prompts of one relation, 4 of another
+    ok = torch.ones(100, dtype=torch.bool)
+    judged = Judged(None, relation, torch.zeros(100, 1), torch.zeros(100), relation, ok, 1.0)
+    after = ok.clone()
+    after[-1] = False  # one prompt of the small relation lost: 1% of all, 25% of its own
+    assert judged.worst_drop(after) == pytest.approx(1 / n)
+    after[:3] = False  # and three of the large one's: 3 / 96 of it
+    assert judged.worst_drop(after) == pytest.approx(1 / n)
+    assert judged.worst_drop(ok) == 0.0
+
+    model, w = world
+    facts, target = findar(w)
+    forget, late = _forget_probe(model, target, facts)
+    retain = default_retain(model, [target], facts)
+    keep = probe_facts(retain, relation_values(facts), fallback=[])
+    with attach(model, world_bottleneck) as handle:
+        search = _Search(model, handle, target, forget, late, keep, SelectConfig())
+    base = search.judged[False].base
+    unconditional = next(f for f in FAMILIES if not f.conditional)
+    mean_ok = search.clean._replace(retain_accuracy=base - 0.01)  # within the mean's budget
+    assert not search.costly(unconditional, mean_ok)
+    assert search.costly(unconditional, mean_ok._replace(relation_drop=0.25))
+    assert not search.costly(unconditional, mean_ok._replace(relation_drop=0.02))
+    assert search.costly(unconditional, mean_ok._replace(retain_accuracy=base - 0.03))

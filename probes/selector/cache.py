@@ -14,6 +14,7 @@ from codecut.probes.selector.attribution import NEVER, Probe, attributions, fire
 from codecut.probes.selector.memo import kept
 from codecut.probes.selector.prefix import Prefix, target_scores
 
+from codecut.core.facts import Fact
 from codecut.core.models import Model
 
 
@@ -148,28 +149,50 @@ class Judged(NamedTuple):
     targets: torch.Tensor  # [R] each one's answer token
     fired: torch.Tensor  # [R, n] as `Clean.fired`
     same: torch.Tensor  # [R] bool: about the forget fact's subject
+    relation: torch.Tensor  # [R] long: which relation each one asks (an index)
     ok: torch.Tensor  # [R] bool: answered
     base: float  # their accuracy
 
     @classmethod
-    def of(cls, clean: Clean, same: torch.Tensor, rows: list[int]) -> Judged:
+    def of(
+        cls, clean: Clean, same: torch.Tensor, relation: torch.Tensor, rows: list[int]
+    ) -> Judged:
         ok = clean.ok[rows]
         base = ok.float().mean().item()
         return cls(
-            clean.prefix.rows(rows), clean.targets[rows], clean.fired[rows], same[rows], ok, base
+            clean.prefix.rows(rows),
+            clean.targets[rows],
+            clean.fired[rows],
+            same[rows],
+            relation[rows],
+            ok,
+            base,
         )
+
+    def worst_drop(self, ok: torch.Tensor) -> float:
+        """The largest drop of one relation's accuracy from `self.ok` to `ok` (per prompt, as
+        measured with a cut): a mean over every prompt hides a cut that takes one relation's
+        few prompts among many of others."""
+        if not len(ok):
+            return 0.0
+        n = torch.bincount(self.relation)
+        lost = torch.bincount(self.relation, self.ok.float()) - torch.bincount(
+            self.relation, ok.float()
+        )
+        return (lost[n > 0] / n[n > 0]).max().item()
 
     @classmethod
     def none(cls, n: int) -> Judged:
         empty = torch.zeros(0, dtype=torch.bool)
-        return cls(
-            None,
-            torch.zeros(0, dtype=torch.long),
-            torch.zeros(0, n, dtype=torch.bool),
-            empty,
-            empty,
-            1.0,
-        )
+        none = torch.zeros(0, dtype=torch.long)
+        return cls(None, none, torch.zeros(0, n, dtype=torch.bool), empty, none, empty, 1.0)
+
+
+def relation_index(facts: list[Fact]) -> torch.Tensor:
+    """Per fact, the index of its relation among those of `facts`, in order of first sight
+    (`Judged.relation`)."""
+    index: dict[str, int] = {}
+    return torch.tensor([index.setdefault(f.relation, len(index)) for f in facts], dtype=torch.long)
 
 
 def reached(ablations: list[Ablation], fired: torch.Tensor) -> torch.Tensor:

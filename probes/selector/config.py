@@ -44,7 +44,8 @@ class SelectConfig:
     Attributes:
         max_codes: most codes one cut may hold.
         max_trials: most candidate codes tried per family.
-        retain_budget: largest drop of retain accuracy (during selection) a code may cost.
+        retain_budget: largest drop of retain accuracy (during selection) a code may cost, over
+            every retain prompt and over each relation's alone.
         p_threshold: the answer counts as gone below this probability (and not greedy).
         slack: fraction of the generated paraphrases allowed to keep the answer (the fact's own
             prompts may keep none).
@@ -144,6 +145,7 @@ class Trial(NamedTuple):
     gone: bool  # the answer is gone from the forget prompts (see `SelectConfig.slack`)
     forget_accuracy: float  # greedy accuracy on the forget prompts
     retain_accuracy: float  # greedy accuracy on the retain prompts the cut can reach
+    relation_drop: float  # the largest drop of one relation's accuracy there (`worst_drop`)
     held: torch.Tensor  # bool per forget prompt: still answered, or p >= p_threshold
     p_answer: float  # the answer's mean probability over the forget prompts
     log_odds: float  # the answer's mean log-odds over them: it moves where p is saturated

@@ -7,9 +7,10 @@ ones. Without the user's retain set it builds one from facts the model itself an
   or of its relation. A cut that takes the subject ("everything about France") or the relation
   ("every capital") with it shows there first. For a relation and subject neither holds (a
   book's author) there are none.
-- unrelated: a fixed handful per relation (`UNRELATED_PER_RELATION`, pool first, in file
+- unrelated: a fixed number per relation (`UNRELATED_PER_RELATION`, pool first, in file
   order) of the other facts: a guard against a careless cut that reaches everything, and the
-  only guard where nothing near is known.
+  only guard where nothing near is known. The search holds each relation to the retain budget
+  alone, so each needs enough prompts for one lost answer to be a small share of them.
 
 Only facts the model knows (its greedy answer on the main prompt) are kept; an error when none
 is, since a plan measured against nothing cannot be trusted.
@@ -34,8 +35,11 @@ from codecut.core.facts import Fact, example_facts
 from codecut.core.models import Model
 
 # Unrelated facts per relation: enough to notice a cut that reaches every subject, few enough
-# that measuring them costs little next to the near facts.
-UNRELATED_PER_RELATION = 4
+# that measuring them costs little next to the near facts. With 4, Spain's plan cut 15 codes at
+# layer 18 with no condition; the four currencies it was judged on kept their answers, 3 of the
+# file's other currency prompts (52 in all) did not. 16 facts are about 56 prompts: one lost
+# answer is within the 2% budget of their relation, two are not.
+UNRELATED_PER_RELATION = 16
 
 
 def default_retain(model: Model, forget: list[Fact], pool: list[Fact]) -> list[Fact]:

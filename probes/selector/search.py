@@ -24,19 +24,19 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
    condition spares the others).
 4. Greedy, verified, per `Family` (gentlest first, conditional ones only when conditions were
    found): re-score with the cuts so far in place, try the best code, keep it unless it costs
-   more than `retain_budget` of retain accuracy or any retain prompt about the fact's own
-   subject its answer (the retain prompts: for a conditional cut, the same subject's, every
-   other fact's main prompt, and those prompts and the neighbours' main prompts in the formats
-   where a condition holds; for an unconditional cut, every retain prompt, formats aside),
-   until the answer is gone (not the greedy token and p < `p_threshold`) on every prompt of
-   the fact and on all but `slack` of the generated ones
-   (`success`), then go on adding codes until every format loses it too (`formats_lost`); a
-   family whose second stage stalls returns the cut it reached where its codes took greedy
-   answers from the formats, else its first stage's cut. The first family that
-   succeeds with the formats lost is kept; one that succeeds without them is the best so far
-   while the next (stronger) families are tried. Then the best result (success, formats lost,
-   lowest forget accuracy, highest retain accuracy, fewest codes), with `success` False if
-   none succeeded; also when `SelectConfig.max_seconds` runs out.
+   more than `retain_budget` of retain accuracy (over every prompt, or one relation's alone)
+   or any retain prompt about the fact's own subject its answer (the retain prompts: for a
+   conditional cut, the same subject's, every other fact's main prompt, and those prompts and
+   the neighbours' main prompts in the formats where a condition holds; for an unconditional
+   cut, every retain prompt, formats aside), until the answer is gone (not the greedy token
+   and p < `p_threshold`) on every prompt of the fact and on all but `slack` of the generated
+   ones (`success`), then go on adding codes until every format loses it too
+   (`formats_lost`); a family whose second stage stalls returns the cut it reached where its
+   codes took greedy answers from the formats, else its first stage's cut. The first family
+   that succeeds with the formats lost is kept; one that succeeds without them is the best so
+   far while the next (stronger) families are tried. Then the best result (success, formats
+   lost, lowest forget accuracy, highest retain accuracy, fewest codes), with `success` False
+   if none succeeded; also when `SelectConfig.max_seconds` runs out.
 
     selection = select(model, bottleneck, fact, retain, pool, SelectConfig(max_codes=8))
     selection.ablations             # what to install; selection.to_dict() for the plan file
@@ -67,6 +67,7 @@ from codecut.probes.selector.cache import (
     answer_targets,
     measure,
     reached,
+    relation_index,
 )
 from codecut.probes.selector.conditions import condition_codes
 from codecut.probes.selector.config import FAMILIES, SHOTS, ZERO_FAMILIES, SelectConfig, Trial
@@ -117,10 +118,11 @@ def select(
     asked = in_formats(model, fact, retain, pool, config.formats, SHOTS)
     keep = probe_facts(retain + asked, relation_values(pool + retain), fallback=wrong)
     formatted = torch.arange(len(keep.prompts)) >= len(keep.prompts) - len(asked)
+    relation = relation_index([f for f in retain + asked for _ in f.prompts])
     shared = shared or RetainCache.shared(model, bottleneck, strict)  # before attaching
     with attach(model, bottleneck, error_term=not strict) as handle:
         search = _Search(
-            model, handle, fact, forget, late, keep, config, deadline, shared, formatted
+            model, handle, fact, forget, late, keep, config, deadline, shared, formatted, relation
         )
         families = [
             f
@@ -209,10 +211,13 @@ class _Search:
         deadline: float | None = None,
         shared: RetainCache | None = None,
         formatted: torch.Tensor | None = None,
+        relation: torch.Tensor | None = None,
     ):
         """`formatted`: bool per prompt of `keep`, one of other subjects' main prompts in a
         format (`in_formats`): no condition set may hold there either, a conditional cut is
-        judged on those where one does, and an unconditional cut on none (see `_judging`)."""
+        judged on those where one does, and an unconditional cut on none (see `_judging`).
+        `relation`: per prompt of `keep`, its fact's relation (`relation_index`), each held
+        to the budget on its own (`costly`)."""
         self.model, self.handle, self.config = model, handle, config
         self.deadline = deadline
         self.step = 0.0  # seconds the last step of the search (next code and its trial) took
@@ -229,8 +234,9 @@ class _Search:
         same = torch.tensor([fact.subject in p for p in keep.prompts], dtype=torch.bool)
         if formatted is None:
             formatted = torch.zeros(len(keep.prompts), dtype=torch.bool)
+        relation = torch.zeros(len(same), dtype=torch.long) if relation is None else relation
         self._condition_sets(first, early, fired_keep[~same])
-        rows = self._judging(keep, retain, fired, same, formatted, cache)
+        rows = self._judging(keep, retain, fired, same, formatted, relation, cache)
         self.clean = self.trial(FAMILIES[0], [], ~self.late, [])  # the first stage, no cut
         # Gone with no cut: the fact's prompts lost the answer to a cut in an earlier bottleneck.
         self.gone_before = self.clean.gone
@@ -311,6 +317,7 @@ class _Search:
         fired: torch.Tensor,
         same: torch.Tensor,
         formatted: torch.Tensor,
+        relation: torch.Tensor,
         cache: RetainCache,
     ) -> list[int]:
         """The retain prompts each kind of cut is judged on (`judged`) and the codes' retain
@@ -345,8 +352,8 @@ class _Search:
         # hundreds of few-shot prompts costs seconds; the card measures them.
         every = (~formatted).nonzero().flatten().tolist()
         self.judged = {
-            True: Judged.of(retain, same, rows) if rows else Judged.none(n),
-            False: Judged.of(retain, same, every) if every else Judged.none(n),
+            True: Judged.of(retain, same, relation, rows) if rows else Judged.none(n),
+            False: Judged.of(retain, same, relation, every) if every else Judged.none(n),
         }
         return rows
 
@@ -357,17 +364,23 @@ class _Search:
         return self.deadline is not None and time.monotonic() + ahead > self.deadline
 
     def costly(self, family: Family, trial: Trial) -> bool:
-        """The cut costs more than `retain_budget` of retain accuracy, or takes the answer of a
-        retain prompt about the fact's own subject (the facts a user most expects to stay: a
-        budget over all prompts let 3 of 6 requests of the fine-tuning comparison take one)."""
+        """The cut costs more than `retain_budget` of retain accuracy, over every prompt or
+        one relation's alone (`_drop`), or takes the answer of a retain prompt about the fact's
+        own subject (the facts a user most expects to stay: a budget over all prompts let 3 of
+        6 requests of the fine-tuning comparison take one)."""
+        return self._drop(family, trial) > self.config.retain_budget or trial.subject_lost
+
+    def _drop(self, family: Family, trial: Trial) -> float:
+        """The larger of the drop over every retain prompt `trial` is judged on and one
+        relation's: judged on the mean alone, Spain's plan cut 16 codes at layer 18 with no
+        condition and took 2 of the other countries' 49 capital and currency prompts."""
         base = self.judged[family.conditional].base
-        drop = trial.retain_accuracy < base - self.config.retain_budget
-        return drop or trial.subject_lost
+        return max(base - trial.retain_accuracy, trial.relation_drop)
 
     def note_costly(self, family: Family, code: int, trial: Trial) -> None:
         """Keep the cheapest code that moved the answer but cost too much, for the error that
         says what the user can do when no family finds a cut (`refusal`)."""
-        drop = self.judged[family.conditional].base - trial.retain_accuracy
+        drop = self._drop(family, trial)
         if self.cheapest is None or (trial.subject_lost, drop) < self.cheapest[:2]:
             self.cheapest = (trial.subject_lost, drop, code)
 
@@ -522,7 +535,14 @@ class _Search:
         subject_lost = bool((judged.ok & ~keep_ok & judged.same).any())
         log_odds = p.clamp(1e-6, 1 - 1e-6).logit().mean().item()
         return Trial(
-            gone, ok.float().mean().item(), retain, held, p.mean().item(), log_odds, subject_lost
+            gone,
+            ok.float().mean().item(),
+            retain,
+            judged.worst_drop(keep_ok),
+            held,
+            p.mean().item(),
+            log_odds,
+            subject_lost,
         )
 
     def next_code(
