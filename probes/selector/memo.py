@@ -1,7 +1,7 @@
 """Measurements kept for the life of the process, so that the next request reuses them.
 
 Much of an unlearning request measures prompts that the previous request measured too: the
-default retain set's facts (the same relation's other subjects, a fixed handful of unrelated
+default retain set's facts (the same relation's other subjects, a fixed number of unrelated
 ones) and their answers, firing codes and attributions with no cut in place. Those depend on
 the model's weights and hooks (and the bottleneck's), not on the request, so they are kept here,
 one entry per model, bottleneck and key:

@@ -43,8 +43,9 @@ UNRELATED_PER_RELATION = 16
 
 
 def default_retain(model: Model, forget: list[Fact], pool: list[Fact]) -> list[Fact]:
-    """The near facts and a few unrelated ones of `pool` and the example facts, each once, that
-    the model knows; never a forget fact's own (subject, relation).
+    """The near facts and `UNRELATED_PER_RELATION` unrelated ones of each relation, of `pool`
+    and the example facts, each once, that the model knows; never a forget fact's own
+    (subject, relation).
 
     Raises BadInput when the model knows none of them: give a retain set instead.
     """
