@@ -407,9 +407,9 @@ class _Search:
         need = math.ceil(drop * 100) / 100
         return (
             f"{text}: the cheapest code that moves its answer (code {code}) alone costs "
-            f"{drop:.3f} of retain accuracy, so any cut costs at least that; to let the search "
-            f"try, raise the budget to {need:.2f} or more (SelectConfig.retain_budget, "
-            "--retain-budget), or try a bottleneck at another layer"
+            f"{drop:.3f} of retain accuracy (over all, or one relation's), so any cut costs "
+            f"at least that; to let the search try, raise the budget to {need:.2f} or more "
+            "(SelectConfig.retain_budget, --retain-budget), or try a bottleneck at another layer"
         )
 
     def family(self, family: Family) -> Selection:
