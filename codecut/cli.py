@@ -497,7 +497,7 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     s.add_argument(
         "--retain-budget", type=share, default=SelectConfig.retain_budget,
-        help="most retain accuracy one code may cost, overall and per relation (default: %(default)s)",
+        help="most retain accuracy a code may cost, overall and per relation (default %(default)s)",
     )  # fmt: skip
     s.add_argument(
         "--strict", action="store_true",

@@ -171,7 +171,7 @@ def test_a_conditional_cut_is_judged_on_the_neighbours_formats_where_a_condition
     forget, late = _forget_probe(model, target, facts, formats=FORMATS)
     keep = probe_facts(retain + asked, relation_values(facts), fallback=[])
     formatted = torch.arange(len(keep.prompts)) >= len(keep.prompts) - len(asked)
-    relation = relation_index([f for f in retain + asked for _ in f.prompts])
+    relation = relation_index(retain + asked)
     cache = RetainCache()
     with attach(model, world_bottleneck) as handle:
         search = _Search(

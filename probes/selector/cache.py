@@ -189,10 +189,11 @@ class Judged(NamedTuple):
 
 
 def relation_index(facts: list[Fact]) -> torch.Tensor:
-    """Per fact, the index of its relation among those of `facts`, in order of first sight
-    (`Judged.relation`)."""
+    """Per prompt of `facts`, laid out as `probe_facts` lays them, the index of its fact's
+    relation among those of `facts`, in order of first sight (`Judged.relation`)."""
     index: dict[str, int] = {}
-    return torch.tensor([index.setdefault(f.relation, len(index)) for f in facts], dtype=torch.long)
+    rows = [index.setdefault(f.relation, len(index)) for f in facts for _ in f.prompts]
+    return torch.tensor(rows, dtype=torch.long)
 
 
 def reached(ablations: list[Ablation], fired: torch.Tensor) -> torch.Tensor:

@@ -118,7 +118,7 @@ def select(
     asked = in_formats(model, fact, retain, pool, config.formats, SHOTS)
     keep = probe_facts(retain + asked, relation_values(pool + retain), fallback=wrong)
     formatted = torch.arange(len(keep.prompts)) >= len(keep.prompts) - len(asked)
-    relation = relation_index([f for f in retain + asked for _ in f.prompts])
+    relation = relation_index(retain + asked)
     shared = shared or RetainCache.shared(model, bottleneck, strict)  # before attaching
     with attach(model, bottleneck, error_term=not strict) as handle:
         search = _Search(

@@ -85,9 +85,10 @@ def unlearn(
         forget: facts to forget (or one fact); each must be known by the model (greedy
             answer). A fact given twice is searched once, with a warning.
         retain: facts that must survive; default: `retain.default_retain` (the known facts of
-            `pool` and the example facts about a forget fact's subject or of its relation, and up
-            to 16 of each other relation). Forget facts' own (subject, relation) pairs are left out of it
-            (with a warning when given here; an error when that leaves none).
+            `pool` and the example facts about a forget fact's subject or of its relation, and
+            `UNRELATED_PER_RELATION` of each other relation). Forget facts' own (subject,
+            relation) pairs are left out of it (with a warning when given here; an error when
+            that leaves none).
         pool: known facts to draw counterfactual answers and the default retain set from;
             default: `retain`, else the shipped example facts.
         config: the search's options (default `SelectConfig()`).
