@@ -7,7 +7,7 @@ from codecut.probes.plan import Family, ablations_of
 from codecut.probes.selector.attribution import probe_facts, relation_values
 from codecut.probes.selector.cache import answer_targets
 from codecut.probes.selector.config import SelectConfig
-from codecut.probes.selector.prefix import Prefix, hook_layer
+from codecut.probes.selector.prefix import Prefix, _entering, hook_layer
 from codecut.probes.selector.search import _Search, select
 
 
@@ -40,6 +40,20 @@ def test_prefix_logits_are_the_full_forwards_with_a_cut_in_place(world, world_bo
     assert (full - clean).abs().max() > 1.0  # the cut changes the logits: the check can fail
     torch.testing.assert_close(part, full, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(rows, full[[1, 12]], atol=1e-4, rtol=1e-4)
+
+
+def test_the_prefix_runs_by_length_and_gives_the_one_batch_stream(world, world_bottleneck):
+    """The stream entering the hook's layer, run by groups of similar length, is the one batch
+    of every prompt's at each prompt's own positions (padding aside)."""
+    model, w = world
+    long = "Here is a long sentence, " * 6 + w.facts()[0].prompt
+    prompts = [f.prompt for f in w.facts()[:6]] + [long]
+    prefix = Prefix(model, world_bottleneck.hook, prompts)
+    assert len(prefix.groups()) > 1  # the long prompt runs apart: the check can fail
+    with torch.no_grad():
+        one = _entering(model, prefix.layer, prefix.batch)
+    for i, last in enumerate(prefix.batch["last"].tolist()):
+        torch.testing.assert_close(prefix.hidden[i, : last + 1], one[i, : last + 1])
 
 
 def test_a_trial_measures_what_a_full_measurement_does(world, world_bottleneck):
