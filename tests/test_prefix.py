@@ -94,8 +94,12 @@ def test_a_search_out_of_time_returns_an_unsuccessful_selection(world, world_bot
 
 def test_next_token_logprobs_unembed_each_prompts_last_position_only(world):
     """`unembed_last` hands the unembedding one position per row: the log-probabilities are
-    the full forward's at each prompt's last position, whatever the padding."""
+    the full forward's at each prompt's last position, whatever the padding, and in the
+    prompts' order though they run by length (a long one in the middle, batches of 2)."""
     model, w = world
-    prompts = [f.prompt for f in w.facts()[:6]] + ["A much longer prompt, padded less."]
+    plain = [f.prompt for f in w.facts()[:6]]
+    prompts = plain[:3] + ["A much longer prompt, padded less than the others."] + plain[3:]
     full = last_logits(model, prompts).float().log_softmax(-1)
     torch.testing.assert_close(model.next_token_logprobs(prompts), full, atol=1e-5, rtol=1e-5)
+    by_two = model.next_token_logprobs(prompts, batch_size=2)
+    torch.testing.assert_close(by_two, full, atol=1e-5, rtol=1e-5)

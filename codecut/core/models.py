@@ -215,14 +215,26 @@ class Model:
 
     @torch.no_grad()
     def next_token_logprobs(self, prompts: list[str], batch_size: int = 32) -> torch.Tensor:
-        """Log-probabilities [len(prompts), vocab] of the token after each prompt."""
-        out = []
+        """Log-probabilities [len(prompts), vocab] of the token after each prompt.
+
+        Prompts run in batches of similar length, each cut to its longest: in the given order a
+        plain prompt beside a few-shot one was padded to four times its length."""
+        if not prompts:
+            return torch.empty(0, 0)
+        batch = self.tokenize(prompts)
+        order = batch["last"].argsort(stable=True)
+        out = None
         for i in range(0, len(prompts), batch_size):
-            batch = self.tokenize(prompts[i : i + batch_size])
-            with unembed_last(self.hf, batch["last"]):
-                logits = self(batch["input_ids"], batch["attention_mask"])
-            out.append(logits[:, 0].float().log_softmax(-1).cpu())
-        return torch.cat(out) if out else torch.empty(0, 0)
+            rows = order[i : i + batch_size]
+            last = batch["last"][rows]
+            ids, mask = (
+                batch[k][rows, : int(last.max()) + 1] for k in ("input_ids", "attention_mask")
+            )
+            with unembed_last(self.hf, last):
+                logp = self(ids, mask)[:, 0].float().log_softmax(-1).cpu()
+            out = logp.new_empty(len(prompts), logp.shape[-1]) if out is None else out
+            out[rows.cpu()] = logp
+        return out
 
     def answer_scores(
         self, prompts: list[str], answers: list[str]
