@@ -58,7 +58,7 @@ class Prefix:
         self.hidden = None
         if self.layer:
             with torch.no_grad():
-                self.hidden = self._entering()
+                self.hidden = self._entering_by_length()
                 checked = _EXACT.setdefault(model.hf, {})
                 if self.layer not in checked:
                     checked[self.layer] = self._exact()
@@ -66,7 +66,7 @@ class Prefix:
                     log.warning("%s: skipping layers changes the logits; full forwards", model.name)
                     self.layer, self.hidden = 0, None
 
-    def _entering(self) -> torch.Tensor:
+    def _entering_by_length(self) -> torch.Tensor:
         """[B, T, d] the residual stream entering `layer`, run by groups of similar length
         (`groups`): in one batch, a retain set's plain prompts were padded to its few-shot ones'
         width, three times the tokens (54 of a cold 91 s request). Padding is left zero, as in
