@@ -1,11 +1,13 @@
 """Zero-shot unlearning on the synthetic world: one association goes, its neighbours stay."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from codecut.probes.evaluate import fact_accuracy, summary
 from codecut.probes.selector.config import FORMATS, SHOTS, SelectConfig
 from codecut.probes.selector.retain import default_retain, in_formats
-from codecut.probes.selector.search import _forget_probe
+from codecut.probes.selector.search import _forget_probe, _Search
 
 from codecut import Fact, apply, evaluate, load_plan, unlearn
 from codecut.core.errors import BadInput
@@ -165,3 +167,19 @@ def test_the_formats_asked_lose_the_answer_too(world, world_bottleneck):
             break
     assert all(not still for lost, still in made if lost)
     assert any(lost for lost, _ in made), made
+
+
+def test_the_refusal_names_the_budget_its_cheapest_code_needs():
+    """Where every code that moved the answer cost too much, the error gives the cheapest one's
+    cost rounded up to a budget the user can pass, or says it took the subject's other facts.
+    (A search on the worlds reaches this rarely: with no budget at all and no condition sets,
+    the first six colours of seed 0 still find a costless cut.)"""
+    fact = Fact("Findar", "color", "Findar's favourite colour is", "teal")
+    search = SimpleNamespace(config=SelectConfig(), cheapest=(False, 0.041, 17), conditions=[[3]])
+    text = _Search.refusal(search, fact)
+    assert "within the retain budget (0.02)" in text and "(code 17) alone costs 0.041" in text
+    assert "raise the budget to 0.05 or more" in text and "--retain-budget" in text
+    search.cheapest = (True, 0.0, 9)
+    assert "the cheapest: code 9) also takes the answer of another fact about its subject" in (
+        _Search.refusal(search, fact)
+    )
