@@ -39,7 +39,9 @@ clean model):
   after a true fact about the subject; `codecut.probes.formats`) answered before, the share
   not answered after;
 - kept: of the other countries' plain prompts answered before, the share answered after, for
-  the relations the request forgot and for the others;
+  the relations the request forgot and for the others; and (`kept_formats`) of the other
+  countries' main prompts of the forgotten relations asked in the four other formats (the
+  context never about the forgotten subject), the share answered after of those answered before;
 - seconds: the time `codecut.unlearn` took, finding the facts included; for fine-tuning,
   `finetune_unlearn`'s (the facts given, not found), plus the plan's for bake.
 
@@ -103,6 +105,7 @@ class Row:
     helpful: float | None
     kept_same_relation: float | None  # other subjects' prompts of the forgotten relations kept
     kept_other: float | None  # other subjects' prompts of the other relations still answered
+    kept_formats: float | None  # other subjects' main prompts, forgotten relations, in the formats
     codes: int | None = None  # codes the plan cuts (None: fine-tuning)
     seconds: float
     steps: int | None = None  # optimizer steps run (fine-tuning)
@@ -139,6 +142,7 @@ class Request:
     formats: dict[str, Asked]  # the subject's prompts, per format
     same_relation: Asked  # the other subjects' prompts of the forgotten relations
     other: Asked  # and of the other relations
+    neighbours: Asked  # the same relations' other subjects' main prompts, in the other formats
 
 
 def request(
@@ -159,9 +163,19 @@ def request(
             g.prompts += f.prompts
             g.answers += [f.answer] * len(f.prompts)
             g.before += before
+    shown = [g for g in facts if g.subject != subject]  # context never names the subject
+    asked = [
+        (q, f.answer)
+        for f in shown
+        if f.relation in relations
+        for v in FORMATS[1:]
+        for q in variant_prompts(model, replace(f, paraphrases=[]), shown, v, SHOTS)
+    ]
+    prompts, answers = (list(x) for x in zip(*asked)) if asked else ([], [])
+    neighbours = Asked(prompts, answers, answered(model, prompts, answers))
     given = {f.relation for f in facts if f.subject == subject}
     found = sum(f.relation not in given for f in mine)
-    return Request(subject, len(mine), found, formats, groups[True], groups[False])
+    return Request(subject, len(mine), found, formats, groups[True], groups[False], neighbours)
 
 
 def row(req: Request, method: str, after: After | None, seconds: float, **extra) -> Row:
@@ -174,6 +188,7 @@ def row(req: Request, method: str, after: After | None, seconds: float, **extra)
         few_shot=gone["few-shot"], helpful=gone["helpful"],
         kept_same_relation=req.same_relation.kept(after) if after else None,
         kept_other=req.other.kept(after) if after else None,
+        kept_formats=req.neighbours.kept(after) if after else None,
         seconds=round(seconds, 1), **extra,
     )  # fmt: skip
 
@@ -254,6 +269,8 @@ def zero_shot_summary(table: pd.DataFrame) -> dict:
         "other subjects kept, lowest": min(
             table["kept_same_relation"].min(), table["kept_other"].min()
         ),
+        "other subjects kept in the formats, same relations (mean)": table["kept_formats"].mean(),
+        "other subjects kept in the formats, lowest": table["kept_formats"].min(),
         "seconds per subject (median)": statistics.median(table["seconds"]),
         "seconds per fact (median)": statistics.median(table["seconds"] / table["facts"]),
     }
@@ -271,6 +288,7 @@ def per_method(table: pd.DataFrame) -> pd.DataFrame:
             "kept same relation": ok["kept_same_relation"].mean(),
             "same relation lowest": ok["kept_same_relation"].min(),
             "kept other": ok["kept_other"].mean(), "other lowest": ok["kept_other"].min(),
+            "kept formats": ok["kept_formats"].mean(), "formats lowest": ok["kept_formats"].min(),
             "median s": ok["seconds"].median(),
         })  # fmt: skip
     return pd.DataFrame(out)
@@ -295,7 +313,7 @@ def frontier(methods: pd.DataFrame) -> Figure:
 
 def write(rows: list[Row], command: str, name: str) -> None:
     table = pd.DataFrame([asdict(r) for r in rows])
-    numeric = [*SHARES, "kept_same_relation", "kept_other"]
+    numeric = [*SHARES, "kept_same_relation", "kept_other", "kept_formats"]
     table[numeric] = table[numeric].astype(float)  # a failed run's None: NaN
     summary = zero_shot_summary(table[table["method"] == ZERO_SHOT])
     methods = per_method(table)
