@@ -162,7 +162,7 @@ def test_a_cut_is_judged_on_the_neighbours_formats_where_it_can_act(world, world
     """The search's retain prompts: a conditional cut is judged on the neighbours' prompts in
     the formats wherever one of its condition sets holds there (the only places it can act), an
     unconditional one on those of the forget fact's own relation that the model answers (it
-    acts everywhere; measuring every format made a search four times slower)."""
+    acts everywhere; measuring every format made one search six times slower)."""
     model, w = world
     facts, target = findar(w)
     retain = default_retain(model, [target], facts)

@@ -28,15 +28,15 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
    or any retain prompt about the fact's own subject its answer (the retain prompts: for a
    conditional cut, the same subject's, every other fact's main prompt, and those prompts and
    the neighbours' main prompts in the formats where a condition holds; for an unconditional
-   cut, every retain prompt and the neighbours' formats), until the answer is gone (not the greedy token
-   and p < `p_threshold`) on every prompt of the fact and on all but `slack` of the generated
-   ones (`success`), then go on adding codes until every format loses it too
-   (`formats_lost`); a family whose second stage stalls returns the cut it reached where its
-   codes took greedy answers from the formats, else its first stage's cut. The first family
-   that succeeds with the formats lost is kept; one that succeeds without them is the best so
-   far while the next (stronger) families are tried. Then the best result (success, formats
-   lost, lowest forget accuracy, highest retain accuracy, fewest codes), with `success` False
-   if none succeeded; also when `SelectConfig.max_seconds` runs out.
+   cut, every retain prompt and the neighbours' answered formats of the fact's relation), until
+   the answer is gone (not the greedy token and p < `p_threshold`) on every prompt of the fact
+   and on all but `slack` of the generated ones (`success`), then go on adding codes until every
+   format loses it too (`formats_lost`); a family whose second stage stalls returns the cut it
+   reached where its codes took greedy answers from the formats, else its first stage's cut. The
+   first family that succeeds with the formats lost is kept; one that succeeds without them is
+   the best so far while the next (stronger) families are tried. Then the best result (success,
+   formats lost, lowest forget accuracy, highest retain accuracy, fewest codes), with `success`
+   False if none succeeded; also when `SelectConfig.max_seconds` runs out.
 
     selection = select(model, bottleneck, fact, retain, pool, SelectConfig(max_codes=8))
     selection.ablations             # what to install; selection.to_dict() for the plan file
@@ -215,7 +215,7 @@ class _Search:
     ):
         """`formatted`: bool per prompt of `keep`, one of other subjects' main prompts in a
         format (`in_formats`): no condition set may hold there either, a conditional cut is
-        judged on those where one does, and an unconditional cut on all (see `_judging`).
+        judged on those where one does, an unconditional cut on those of its relation.
         `relation`: per prompt of `keep`, its fact's relation (`relation_index`; 0: the forget
         fact's own), each held to the budget on its own (`costly`)."""
         self.model, self.handle, self.config = model, handle, config
@@ -347,8 +347,8 @@ class _Search:
         # An unconditional cut is judged on every retain prompt (judged by other subjects'
         # main prompts alone, Rwanda's capital took 34% of the other capitals' paraphrases),
         # and on the answered formats of the fact's relation (without them Spain's clamp took a
-        # fifth of the other countries' format answers; with every format, a search ran 4x
-        # longer). A trial re-measures only those a cut reaches.
+        # fifth of the other countries' format answers; with every format, one unconditional
+        # search ran past 12 minutes, 2 before). A trial re-measures only those a cut reaches.
         kin = formatted & (relation == 0) & (retain.ok if retain else False)
         every = (~formatted | kin).nonzero().flatten().tolist()
         self.judged = {
