@@ -193,8 +193,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
         args.device
     ) as ranks:  # under torchrun: each rank collects a share of the texts
         m = collect_to_disk(
-            codecut.load_model(args.model, device=args.device), args.hook, args.tokens, args.out, texts=texts,
-            dtype=args.dtype, shard_tokens=args.shard_tokens, ranks=ranks,
+            codecut.load_model(args.model, device=args.device), args.hook, args.tokens, args.out,
+            texts=texts, dtype=args.dtype, shard_tokens=args.shard_tokens, ranks=ranks,
         )  # fmt: skip
     if not ranks.main:  # rank 0 reports
         return

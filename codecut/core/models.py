@@ -313,7 +313,7 @@ def _hand_cache_to_bridge_attention(bridge: nn.Module) -> None:
 
 
 def decoder_layers(hf: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks of a causal LM (Llama/Mistral/Qwen `model.layers`, GPT-2 `h`)."""
+    """The transformer blocks of a causal LM (Llama/Mistral/Qwen `model.layers`, GPT-2 `h`)."""
     base = getattr(hf, "model", None) or getattr(hf, "transformer", None)
     layers = getattr(base, "layers", None) or getattr(base, "h", None)
     if layers is None:
@@ -412,7 +412,8 @@ def load_model(
         path, hf_name = Path(spec), spec
     else:
         raise BadInput(
-            f"unknown model {spec!r}: use one of {', '.join(REGISTRY)} or a local HF model directory"
+            f"unknown model {spec!r}: use one of {', '.join(REGISTRY)} or a local HF model "
+            "directory"
         )
     device = resolve_device(device)
     if dtype is None:

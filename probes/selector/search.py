@@ -5,10 +5,10 @@ For one forget fact, with the bottleneck attached (error term kept, unless in st
 1. Probes. Forget: the fact's prompts, the same prompts in the formats a user will try
    (`SelectConfig.formats`, by default `FORMATS`: question, chat template, few-shot, a helpful
    context sentence) and the generated paraphrases, each kept where the model answers it,
-   contrasted with the counterfactual answers (`make_antisamples`). Retain: every prompt
-   of the retain facts, contrasted with the other answers of their relation. Below the hook nothing depends on a cut, so each prompt's
-   residual stream there is computed once (`Prefix`) and every measurement runs only the
-   layers above.
+   contrasted with the counterfactual answers (`make_antisamples`). Retain: every prompt of
+   the retain facts, contrasted with the other answers of their relation. Below the hook
+   nothing depends on a cut, so each prompt's residual stream there is computed once
+   (`Prefix`) and every measurement runs only the layers above.
 2. Conditions (`condition_codes`): code sets that fire in the forget prompts' context and,
    together, in at most `SelectConfig.condition_rate` of other subjects' retain prompts (and of
    their main prompts asked in the same formats, `in_formats`),
