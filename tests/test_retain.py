@@ -170,7 +170,7 @@ def test_a_cut_is_judged_on_the_neighbours_formats_where_it_can_act(world, world
     forget, late = _forget_probe(model, target, facts, formats=FORMATS)
     keep = probe_facts(retain + asked, relation_values(facts), fallback=[])
     formatted = torch.arange(len(keep.prompts)) >= len(keep.prompts) - len(asked)
-    relation = relation_index([target, *retain, *asked])[len(target.prompts) :]
+    relation = relation_index(retain + asked, first=target.relation)
     cache = RetainCache()
     with attach(model, world_bottleneck) as handle:
         search = _Search(

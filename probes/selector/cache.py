@@ -188,10 +188,11 @@ class Judged(NamedTuple):
         return cls(None, none, torch.zeros(0, n, dtype=torch.bool), empty, none, empty, 1.0)
 
 
-def relation_index(facts: list[Fact]) -> torch.Tensor:
+def relation_index(facts: list[Fact], first: str) -> torch.Tensor:
     """Per prompt of `facts`, laid out as `probe_facts` lays them, the index of its fact's
-    relation among those of `facts`, in order of first sight (`Judged.relation`)."""
-    index: dict[str, int] = {}
+    relation: 0 for `first` (the forget fact's), the others in order of first sight
+    (`Judged.relation`)."""
+    index = {first: 0}
     rows = [index.setdefault(f.relation, len(index)) for f in facts for _ in f.prompts]
     return torch.tensor(rows, dtype=torch.long)
 

@@ -118,7 +118,7 @@ def select(
     asked = in_formats(model, fact, retain, pool, config.formats, SHOTS)
     keep = probe_facts(retain + asked, relation_values(pool + retain), fallback=wrong)
     formatted = torch.arange(len(keep.prompts)) >= len(keep.prompts) - len(asked)
-    relation = relation_index([fact, *retain, *asked])[len(fact.prompts) :]  # 0: the fact's
+    relation = relation_index(retain + asked, first=fact.relation)
     shared = shared or RetainCache.shared(model, bottleneck, strict)  # before attaching
     with attach(model, bottleneck, error_term=not strict) as handle:
         search = _Search(
@@ -216,7 +216,7 @@ class _Search:
         """`formatted`: bool per prompt of `keep`, one of other subjects' main prompts in a
         format (`in_formats`): no condition set may hold there either, a conditional cut is
         judged on those where one does, an unconditional cut on those of its relation.
-        `relation`: per prompt of `keep`, its fact's relation (`relation_index`; 0: the forget
+        `relation`: per prompt of `keep`, its fact's relation (`relation_index`, 0 the forget
         fact's own), each held to the budget on its own (`costly`)."""
         self.model, self.handle, self.config = model, handle, config
         self.deadline = deadline
@@ -349,7 +349,7 @@ class _Search:
         # and on the answered formats of the fact's relation (without them Spain's clamp took a
         # fifth of the other countries' format answers; with every format, one unconditional
         # search ran past 12 minutes, 2 before). A trial re-measures only those a cut reaches.
-        kin = formatted & (relation == 0) & (retain.ok if retain else False)
+        kin = formatted & (relation == 0) & (retain.ok if retain is not None else False)
         every = (~formatted | kin).nonzero().flatten().tolist()
         self.judged = {
             True: Judged.of(retain, same, relation, rows) if rows else Judged.none(n),
